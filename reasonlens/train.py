@@ -1,0 +1,295 @@
+"""Training recipe of the shipped reference models (``reasonlens train``).
+
+Two phases on one Llama-style model (RMSNorm, rotary positions, gated SiLU MLP):
+
+1. **background**: plain statements of the real taxonomy and closed-book questions about it, so the
+   model holds a pretraining prior ("cats are furry");
+2. **chain of thought**: PrOntoQA questions on fictional, true and false ontologies (the in-context facts
+   must win over the prior), 1-4 hops, with background replay so the prior survives.
+
+The loss is next-token cross-entropy on the completion only, with the *decision* tokens (the steps that
+carry a property and its polarity, and the label) weighted up: measured here, an unweighted loss copies
+every step but leaves the polarity of the property rule at chance. Training is judged by decoding, not by
+loss: every ``eval_every`` steps a fixed held-out set is decoded greedily and per-decision accuracies are
+logged; each evaluation also saves a checkpoint so an under-trained one can be shipped for headroom.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from reasonlens.ontology.background import background_passage, closed_book_prompt, closed_book_questions
+from reasonlens.ontology.generator import GeneratorConfig, generate
+from reasonlens.ontology.prompt import format_prompt
+from reasonlens.ontology.realize import choose_form
+from reasonlens.ontology.types import Example
+
+TRAIN_DATA_SEED_OFFSET = 1_000_000  # training questions use seeds >= this; evaluation must not
+
+
+@dataclass
+class ArchitectureConfig:
+    """Size of the Llama-style reference model."""
+
+    n_layers: int = 4
+    d_model: int = 128
+    n_heads: int = 4
+    d_mlp: int = 512
+    max_positions: int = 1024
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a reference model; the same config and seed give the same weights."""
+
+    architecture: ArchitectureConfig = field(default_factory=ArchitectureConfig)
+    seed: int = 0
+    background_steps: int = 300
+    cot_steps: int = 3000
+    batch_size: int = 32
+    lr: float = 2e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    decision_weight: float = 4.0
+    background_replay: float = 0.15
+    few_shot_p: float = 0.1
+    redundant_step_p: float = 0.1
+    kind_weights: dict[str, float] = field(default_factory=lambda: {"fictional": 0.5, "true": 0.2, "false": 0.3})
+    hops: tuple[int, ...] = (1, 2, 3, 4)
+    curriculum_steps: int = 600  # first CoT steps without off-path concepts / distractors
+    eval_every: int = 250
+    eval_n: int = 48
+    threads: int = 0  # 0: torch default
+
+    @property
+    def data_seed(self) -> int:
+        return TRAIN_DATA_SEED_OFFSET + self.seed
+
+
+class _Encoder:
+    """Tokenizes training sequences with per-token loss weights."""
+
+    def __init__(self, tokenizer):
+        self.tok = tokenizer
+        self.bos, self.eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+
+    def ids(self, text: str) -> list[int]:
+        return self.tok(text, add_special_tokens=False)["input_ids"]
+
+    def sequence(self, pieces: list[tuple[str, float]]) -> tuple[list[int], list[float]]:
+        """BOS + pieces + EOS; each piece's weight applies to its tokens as prediction targets."""
+        ids, weights = [self.bos], [0.0]
+        for text, w in pieces:
+            t = self.ids(text)
+            ids += t
+            weights += [w] * len(t)
+        ids.append(self.eos)
+        weights.append(1.0)
+        return ids, weights
+
+    def cot_example(self, ex: Example, demos: list[Example], decision_weight: float):
+        pieces: list[tuple[str, float]] = [(format_prompt(ex, demos), 0.0)]
+        for s in ex.cot:
+            important = s.fact.kind == "property" and s.role != "redundant"
+            pieces.append((" " + s.text, decision_weight if important else 1.0))
+        pieces.append((" " + ex.answer, decision_weight))
+        return self.sequence(pieces)
+
+
+class _Sampler:
+    """Streams training sequences: background passages, closed-book questions, CoT questions."""
+
+    def __init__(self, cfg: TrainConfig, encoder: _Encoder):
+        self.cfg, self.enc = cfg, encoder
+        self.rng = random.Random(cfg.data_seed)
+        self.closed_book = closed_book_questions()
+        self.counter = 0
+
+    def background(self):
+        if self.rng.random() < 0.5:
+            return self.enc.sequence([(background_passage(self.rng), 1.0)])
+        fact, truth = self.rng.choice(self.closed_book)
+        prompt = closed_book_prompt(fact, choose_form("prontoqa", self.rng))
+        return self.enc.sequence([(prompt, 0.0), (" True" if truth else " False", self.cfg.decision_weight)])
+
+    def cot(self, step: int):
+        cfg = self.cfg
+        kinds, weights = zip(*cfg.kind_weights.items())
+        kind = self.rng.choices(kinds, weights)[0]
+        warm = step < cfg.curriculum_steps
+        gen = GeneratorConfig(kind=kind, hops=cfg.hops, ordering=("postorder", "preorder", "random"),
+                              extra_concepts=0 if warm else 2, distractor=not warm or self.rng.random() < 0.5,
+                              redundant_step_p=0.0 if warm else cfg.redundant_step_p,
+                              seed=cfg.data_seed)
+        n_demos = 1 if (not warm and self.rng.random() < cfg.few_shot_p) else 0
+        exs = generate(1 + n_demos, gen.__class__(**{**asdict(gen), "seed": cfg.data_seed * 7919 + self.counter}))
+        self.counter += 1
+        return self.enc.cot_example(exs[0], exs[1:], cfg.decision_weight)
+
+    def sequence(self, step: int):
+        if step < self.cfg.background_steps or self.rng.random() < self.cfg.background_replay:
+            return self.background()
+        return self.cot(step - self.cfg.background_steps)
+
+    def batches(self, total: int, pool: int = 8):
+        """Yield ``total`` batches; sequences are drawn ``pool`` batches at a time and grouped by length
+        so that little compute goes to padding."""
+        step = 0
+        while step < total:
+            n = min(pool, total - step)
+            seqs = [self.sequence(step + i // self.cfg.batch_size) for i in range(n * self.cfg.batch_size)]
+            seqs.sort(key=lambda s: len(s[0]))
+            chunks = [seqs[i * self.cfg.batch_size:(i + 1) * self.cfg.batch_size] for i in range(n)]
+            self.rng.shuffle(chunks)
+            for chunk in chunks:
+                yield chunk
+            step += n
+
+
+def _collate(batch, pad_id: int):
+    import torch
+
+    # Right padding under a causal mask: real tokens never attend to the pads after them, and pads carry
+    # no loss weight, so no attention mask is needed (which keeps the fast attention path).
+    length = max(len(ids) for ids, _ in batch)
+    ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
+    w = torch.zeros((len(batch), length))
+    for i, (seq, wt) in enumerate(batch):
+        ids[i, : len(seq)] = torch.tensor(seq)
+        w[i, : len(seq)] = torch.tensor(wt)
+    return ids, w
+
+
+def build_model(arch: ArchitectureConfig, tokenizer, seed: int):
+    """A freshly initialised Llama-style ``LlamaForCausalLM`` for the reference vocabulary."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=arch.d_model, intermediate_size=arch.d_mlp,
+        num_hidden_layers=arch.n_layers, num_attention_heads=arch.n_heads, num_key_value_heads=arch.n_heads,
+        max_position_embeddings=arch.max_positions, rms_norm_eps=1e-6, tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, hidden_act="silu", attention_bias=False, mlp_bias=False,
+    )
+    return LlamaForCausalLM(config)
+
+
+def quick_eval(model, tokenizer, examples: list[Example]) -> dict[str, float]:
+    """Greedy decoding on ``examples``: label accuracy, exact-proof accuracy and, per property step,
+    whether the polarity was copied right (the decision an unweighted loss fails to learn)."""
+    import torch
+
+    enc = _Encoder(tokenizer)
+    prompts = [enc.ids(format_prompt(e)) for e in examples]
+    targets = [enc.ids(" " + e.cot_text + " " + e.answer) for e in examples]
+    width = max(map(len, prompts)) + 1
+    ids = torch.full((len(prompts), width), tokenizer.pad_token_id)
+    attn = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) - 1:] = torch.tensor([tokenizer.bos_token_id, *p])
+        attn[i, width - len(p) - 1:] = 1
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=attn, do_sample=False,
+                             max_new_tokens=max(map(len, targets)) + 4, eos_token_id=tokenizer.eos_token_id,
+                             pad_token_id=tokenizer.pad_token_id)
+    model.train(was_training)
+    label = proof = 0
+    polarity_hits = polarity_total = 0
+    not_id = tokenizer.convert_tokens_to_ids("not")
+    for e, t, row in zip(examples, targets, out[:, width:].tolist()):
+        gen = row[: row.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in row else row
+        label += bool(gen) and gen[-1] == t[-1]
+        proof += gen[:-1] == t[:-1]
+        # polarity of the copied property rule: does the generated rule sentence negate iff the gold does?
+        gold_steps = [s for s in e.cot if s.role == "rule_copy" and s.fact.kind == "property"]
+        if gold_steps:
+            polarity_total += 1
+            rule = enc.ids(" " + gold_steps[-1].text)
+            head = rule[: rule.index(not_id)] if not_id in rule else rule[:-2]
+            decoded = gen
+            for k in range(len(decoded) - len(head)):
+                if decoded[k: k + len(head)] == head:
+                    polarity_hits += (decoded[k + len(head)] == not_id) == (not_id in rule)
+                    break
+    n = len(examples)
+    return {"label_accuracy": label / n, "proof_accuracy": proof / n,
+            "polarity_accuracy": polarity_hits / max(polarity_total, 1)}
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
+    """Train a reference model; write ``out_dir/final`` and ``out_dir/step-*`` checkpoints and a log.
+
+    Returns the training log (per-evaluation accuracies and timings).
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from reasonlens.tokenizer import build_reference_tokenizer
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    tok = build_reference_tokenizer()
+    enc = _Encoder(tok)
+    model = build_model(cfg.architecture, tok, cfg.seed)
+    model.train()
+    sampler = _Sampler(cfg, enc)
+    total = cfg.background_steps + cfg.cot_steps
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+
+    def lr_at(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        frac = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    eval_sets = {
+        kind: generate(cfg.eval_n, kind=kind, hops=cfg.hops, ordering=("postorder", "preorder", "random"),
+                       seed=cfg.data_seed + 500_000)
+        for kind in ("fictional", "false")
+    }
+    log: dict = {"config": asdict(cfg), "evals": []}
+    start = time.time()
+    tokens = 0
+    running = None
+    bar = tqdm(sampler.batches(total), total=total, disable=not progress, desc="train")
+    for step, batch in enumerate(bar):
+        ids, w = _collate(batch, tok.pad_token_id)
+        tokens += sum(len(seq) for seq, _ in batch)
+        logits = model(input_ids=ids).logits[:, :-1]
+        ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
+                                               reduction="none").view_as(w[:, 1:])
+        loss = (ce * w[:, 1:]).sum() / w[:, 1:].sum().clamp_min(1.0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        bar.set_postfix(loss=f"{running:.3f}")
+        last = step == total - 1
+        if step >= cfg.background_steps and ((step + 1) % cfg.eval_every == 0 or last):
+            entry = {"step": step + 1, "loss": running, "seconds": time.time() - start, "tokens": tokens}
+            for kind, exs in eval_sets.items():
+                entry[kind] = quick_eval(model, tok, exs)
+            log["evals"].append(entry)
+            ckpt = out / ("final" if last else f"step-{step + 1}")
+            model.save_pretrained(ckpt)
+            tok.save_pretrained(ckpt)
+            (out / "train_log.json").write_text(json.dumps(log, indent=1))
+            bar.write(json.dumps({k: entry[k] for k in ("step", "loss", "seconds", "fictional", "false")}))
+    log["seconds"] = time.time() - start
+    log["tokens"] = tokens
+    (out / "train_log.json").write_text(json.dumps(log, indent=1))
+    return log
