@@ -124,10 +124,9 @@ class _Sampler:
         warm = step < cfg.curriculum_steps
         gen = GeneratorConfig(kind=kind, hops=cfg.hops, ordering=("postorder", "preorder", "random"),
                               extra_concepts=0 if warm else 2, distractor=not warm or self.rng.random() < 0.5,
-                              redundant_step_p=0.0 if warm else cfg.redundant_step_p,
-                              seed=cfg.data_seed)
+                              redundant_step_p=0.0 if warm else cfg.redundant_step_p)
         n_demos = 1 if (not warm and self.rng.random() < cfg.few_shot_p) else 0
-        exs = generate(1 + n_demos, gen.__class__(**{**asdict(gen), "seed": cfg.data_seed * 7919 + self.counter}))
+        exs = generate(1 + n_demos, gen, seed=cfg.data_seed * 7919 + self.counter)
         self.counter += 1
         return self.enc.cot_example(exs[0], exs[1:], cfg.decision_weight)
 

@@ -172,15 +172,18 @@ def _false_world(rng: random.Random, hops: int, length: int, n_below: int) -> _W
     return _World(chain=chain, props=props, below=below)
 
 
-def _pick_distractor(rng: random.Random, world: _World, prop: str, holds: bool, kind: str) -> str:
+def _pick_distractor(rng: random.Random, world: _World, prop: str, holds: bool, kind: str) -> str | None:
+    """The held-out concept of the distractor rule, or None when a true ontology has no truthful one."""
     used = set(world.chain) | set(world.below)
     if kind == "fictional":
         assert world.distractor is not None
         return world.distractor
     pool = [c for c in TRUE_TAXONOMY if c not in used]
-    if kind == "true":  # prefer a distractor rule that is also true in the real world
+    if kind == "true":  # the rule must not contradict the real world: true there, else one it is silent on
         agreeing = [c for c in pool if true_properties(c).get(prop) == (not holds)]
-        pool = agreeing or pool
+        pool = agreeing or [c for c in pool if prop not in true_properties(c)]
+        if not pool:  # e.g. "alive": every concept has it, so "Every D is not alive" would be false
+            return None
     return rng.choice(pool)
 
 
@@ -233,6 +236,7 @@ def _generate_one(cfg: GeneratorConfig, rng: random.Random, index: int) -> Examp
     distractor = None
     if cfg.distractor:
         distractor = _pick_distractor(rng, world, prop, holds, kind)
+    if distractor is not None:
         d_sent = sentence(Fact(distractor, prop, "property", negated=holds, universal=True), "distractor")
         context.insert(rng.randint(0, len(context)), d_sent)
     entity_fact = sentence(Fact(entity, path[0], "isa"), "entity_fact")
@@ -266,7 +270,11 @@ def _generate_one(cfg: GeneratorConfig, rng: random.Random, index: int) -> Examp
                 used_fams = set(world.families.values())
                 pool = [p for f, fam in enumerate(PROPERTY_FAMILIES) if f not in used_fams for p in fam]
             else:
-                pool = sorted({TRUE_TAXONOMY[c][1] for c in TRUE_TAXONOMY} - used)
+                # Keep the prior on its side: a true ontology must not query a property the entity's concept
+                # really has (the answer False would contradict the real world); a false one must not query
+                # a property it really lacks (the prior would agree with the answer).
+                contrary = {p for p, h in true_properties(path[0]).items() if h == (kind == "true")}
+                pool = sorted({TRUE_TAXONOMY[c][1] for c in TRUE_TAXONOMY} - used - contrary)
             qfact = Fact(entity, rng.choice(pool), "property")
         else:
             qfact = conclusion

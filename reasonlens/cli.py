@@ -1,0 +1,154 @@
+"""The ``reasonlens`` command line: generate data, train and evaluate reference models, list models, run
+the demo report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from reasonlens.errors import ReasonlensError
+
+
+def _cmd_generate(args: argparse.Namespace) -> None:
+    from reasonlens.ontology import GeneratorConfig, generate
+    from reasonlens.ontology.io import save_jsonl, to_hf_dataset
+
+    cfg = GeneratorConfig(kind=tuple(args.kind), hops=tuple(args.hops), style=args.style, false_mode=args.false_mode,
+                          redundant_step_p=args.redundant_step_p, ordering=tuple(args.ordering), seed=args.seed)
+    examples = generate(args.n, cfg)
+    out = Path(args.out)
+    if out.suffix == ".jsonl":
+        save_jsonl(examples, out)
+    else:
+        to_hf_dataset(examples).save_to_disk(str(out))
+    print(f"wrote {len(examples)} examples to {out}")
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from reasonlens.zoo_build import build_zoo, train_reference
+
+    if args.zoo:
+        build_zoo(args.out, install=args.install, progress=not args.quiet)
+    else:
+        train_reference(args.out, seed=args.seed, cot_steps=args.steps, progress=not args.quiet)
+    print(f"training output in {args.out}")
+
+
+def _eval(model_name: str, out: Path, n: int, seed: int, data: str | None, batch_size: int) -> dict:
+    from reasonlens.evaluate import EvalConfig, EvalResult, evaluate, evaluate_examples
+    from reasonlens.model import load_model, model_info
+
+    model = load_model(model_name)
+    info = model_info(model_name)
+    if data:
+        from reasonlens.ontology.io import load_dataset_file
+
+        examples = load_dataset_file(data)
+        records = evaluate_examples(model, examples, batch_size=batch_size, progress=True)
+        result = EvalResult(model=model_name, n_per_cell=None, seed=None, records=records)
+    else:
+        result = evaluate(model, EvalConfig(n_per_cell=n, seed=seed, batch_size=batch_size), model_name=model_name,
+                          train_data_seed=info.train_data_seed if info else None, progress=True)
+    result.save(out)
+    result.report().save(out / "report.html")
+    return result.metrics()
+
+
+def _print_table(metrics: dict) -> None:
+    for key in ("label_accuracy", "proof_accuracy"):
+        print(key)
+        for kind, cells in metrics[key].items():
+            print(f"  {kind:10s} " + "  ".join(f"{h}:{v:.3f}" for h, v in cells.items()))
+    if metrics.get("closed_book_accuracy") is not None:
+        print(f"closed_book_accuracy {metrics['closed_book_accuracy']:.3f}")
+
+
+def _cmd_eval(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    metrics = _eval(args.model, out, args.n, args.seed, args.data, args.batch_size)
+    _print_table(metrics)
+    print(f"wrote {out / 'metrics.json'} and {out / 'report.html'}")
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from reasonlens.model import main_model_name
+
+    out = Path(args.out)
+    metrics = _eval(main_model_name(), out, args.n, args.seed, None, args.batch_size)
+    _print_table(metrics)
+    print(f"open {out / 'report.html'}")
+
+
+def _cmd_models(args: argparse.Namespace) -> None:
+    from reasonlens.model import list_models
+
+    models = list_models()
+    if args.json:
+        print(json.dumps([{"name": m.name, "role": m.role, "path": str(m.path), "size_bytes": m.size_bytes}
+                          for m in models], indent=2))
+        return
+    for m in models:
+        print(f"{m.name:28s} {m.role:12s} {m.size_bytes / 1e6:5.1f} MB  {m.description}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="reasonlens", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="write a generated PrOntoQA dataset (.jsonl, or a HF dataset folder)")
+    g.add_argument("--n", type=int, required=True)
+    g.add_argument("--kind", nargs="+", default=["fictional"], help="fictional, true, false")
+    g.add_argument("--hops", nargs="+", type=int, default=[1, 2, 3, 4])
+    g.add_argument("--style", default="prontoqa", help="prontoqa or dutta")
+    g.add_argument("--false-mode", default="negation", help="negation or wrong_property")
+    g.add_argument("--ordering", nargs="+", default=["postorder"], help="postorder, preorder, random")
+    g.add_argument("--redundant-step-p", type=float, default=0.0)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--out", required=True)
+    g.set_defaults(func=_cmd_generate)
+
+    t = sub.add_parser("train", help="train a reference model (or, with --zoo, every shipped model)")
+    t.add_argument("--out", required=True)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--steps", type=int, default=None, help="chain-of-thought steps (default: the reference recipe)")
+    t.add_argument("--zoo", action="store_true", help="reproduce all shipped models: main, second seed, headroom")
+    t.add_argument("--install", action="store_true", help="with --zoo: copy the result into the package zoo")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("eval", help="decode held-out questions greedily; write metrics.json and report.html")
+    e.add_argument("--model", required=True, help="a shipped model name, a local HF folder or a hub name")
+    e.add_argument("--n", type=int, default=100, help="questions per (ontology kind, hops) cell")
+    e.add_argument("--seed", type=int, default=7)
+    e.add_argument("--data", default=None, help="evaluate on a dataset file instead (PrOntoQA v1 JSON, JSONL, HF)")
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--out", required=True)
+    e.set_defaults(func=_cmd_eval)
+
+    m = sub.add_parser("models", help="list the shipped reference models")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(func=_cmd_models)
+
+    d = sub.add_parser("demo", help="the main job: evaluate the main reference model and write an HTML report")
+    d.add_argument("--out", default="out/demo")
+    d.add_argument("--n", type=int, default=50)
+    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--batch-size", type=int, default=64)
+    d.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ReasonlensError as err:
+        print(f"reasonlens: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

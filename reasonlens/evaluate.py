@@ -1,0 +1,203 @@
+"""Accuracy of a model on PrOntoQA questions: label accuracy, exact-proof accuracy and closed-book
+accuracy on the background facts, from greedy decoding (``reasonlens eval``)."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reasonlens.errors import ReasonlensError
+from reasonlens.ontology.background import closed_book_prompt, closed_book_questions
+from reasonlens.ontology.generator import MAX_HOPS, generate
+from reasonlens.ontology.prompt import format_prompt
+from reasonlens.ontology.realize import choose_form
+from reasonlens.ontology.types import ONTOLOGY_KINDS, Example
+
+
+@dataclass
+class EvalConfig:
+    """Held-out evaluation: ``n_per_cell`` fresh questions for every (ontology kind, hops) cell.
+
+    ``seed`` must differ from the seed the model's training questions came from (checked).
+    """
+
+    n_per_cell: int = 100
+    seed: int = 7
+    kinds: tuple[str, ...] = ONTOLOGY_KINDS
+    hops: tuple[int, ...] = tuple(range(1, MAX_HOPS + 1))
+    batch_size: int = 64
+    closed_book: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n_per_cell < 1:
+            raise ReasonlensError(f"n_per_cell must be >= 1, got {self.n_per_cell}")
+        unknown = set(self.kinds) - set(ONTOLOGY_KINDS)
+        if unknown:
+            raise ReasonlensError(f"unknown ontology kind(s) {sorted(unknown)}; choose from {ONTOLOGY_KINDS}")
+
+
+@dataclass
+class Record:
+    """One decoded question."""
+
+    kind: str
+    hops: int | None
+    prompt: str
+    gold: str
+    output: str
+    label_correct: bool
+    proof_exact: bool
+
+
+@dataclass
+class EvalResult:
+    """Per-question records and the metrics over them; ``save`` writes ``metrics.json`` and records."""
+
+    model: str
+    n_per_cell: int | None
+    seed: int | None
+    records: list[Record]
+    closed_book: list[tuple[str, bool]] = field(default_factory=list)  # (prompt, answered correctly)
+
+    def metrics(self) -> dict[str, Any]:
+        """``{"model", "n_per_cell", "seed", "label_accuracy": {kind: {hops: acc}}, "proof_accuracy": ...,
+        "closed_book_accuracy"}``; records without a known kind/hops are keyed ``"data"``."""
+        label: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
+        proof: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
+        for r in self.records:
+            kind = r.kind if r.kind in ONTOLOGY_KINDS else "data"
+            hops = str(r.hops) if r.hops is not None else "data"
+            label[kind][hops].append(r.label_correct)
+            proof[kind][hops].append(r.proof_exact)
+
+        def mean(table):
+            return {k: {h: sum(v) / len(v) for h, v in sorted(cells.items())} for k, cells in table.items()}
+
+        out: dict[str, Any] = {"model": self.model, "n_per_cell": self.n_per_cell, "seed": self.seed,
+                               "label_accuracy": mean(label), "proof_accuracy": mean(proof)}
+        out["closed_book_accuracy"] = (sum(ok for _, ok in self.closed_book) / len(self.closed_book)
+                                       if self.closed_book else None)
+        return out
+
+    def save(self, out_dir: str | Path) -> Path:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(self.metrics(), indent=2))
+        with open(out / "records.jsonl", "w") as f:
+            for r in self.records:
+                f.write(json.dumps(asdict(r)) + "\n")
+        return out
+
+    def report(self, n_chains: int = 6):
+        """An :class:`~reasonlens.report.HtmlReport` with the accuracy tables and some decoded chains."""
+        from reasonlens.plot import accuracy_by_hops
+        from reasonlens.report import HtmlReport
+
+        m = self.metrics()
+        rep = HtmlReport(f"reasonlens evaluation: {self.model}")
+        rep.paragraph(f"{len(self.records)} questions decoded greedily"
+                      + (f", {self.n_per_cell} per cell, generated with seed {self.seed}" if self.n_per_cell else "")
+                      + ". Label accuracy: the final True/False matches; exact proof: every chain-of-thought "
+                      "sentence matches the gold chain.")
+        hops = sorted({h for cells in m["label_accuracy"].values() for h in cells}, key=lambda h: (len(h), h))
+        for key in ("label_accuracy", "proof_accuracy"):
+            rep.heading(key.replace("_", " ").capitalize())
+            rep.table([[kind, *[cells.get(h) for h in hops]] for kind, cells in m[key].items()],
+                      header=["ontology", *[f"{h} hops" if h.isdigit() else h for h in hops]])
+        if any(h.isdigit() for h in hops):
+            rep.figure(accuracy_by_hops(m))
+        if m["closed_book_accuracy"] is not None:
+            rep.heading("Closed-book accuracy (background facts, no context)")
+            rep.paragraph(f"{m['closed_book_accuracy']:.3f} over {len(self.closed_book)} questions.")
+        rep.heading("Decoded chains")
+        wrong = [r for r in self.records if not r.proof_exact]
+        right = [r for r in self.records if r.proof_exact]
+        for r in (right[: n_chains // 2] + wrong[: n_chains - min(len(right), n_chains // 2)]):
+            verdict = "exact proof" if r.proof_exact else ("right label, other proof" if r.label_correct else "wrong")
+            rep.paragraph(f"<b>{r.kind}, {r.hops} hops</b> — <span class='{'ok' if r.proof_exact else 'bad'}'>"
+                          f"{verdict}</span>", raw_html=True)
+            rep.code(f"{r.prompt}\n\nmodel: {r.output}\ngold:  {r.gold}")
+        return rep
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> "EvalResult":
+        out = Path(out_dir)
+        m = json.loads((out / "metrics.json").read_text())
+        records = [Record(**json.loads(line)) for line in (out / "records.jsonl").read_text().splitlines()]
+        return cls(model=m["model"], n_per_cell=m["n_per_cell"], seed=m["seed"], records=records)
+
+
+def normalize(text: str) -> str:
+    """Case- and spacing-insensitive form used to compare chains: ``'Polly is a cat.' -> 'polly is a cat .'``"""
+    return " ".join(re.sub(r"([.:,])", r" \1 ", text.lower()).split())
+
+
+def _split_answer(output: str) -> tuple[str, str | None]:
+    words = normalize(output).split()
+    if words and words[-1] in ("true", "false"):
+        return " ".join(words[:-1]), words[-1]
+    return " ".join(words), None
+
+
+def evaluate_examples(model, examples: list[Example], *, demonstrations: list[Example] = (), batch_size: int = 64,
+                      progress: bool = False) -> list[Record]:
+    """Greedy-decode each example's prompt and score its label and exact proof."""
+    from reasonlens.generation import GenerationConfig, generate as decode
+
+    if not examples:
+        raise ReasonlensError("no examples to evaluate: the dataset is empty")
+    prompts = [format_prompt(e, list(demonstrations)) for e in examples]
+    tok = model.tokenizer
+    gold_len = max(len(tok(" " + e.cot_text + " " + e.answer, add_special_tokens=False)["input_ids"])
+                   for e in examples)
+    gen = decode(model, prompts, GenerationConfig(max_new_tokens=gold_len + 16, temperature=0.0,
+                                                  batch_size=batch_size), progress=progress)
+    records = []
+    for e, prompt, text in zip(examples, prompts, gen.texts):
+        cot, answer = _split_answer(text)
+        records.append(Record(kind=e.kind, hops=e.hops, prompt=prompt, gold=f"{e.cot_text} {e.answer}",
+                              output=text.strip(), label_correct=answer == e.answer.lower(),
+                              proof_exact=answer is not None and cot == normalize(e.cot_text)))
+    return records
+
+
+def closed_book_accuracy(model, *, seed: int = 0, batch_size: int = 64, progress: bool = False
+                         ) -> list[tuple[str, bool]]:
+    """Answer every closed-book question about the background taxonomy (no context given)."""
+    from reasonlens.generation import GenerationConfig, generate as decode
+
+    rng = random.Random(seed)
+    questions = [(closed_book_prompt(f, choose_form("prontoqa", rng)), truth) for f, truth in closed_book_questions()]
+    gen = decode(model, [q for q, _ in questions], GenerationConfig(max_new_tokens=3, temperature=0.0,
+                                                                   batch_size=batch_size), progress=progress)
+    return [(q, _split_answer(text)[1] == ("true" if truth else "false")) for (q, truth), text in
+            zip(questions, gen.texts)]
+
+
+def evaluate(model, config: EvalConfig = EvalConfig(), *, model_name: str = "model", train_data_seed: int | None = None,
+             progress: bool = False) -> EvalResult:
+    """Evaluate on freshly generated held-out questions, ``config.n_per_cell`` per (kind, hops) cell.
+
+    >>> # doctest: +SKIP
+    >>> from reasonlens import load_model
+    >>> result = evaluate(load_model("reasonlens-main"), EvalConfig(n_per_cell=20))
+    >>> result.metrics()["label_accuracy"]["fictional"]["2"]
+    """
+    if train_data_seed is not None and config.seed == train_data_seed:
+        raise ReasonlensError(f"seed {config.seed} generated this model's training questions; pick another seed "
+                              "for held-out evaluation")
+    examples: list[Example] = []
+    for kind in config.kinds:
+        for hops in config.hops:
+            examples += generate(config.n_per_cell, kind=kind, hops=hops,
+                                 ordering=("postorder", "preorder", "random"), seed=config.seed)
+    records = evaluate_examples(model, examples, batch_size=config.batch_size, progress=progress)
+    closed = closed_book_accuracy(model, seed=config.seed, batch_size=config.batch_size,
+                                  progress=progress) if config.closed_book else []
+    return EvalResult(model=model_name, n_per_cell=config.n_per_cell, seed=config.seed, records=records,
+                      closed_book=closed)

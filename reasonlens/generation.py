@@ -1,0 +1,286 @@
+"""The one decoding loop of reasonlens: batched, KV-cached, hookable, seeded.
+
+Evaluation decodes greedily with it; IPG samples trajectories with it while forward hooks scale components;
+step-importance sampling draws continuations with it. Prompts are left-padded into batches with an attention
+mask and per-row position ids, so a prompt decodes to the same tokens alone or in any batch. The KV cache is
+the Hugging Face cache of the wrapped model, threaded through the bridge's own forward
+(``return_type="logits_and_cache"``), so TransformerLens hook points fire on every decoding step: once on
+the prompt pass with shape ``[batch, prompt, ...]`` (prompts left-padded to the batch's longest), then once
+per new token with ``[batch, 1, ...]``. The batch keeps its rows until its last sequence stops.
+
+>>> import tempfile
+>>> from reasonlens.model import load_model
+>>> from reasonlens.tokenizer import build_reference_tokenizer
+>>> from reasonlens.train import ArchitectureConfig, build_model
+>>> tok, tmp = build_reference_tokenizer(), tempfile.TemporaryDirectory()
+>>> folder = tmp.name
+>>> build_model(ArchitectureConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64), tok, seed=0).save_pretrained(folder)
+>>> _ = tok.save_pretrained(folder)
+>>> model = load_model(folder)
+>>> out = generate(model, ["Q: Every wumpus is wooden.", "Q: Rex is a wumpus. True or false: Rex is wooden.\\nA:"],
+...                GenerationConfig(max_new_tokens=4))
+>>> [len(ids) for ids in out.output_ids], out.stop_reasons
+([4, 4], ['length', 'length'])
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from reasonlens.errors import ReasonlensError
+from reasonlens.model import check_hook_name, context_length, require_tokenizer
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import PreTrainedTokenizerBase
+
+    from reasonlens.spans import TokenSpan
+
+STOP_REASONS: tuple[str, ...] = ("eos", "answer", "blank_line", "length")
+# The answer label as a whole word; the end of the text counts as a word boundary.
+_LABEL = re.compile(r"(?<!\w)(true|false)(?!\w)", re.IGNORECASE)
+# Two newlines with only spaces between them (the reference tokenizer decodes "\n\n" as "\n \n").
+_BLANK_LINE = re.compile(r"\n[^\S\n]*\n")
+
+HookFn = Callable[..., Any]
+FwdHook = tuple[str | Callable[[str], bool], HookFn]
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """How to decode.
+
+    - ``max_new_tokens``: most tokens generated per sequence.
+    - ``temperature``: 0 decodes greedily (argmax); above 0 samples from ``softmax(logits / temperature)``.
+    - ``top_p``: nucleus sampling, from the fewest most likely tokens whose probability reaches ``top_p``
+      (1 keeps every token).
+    - ``seed``: seed of the sampling streams (see :func:`generate`).
+    - ``batch_size``: most sequences decoded together; bounds memory (the KV cache holds ``batch_size`` x
+      (prompt + ``max_new_tokens``) positions per layer).
+    - ``num_samples``: sequences per prompt (a GRPO-style group), which needs ``temperature > 0``.
+    - ``stop_at_answer``: also end a sequence once its text holds the answer label (True/False) or a blank
+      line, for models that write no EOS after the label (a hub model prompted few-shot). EOS always ends
+      a sequence.
+
+    >>> GenerationConfig(temperature=0.7, top_p=0.9, num_samples=4).num_samples
+    4
+    """
+
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    batch_size: int = 32
+    num_samples: int = 1
+    stop_at_answer: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ReasonlensError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ReasonlensError(f"temperature must be finite and >= 0 (0 = greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ReasonlensError(f"top_p must be in (0, 1] (1 = no nucleus filtering), got {self.top_p}")
+        if self.batch_size < 1 or self.num_samples < 1:
+            raise ReasonlensError(f"batch_size and num_samples must be at least 1, got {self.batch_size} and "
+                                  f"{self.num_samples}")
+        if self.num_samples > 1 and self.temperature == 0:
+            raise ReasonlensError(f"num_samples={self.num_samples} with greedy decoding gives identical copies; "
+                                  "set temperature > 0 to sample a group")
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Decoded sequences, ``num_samples`` per prompt in prompt order (sequence ``i`` continues prompt
+    ``prompt_index[i]``).
+
+    - ``prompt_ids``: the prompt tokens (BOS included where the model prepends it), no padding.
+    - ``output_ids``: the generated tokens, no padding, ending with the stop token(s) when one was produced.
+    - ``texts``: the decoded continuation (special tokens such as EOS left out).
+    - ``answers``: ``"True"``, ``"False"`` or ``None``: the first answer label in the text.
+    - ``stop_reasons``: ``"eos"``, ``"answer"``, ``"blank_line"`` or ``"length"`` (``max_new_tokens`` reached).
+    - ``steps``: the token spans of the CoT steps (sentences) within ``output_ids`` (from
+      :func:`reasonlens.spans.step_spans`; ``span.shift(len(prompt_ids[i]))`` gives positions in the full
+      sequence), or ``None`` for an output whose text does not re-tokenize to exactly its tokens.
+    """
+
+    prompt_ids: list[list[int]]
+    output_ids: list[list[int]]
+    texts: list[str]
+    answers: list[str | None]
+    stop_reasons: list[str]
+    prompt_index: list[int]
+    steps: list[list[TokenSpan] | None]
+
+    def __len__(self) -> int:
+        return len(self.output_ids)
+
+    def sequences(self) -> list[list[int]]:
+        """Prompt plus output tokens of every sequence (what a forward pass over the trajectory reads)."""
+        return [p + o for p, o in zip(self.prompt_ids, self.output_ids)]
+
+
+def _encode_prompts(model: TransformerBridge, prompts: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:
+    if isinstance(prompts, str):
+        raise ReasonlensError("prompts is one string; pass a list of prompts, e.g. [prompt]")
+    if len(prompts) == 0:
+        raise ReasonlensError("no prompts to decode; pass a non-empty list of strings or token-id lists")
+    if all(isinstance(p, str) for p in prompts):
+        ids = [model.to_tokens(p, truncate=False)[0].tolist() for p in prompts]
+    elif not any(isinstance(p, str) for p in prompts):
+        ids = [[int(t) for t in p] for p in prompts]
+        vocab = model.cfg.d_vocab
+        for i, p in enumerate(ids):
+            if any(not 0 <= t < vocab for t in p):
+                raise ReasonlensError(f"prompt {i} has token ids outside the vocabulary [0, {vocab}); encode it "
+                                      "with this model's tokenizer")
+    else:
+        raise ReasonlensError("prompts mix strings and token-id lists; pass all strings or all token-id lists")
+    for i, p in enumerate(ids):
+        if not p:
+            raise ReasonlensError(f"prompt {i} has no tokens; pass at least one token (e.g. BOS)")
+    return ids
+
+
+def _check_length(model: TransformerBridge, prompt_ids: list[list[int]], max_new_tokens: int) -> None:
+    n_ctx = context_length(model)
+    too_long = [i for i, p in enumerate(prompt_ids) if len(p) + max_new_tokens > n_ctx]
+    if too_long:
+        i = too_long[0]
+        raise ReasonlensError(
+            f"prompt {i} has {len(prompt_ids[i])} tokens, and with max_new_tokens={max_new_tokens} it needs more "
+            f"positions than the model's context length {n_ctx} ({len(too_long)} prompt(s) too long); shorten "
+            "the prompts (e.g. fewer demonstrations) or lower max_new_tokens")
+
+
+def _eos_ids(model: TransformerBridge, tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
+    ids = {tokenizer.eos_token_id}
+    for config in (model.original_model.config, getattr(model.original_model, "generation_config", None)):
+        eos = getattr(config, "eos_token_id", None)
+        ids.update(eos if isinstance(eos, list) else [eos])
+    return frozenset(i for i in ids if i is not None)
+
+
+def _next_tokens(logits: Float[Tensor, "batch vocab"], config: GenerationConfig,
+                 rngs: list[random.Random]) -> Int[Tensor, " batch"]:
+    """Greedy argmax, or inverse-CDF sampling in token-id order with one uniform per row from its own stream."""
+    if config.temperature == 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits.double() / config.temperature, dim=-1)
+    if config.top_p < 1:
+        sorted_p, order = probs.sort(dim=-1, descending=True)
+        outside = (sorted_p.cumsum(-1) - sorted_p) >= config.top_p  # the mass before the token already reaches top_p
+        probs = probs.masked_fill(torch.zeros_like(outside).scatter(-1, order, outside), 0.0)
+    cdf = probs.cumsum(-1)
+    u = torch.tensor([rng.random() for rng in rngs], dtype=cdf.dtype, device=cdf.device)[:, None] * cdf[:, -1:]
+    return torch.searchsorted(cdf, u, right=True)[:, 0].clamp_max(logits.shape[-1] - 1)
+
+
+def _stop_reason(token: int, text: str, eos_ids: frozenset[int], stop_at_answer: bool) -> str | None:
+    if token in eos_ids:
+        return "eos"
+    if stop_at_answer and _LABEL.search(text):
+        return "answer"
+    if stop_at_answer and _BLANK_LINE.search(text):
+        return "blank_line"
+    return None
+
+
+def _decode_batch(model: TransformerBridge, rows: list[list[int]], config: GenerationConfig,
+                  rngs: list[random.Random], tokenizer: PreTrainedTokenizerBase, pad_id: int,
+                  eos_ids: frozenset[int]) -> tuple[list[list[int]], list[str]]:
+    batch, width = len(rows), max(map(len, rows))
+    ids = torch.full((batch, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((batch, width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row):] = torch.tensor(row)
+        mask[i, width - len(row):] = 1
+    positions = (mask.cumsum(-1) - 1).clamp_min(0)  # left padding: each row counts from its first real token
+    device = model.cfg.device
+    ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
+    logits, cache = model(ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                          return_type="logits_and_cache")
+    next_pos = positions[:, -1:] + 1
+    outs: list[list[int]] = [[] for _ in rows]
+    reasons: list[str | None] = [None] * batch
+    for step in range(config.max_new_tokens):
+        new = _next_tokens(logits[:, -1], config, rngs)
+        active = [i for i in range(batch) if reasons[i] is None]
+        for i, token in zip(active, new[active].tolist()):
+            outs[i].append(token)
+        texts = tokenizer.batch_decode([outs[i] for i in active], skip_special_tokens=True) \
+            if config.stop_at_answer else [""] * len(active)
+        for i, text in zip(active, texts):
+            reasons[i] = _stop_reason(outs[i][-1], text, eos_ids, config.stop_at_answer)
+        if step == config.max_new_tokens - 1 or all(r is not None for r in reasons):
+            break
+        # Finished rows keep decoding (their tokens are dropped) so every hook sees one fixed batch.
+        mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
+        logits, cache = model(new[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=cache,
+                              return_type="logits_and_cache")
+        next_pos = next_pos + 1
+    return outs, [r or "length" for r in reasons]
+
+
+def _step_spans(tokenizer: PreTrainedTokenizerBase, text: str, output: list[int],
+                reason: str) -> list[TokenSpan] | None:
+    from reasonlens.spans import step_spans
+
+    body = output[:-1] if reason == "eos" else output
+    if tokenizer(text, add_special_tokens=False)["input_ids"] != body:
+        return None
+    return step_spans(tokenizer, text, add_special_tokens=False, snap=True)
+
+
+def generate(model: TransformerBridge, prompts: Sequence[str] | Sequence[Sequence[int]],
+             config: GenerationConfig = GenerationConfig(), *, fwd_hooks: Sequence[FwdHook] = (),
+             progress: bool = False) -> Generation:
+    """Decode ``config.num_samples`` continuations of every prompt (strings, tokenized by ``model.to_tokens``
+    with its BOS convention, or token-id lists used as given).
+
+    ``fwd_hooks`` are TransformerLens ``(hook_name_or_filter, hook_fn)`` pairs, active on every forward pass
+    (the prompt pass and each new token; see the module doc for shapes). Sequences are grouped into batches
+    of ``config.batch_size``, longest prompts first. Sampling gives every sequence its own random stream,
+    seeded by ``(config.seed, prompt index, sample index)`` and read once per step by inverse-CDF sampling in
+    token-id order: a sequence's tokens do not depend on the batch size or on the other prompts, and runs
+    that differ only in their hooks share random numbers, which couples their samples. Raises
+    :class:`ReasonlensError` for a prompt that does not fit the context with ``max_new_tokens`` more tokens.
+    """
+    from tqdm.auto import tqdm
+
+    tokenizer = require_tokenizer(model)
+    prompt_ids = _encode_prompts(model, prompts)
+    _check_length(model, prompt_ids, config.max_new_tokens)
+    hooks = [(check_hook_name(model, name) if isinstance(name, str) else name, fn) for name, fn in fwd_hooks]
+    eos_ids = _eos_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids, default=0)
+
+    seqs = [(p, s) for p in range(len(prompt_ids)) for s in range(config.num_samples)]
+    order = sorted(range(len(seqs)), key=lambda i: -len(prompt_ids[seqs[i][0]]))
+    batches = [order[k:k + config.batch_size] for k in range(0, len(order), config.batch_size)]
+    outputs: list[list[int]] = [[] for _ in seqs]
+    reasons = [""] * len(seqs)
+    with torch.no_grad(), model.hooks(fwd_hooks=hooks):
+        for batch in tqdm(batches, desc="generate", unit="batch", disable=not progress):
+            rngs = [random.Random(f"{config.seed}/{seqs[i][0]}/{seqs[i][1]}") for i in batch]
+            outs, why = _decode_batch(model, [prompt_ids[seqs[i][0]] for i in batch], config, rngs, tokenizer,
+                                      pad_id, eos_ids)
+            for i, out, reason in zip(batch, outs, why):
+                outputs[i], reasons[i] = out, reason
+
+    texts = tokenizer.batch_decode(outputs, skip_special_tokens=True)
+    answers = [m.group(1).capitalize() if (m := _LABEL.search(t)) else None for t in texts]
+    return Generation(
+        prompt_ids=[list(prompt_ids[p]) for p, _ in seqs], output_ids=outputs, texts=texts, answers=answers,
+        stop_reasons=reasons, prompt_index=[p for p, _ in seqs],
+        steps=[_step_spans(tokenizer, t, o, r) for t, o, r in zip(texts, outputs, reasons)],
+    )
