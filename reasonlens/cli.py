@@ -50,7 +50,7 @@ def _eval(model_name: str, out: Path, n: int, seed: int, data: str | None, batch
         result = EvalResult(model=model_name, n_per_cell=None, seed=None, records=records)
     else:
         result = evaluate(model, EvalConfig(n_per_cell=n, seed=seed, batch_size=batch_size), model_name=model_name,
-                          train_data_seed=info.train_data_seed if info else None, progress=True)
+                          train_question_seeds=info.train_question_seeds if info else None, progress=True)
     result.save(out)
     result.report().save(out / "report.html")
     return result.metrics()
@@ -142,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own progress bars say what is happening
     try:
         args.func(args)
     except ReasonlensError as err:

@@ -52,6 +52,35 @@ class Record:
     output: str
     label_correct: bool
     proof_exact: bool
+    first_error: str | None = None  # the decision where the output first leaves the gold chain
+
+
+def _step_category(step) -> str:
+    return f"{step.role} ({step.fact.kind})" if step.role in ("rule_copy", "derived_fact") else step.role
+
+
+def first_error(example: Example, output: str) -> str | None:
+    """Which decision the decoded ``output`` gets wrong first, by comparing it with the gold chain sentence by
+    sentence: the gold step's role (``"rule_copy (property)"``, ...), prefixed ``"polarity: "`` when the
+    sentences differ only by a "not"; ``"label"``, ``"extra step"`` or ``None`` (no error).
+
+    >>> from reasonlens.ontology import generate
+    >>> ex = generate(1, hops=1, seed=0)[0]
+    >>> first_error(ex, ex.cot_text + " " + ex.answer) is None
+    True
+    """
+    cot, answer = _split_answer(output)
+    produced = [s.strip() for s in cot.split(" .") if s.strip()]
+    for i, step in enumerate(example.cot):
+        gold = normalize(step.text).rstrip(" .")
+        if i >= len(produced):
+            return _step_category(step)
+        if produced[i] != gold:
+            same_but_not = produced[i].replace(" not ", " ") == gold.replace(" not ", " ")
+            return ("polarity: " if same_but_not else "") + _step_category(step)
+    if len(produced) > len(example.cot):
+        return "extra step"
+    return None if answer == example.answer.lower() else "label"
 
 
 @dataclass
@@ -80,6 +109,11 @@ class EvalResult:
 
         out: dict[str, Any] = {"model": self.model, "n_per_cell": self.n_per_cell, "seed": self.seed,
                                "label_accuracy": mean(label), "proof_accuracy": mean(proof)}
+        errors: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for r in self.records:
+            if r.first_error is not None:
+                errors[r.kind if r.kind in ONTOLOGY_KINDS else "data"][r.first_error] += 1
+        out["first_errors"] = {k: dict(sorted(v.items())) for k, v in errors.items()}
         out["closed_book_accuracy"] = (sum(ok for _, ok in self.closed_book) / len(self.closed_book)
                                        if self.closed_book else None)
         return out
@@ -111,6 +145,11 @@ class EvalResult:
                       header=["ontology", *[f"{h} hops" if h.isdigit() else h for h in hops]])
         if any(h.isdigit() for h in hops):
             rep.figure(accuracy_by_hops(m))
+        if m["first_errors"]:
+            rep.heading("Where chains go wrong (first wrong decision, counts)")
+            cats = sorted({c for v in m["first_errors"].values() for c in v})
+            rep.table([[kind, *[v.get(c, 0) for c in cats]] for kind, v in m["first_errors"].items()],
+                      header=["ontology", *cats])
         if m["closed_book_accuracy"] is not None:
             rep.heading("Closed-book accuracy (background facts, no context)")
             rep.paragraph(f"{m['closed_book_accuracy']:.3f} over {len(self.closed_book)} questions.")
@@ -162,7 +201,8 @@ def evaluate_examples(model, examples: list[Example], *, demonstrations: list[Ex
         cot, answer = _split_answer(text)
         records.append(Record(kind=e.kind, hops=e.hops, prompt=prompt, gold=f"{e.cot_text} {e.answer}",
                               output=text.strip(), label_correct=answer == e.answer.lower(),
-                              proof_exact=answer is not None and cot == normalize(e.cot_text)))
+                              proof_exact=answer is not None and cot == normalize(e.cot_text),
+                              first_error=first_error(e, text)))
     return records
 
 
@@ -179,18 +219,20 @@ def closed_book_accuracy(model, *, seed: int = 0, batch_size: int = 64, progress
             zip(questions, gen.texts)]
 
 
-def evaluate(model, config: EvalConfig = EvalConfig(), *, model_name: str = "model", train_data_seed: int | None = None,
+def evaluate(model, config: EvalConfig = EvalConfig(), *, model_name: str = "model",
+             train_question_seeds: tuple[int, int] | None = None,
              progress: bool = False) -> EvalResult:
     """Evaluate on freshly generated held-out questions, ``config.n_per_cell`` per (kind, hops) cell.
 
-    >>> # doctest: +SKIP
     >>> from reasonlens import load_model
-    >>> result = evaluate(load_model("reasonlens-main"), EvalConfig(n_per_cell=20))
-    >>> result.metrics()["label_accuracy"]["fictional"]["2"]
+    >>> result = evaluate(load_model("reasonlens-main"), EvalConfig(n_per_cell=2, hops=(1,)))  # doctest: +SKIP
+    >>> sorted(result.metrics()["label_accuracy"])  # doctest: +SKIP
+    ['false', 'fictional', 'true']
     """
-    if train_data_seed is not None and config.seed == train_data_seed:
-        raise ReasonlensError(f"seed {config.seed} generated this model's training questions; pick another seed "
-                              "for held-out evaluation")
+    if train_question_seeds is not None and train_question_seeds[0] <= config.seed < train_question_seeds[1]:
+        lo, hi = train_question_seeds
+        raise ReasonlensError(f"seed {config.seed} generated some of this model's training questions (seeds {lo} to "
+                              f"{hi - 1}); pick a seed outside that range for held-out evaluation")
     examples: list[Example] = []
     for kind in config.kinds:
         for hops in config.hops:

@@ -2,7 +2,7 @@
 
 Shipped models live in ``reasonlens/zoo/<name>/``: an ordinary Hugging Face folder (``config.json``,
 ``model.safetensors``, ``tokenizer.json``, ``tokenizer_config.json``) plus ``reasonlens.json`` with at least
-``{"role": "main" | "second-seed" | "headroom", "description": str, "train_data_seed": int}``.
+``{"role": "main" | "second-seed" | "headroom", "description": str, "train_question_seeds": [lo, hi]}``.
 
 :func:`load_model` works around the TransformerLens 4.3 rough edges measured in the field guide: the tokenizer
 is always loaded here and passed in (with ``add_bos_token=True`` so TransformerLens does not reload it from the
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 ZOO_DIR: Path = Path(__file__).parent / "zoo"
 ROLES: tuple[str, ...] = ("main", "second-seed", "headroom")
 METADATA_FILE = "reasonlens.json"
-_REQUIRED_METADATA = ("role", "description", "train_data_seed")
+_REQUIRED_METADATA = ("role", "description", "train_question_seeds")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 # A hub repository id: "name" or "owner/name" (anything else can only be a local path).
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
@@ -59,7 +59,7 @@ class ModelInfo:
     path: Path
     size_bytes: int
     description: str
-    train_data_seed: int
+    train_question_seeds: tuple[int, int]  # half-open range of generator seeds of its training questions
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
@@ -76,7 +76,7 @@ def _read_info(folder: Path) -> ModelInfo:
         raise ReasonlensError(f"{meta_file} has role {meta['role']!r}; use one of {ROLES}")
     size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
     return ModelInfo(name=folder.name, role=meta["role"], path=folder, size_bytes=size,
-                     description=meta["description"], train_data_seed=int(meta["train_data_seed"]), metadata=meta)
+                     description=meta["description"], train_question_seeds=tuple(int(s) for s in meta["train_question_seeds"]), metadata=meta)
 
 
 def list_models() -> list[ModelInfo]:

@@ -10,8 +10,9 @@ Two phases on one Llama-style model (RMSNorm, rotary positions, gated SiLU MLP):
 The loss is next-token cross-entropy on the completion only, with the *decision* tokens (the steps that
 carry a property and its polarity, and the label) weighted up: measured here, an unweighted loss copies
 every step but leaves the polarity of the property rule at chance. Training is judged by decoding, not by
-loss: every ``eval_every`` steps a fixed held-out set is decoded greedily and per-decision accuracies are
-logged; each evaluation also saves a checkpoint so an under-trained one can be shipped for headroom.
+loss: every ``eval_every`` steps a checkpoint is saved and a fixed held-out set is decoded greedily from it;
+label and exact-proof accuracy and the decision where chains first go wrong are logged. The intermediate
+checkpoints also give the under-trained headroom model.
 """
 
 from __future__ import annotations
@@ -68,7 +69,15 @@ class TrainConfig:
 
     @property
     def data_seed(self) -> int:
+        """Seed of the training data stream (background sampling, batch composition)."""
         return TRAIN_DATA_SEED_OFFSET + self.seed
+
+    @property
+    def question_seeds(self) -> tuple[int, int]:
+        """Half-open range of generator seeds of the CoT training questions (one seed per question);
+        held-out evaluation must use a seed outside it."""
+        lo = self.data_seed * 7919
+        return lo, lo + self.cot_steps * self.batch_size
 
 
 class _Encoder:
@@ -126,7 +135,7 @@ class _Sampler:
                               extra_concepts=0 if warm else 2, distractor=not warm or self.rng.random() < 0.5,
                               redundant_step_p=0.0 if warm else cfg.redundant_step_p)
         n_demos = 1 if (not warm and self.rng.random() < cfg.few_shot_p) else 0
-        exs = generate(1 + n_demos, gen, seed=cfg.data_seed * 7919 + self.counter)
+        exs = generate(1 + n_demos, gen, seed=cfg.question_seeds[0] + self.counter)
         self.counter += 1
         return self.enc.cot_example(exs[0], exs[1:], cfg.decision_weight)
 
@@ -180,48 +189,19 @@ def build_model(arch: ArchitectureConfig, tokenizer, seed: int):
     return LlamaForCausalLM(config)
 
 
-def quick_eval(model, tokenizer, examples: list[Example]) -> dict[str, float]:
-    """Greedy decoding on ``examples``: label accuracy, exact-proof accuracy and, per property step,
-    whether the polarity was copied right (the decision an unweighted loss fails to learn)."""
-    import torch
+def checkpoint_accuracy(checkpoint: str | Path, examples: list[Example]) -> dict:
+    """Greedy-decode ``examples`` with a saved checkpoint: label and exact-proof accuracy, and where chains
+    first go wrong (counts by decision, see :func:`reasonlens.evaluate.first_error`)."""
+    from collections import Counter
 
-    enc = _Encoder(tokenizer)
-    prompts = [enc.ids(format_prompt(e)) for e in examples]
-    targets = [enc.ids(" " + e.cot_text + " " + e.answer) for e in examples]
-    width = max(map(len, prompts)) + 1
-    ids = torch.full((len(prompts), width), tokenizer.pad_token_id)
-    attn = torch.zeros_like(ids)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p) - 1:] = torch.tensor([tokenizer.bos_token_id, *p])
-        attn[i, width - len(p) - 1:] = 1
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        out = model.generate(input_ids=ids, attention_mask=attn, do_sample=False,
-                             max_new_tokens=max(map(len, targets)) + 4, eos_token_id=tokenizer.eos_token_id,
-                             pad_token_id=tokenizer.pad_token_id)
-    model.train(was_training)
-    label = proof = 0
-    polarity_hits = polarity_total = 0
-    not_id = tokenizer.convert_tokens_to_ids("not")
-    for e, t, row in zip(examples, targets, out[:, width:].tolist()):
-        gen = row[: row.index(tokenizer.eos_token_id)] if tokenizer.eos_token_id in row else row
-        label += bool(gen) and gen[-1] == t[-1]
-        proof += gen[:-1] == t[:-1]
-        # polarity of the copied property rule: does the generated rule sentence negate iff the gold does?
-        gold_steps = [s for s in e.cot if s.role == "rule_copy" and s.fact.kind == "property"]
-        if gold_steps:
-            polarity_total += 1
-            rule = enc.ids(" " + gold_steps[-1].text)
-            head = rule[: rule.index(not_id)] if not_id in rule else rule[:-2]
-            decoded = gen
-            for k in range(len(decoded) - len(head)):
-                if decoded[k: k + len(head)] == head:
-                    polarity_hits += (decoded[k + len(head)] == not_id) == (not_id in rule)
-                    break
-    n = len(examples)
-    return {"label_accuracy": label / n, "proof_accuracy": proof / n,
-            "polarity_accuracy": polarity_hits / max(polarity_total, 1)}
+    from reasonlens.evaluate import evaluate_examples
+    from reasonlens.model import load_model
+
+    records = evaluate_examples(load_model(str(checkpoint)), examples)
+    n = len(records)
+    return {"label_accuracy": sum(r.label_correct for r in records) / n,
+            "proof_accuracy": sum(r.proof_exact for r in records) / n,
+            "first_errors": dict(Counter(r.first_error for r in records if r.first_error))}
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
@@ -280,12 +260,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
         last = step == total - 1
         if step >= cfg.background_steps and ((step + 1) % cfg.eval_every == 0 or last):
             entry = {"step": step + 1, "loss": running, "seconds": time.time() - start, "tokens": tokens}
-            for kind, exs in eval_sets.items():
-                entry[kind] = quick_eval(model, tok, exs)
-            log["evals"].append(entry)
             ckpt = out / ("final" if last else f"step-{step + 1}")
             model.save_pretrained(ckpt)
             tok.save_pretrained(ckpt)
+            for kind, exs in eval_sets.items():
+                entry[kind] = checkpoint_accuracy(ckpt, exs)
+            log["evals"].append(entry)
             (out / "train_log.json").write_text(json.dumps(log, indent=1))
             bar.write(json.dumps({k: entry[k] for k in ("step", "loss", "seconds", "fictional", "false")}))
     log["seconds"] = time.time() - start

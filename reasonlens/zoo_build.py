@@ -84,14 +84,14 @@ def build_zoo(out_dir: str | Path, *, install: bool = False, progress: bool = Tr
     for name, (run, role, seed) in runs.items():
         log = json.loads((run / "train_log.json").read_text())
         _install(run / "final", zoo / name, {
-            "role": role, "train_seed": seed, "train_data_seed": REFERENCE_RECIPE.data_seed + seed - REFERENCE_RECIPE.seed,
+            "role": role, "train_seed": seed, "train_question_seeds": list(replace(REFERENCE_RECIPE, seed=seed).question_seeds),
             "train_seconds": round(log["seconds"]), "train_tokens": log["tokens"], "steps": log["evals"][-1]["step"],
             "description": f"6-layer Llama-style reference model, seed {seed}",
         })
     main_run = runs["reasonlens-main"][0]
     ckpt, acc = select_headroom(main_run)
     _install(ckpt, zoo / HEADROOM_NAME, {
-        "role": "headroom", "train_seed": 0, "train_data_seed": REFERENCE_RECIPE.data_seed,
+        "role": "headroom", "train_seed": 0, "train_question_seeds": list(REFERENCE_RECIPE.question_seeds),
         "steps": int(ckpt.name.split("-")[1]), "selection_label_accuracy": acc,
         "description": f"under-trained checkpoint of the main run (step {ckpt.name.split('-')[1]}), "
                        f"label accuracy {acc:.2f}: headroom for attribution and steering",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_model import N_CTX, write_checkpoint
+from model_util import N_CTX, write_checkpoint
 
 from reasonlens.errors import ReasonlensError
 from reasonlens.generation import STOP_REASONS, GenerationConfig, generate
@@ -21,14 +21,6 @@ PROMPTS = [  # different lengths, so batches are left-padded
 ]
 GREEDY = GenerationConfig(max_new_tokens=10, stop_at_answer=False, batch_size=4)
 SAMPLE = GenerationConfig(max_new_tokens=10, stop_at_answer=False, temperature=1.0, top_p=0.9, seed=3)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -22,47 +22,7 @@ from reasonlens.model import (
     require_tokenizer,
 )
 from reasonlens.tokenizer import build_reference_tokenizer
-
-ARCHS = ("llama", "qwen2", "gpt2")
-N_LAYERS, D_MODEL, N_HEADS, N_KV_HEADS, D_MLP, N_CTX = 2, 64, 4, 2, 128, 64
-PROMPT = "Q: Every wumpus is wooden. Rex is a wumpus. True or false: Rex is wooden.\nA:"
-
-
-def write_checkpoint(folder: Path, arch: str = "llama", *, tokenizer: bool = True, scale: float = 1.0,
-                     seed: int = 0) -> Path:
-    """A randomly initialised tiny ``arch`` model (weights times ``scale``) saved with the reference tokenizer."""
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
-
-    tok = build_reference_tokenizer()
-    ids = dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-               pad_token_id=tok.pad_token_id)
-    torch.manual_seed(seed)
-    if arch == "gpt2":
-        model = GPT2LMHeadModel(GPT2Config(n_positions=N_CTX, n_embd=D_MODEL, n_layer=N_LAYERS, n_head=N_HEADS,
-                                           n_inner=D_MLP, **ids))
-    else:
-        config_cls, model_cls = (LlamaConfig, LlamaForCausalLM) if arch == "llama" else (Qwen2Config, Qwen2ForCausalLM)
-        kv_heads = N_HEADS if arch == "llama" else N_KV_HEADS
-        model = model_cls(config_cls(hidden_size=D_MODEL, intermediate_size=D_MLP, num_hidden_layers=N_LAYERS,
-                                     num_attention_heads=N_HEADS, num_key_value_heads=kv_heads,
-                                     max_position_embeddings=N_CTX, tie_word_embeddings=False, **ids))
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(scale)
-    model.save_pretrained(folder)
-    if tokenizer:
-        tok.save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and the test machine's cores are shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+from model_util import ARCHS, D_MLP, D_MODEL, N_CTX, N_HEADS, N_KV_HEADS, N_LAYERS, PROMPT, write_checkpoint
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> dict[str, Path]:
@@ -76,17 +36,9 @@ def zoo(tmp_path, monkeypatch, folders) -> Path:
     dest = tmp_path / "zoo" / "tiny-main"
     shutil.copytree(folders["llama"], dest)
     (dest / "reasonlens.json").write_text(json.dumps(
-        {"role": "main", "description": "tiny test model", "train_data_seed": 1_000_000, "steps": 3}))
+        {"role": "main", "description": "tiny test model", "train_question_seeds": [1_000_000, 1_000_100], "steps": 3}))
     monkeypatch.setattr(rl_model, "ZOO_DIR", tmp_path / "zoo")
     return tmp_path / "zoo"
-
-
-@pytest.fixture
-def offline(monkeypatch):
-    """Fail hub look-ups at once instead of retrying a network that is not there."""
-    import huggingface_hub.constants
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -150,7 +102,7 @@ def test_reference_tokenizer_survives_every_arch(folders):
 
 def test_zoo_listing_and_loading_by_name(zoo):
     [info] = list_models()
-    assert (info.name, info.role, info.train_data_seed, info.path) == ("tiny-main", "main", 1_000_000,
+    assert (info.name, info.role, info.train_question_seeds, info.path) == ("tiny-main", "main", (1_000_000, 1_000_100),
                                                                          zoo / "tiny-main")
     assert info.size_bytes > 0 and info.metadata["steps"] == 3
     assert main_model_name() == "tiny-main"
@@ -167,7 +119,7 @@ def test_empty_zoo(tmp_path, monkeypatch):
 
 def test_bad_zoo_metadata(zoo):
     (zoo / "tiny-main" / "reasonlens.json").write_text(json.dumps({"role": "best", "description": "",
-                                                                    "train_data_seed": 0}))
+                                                                    "train_question_seeds": [0, 1]}))
     with pytest.raises(ReasonlensError, match="role 'best'"):
         list_models()
 

@@ -1,0 +1,41 @@
+"""Tiny randomly initialised checkpoints for tests (Llama, Qwen2 with GQA, GPT-2), saved with the
+reference tokenizer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from reasonlens.tokenizer import build_reference_tokenizer
+
+ARCHS = ("llama", "qwen2", "gpt2")
+N_LAYERS, D_MODEL, N_HEADS, N_KV_HEADS, D_MLP, N_CTX = 2, 64, 4, 2, 128, 64
+PROMPT = "Q: Every wumpus is wooden. Rex is a wumpus. True or false: Rex is wooden.\nA:"
+
+
+def write_checkpoint(folder: Path, arch: str = "llama", *, tokenizer: bool = True, scale: float = 1.0,
+                     seed: int = 0, n_ctx: int = N_CTX) -> Path:
+    """A randomly initialised tiny ``arch`` model (weights times ``scale``) saved with the reference tokenizer."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    tok = build_reference_tokenizer()
+    ids = dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+               pad_token_id=tok.pad_token_id)
+    torch.manual_seed(seed)
+    if arch == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(n_positions=n_ctx, n_embd=D_MODEL, n_layer=N_LAYERS, n_head=N_HEADS,
+                                           n_inner=D_MLP, **ids))
+    else:
+        config_cls, model_cls = (LlamaConfig, LlamaForCausalLM) if arch == "llama" else (Qwen2Config, Qwen2ForCausalLM)
+        kv_heads = N_HEADS if arch == "llama" else N_KV_HEADS
+        model = model_cls(config_cls(hidden_size=D_MODEL, intermediate_size=D_MLP, num_hidden_layers=N_LAYERS,
+                                     num_attention_heads=N_HEADS, num_key_value_heads=kv_heads,
+                                     max_position_embeddings=n_ctx, tie_word_embeddings=False, **ids))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(scale)
+    model.save_pretrained(folder)
+    if tokenizer:
+        tok.save_pretrained(folder)
+    return folder

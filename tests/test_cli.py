@@ -1,0 +1,93 @@
+"""The command line, run in-process: generate, models, eval (generated and imported data), demo, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from model_util import write_checkpoint
+
+import reasonlens.model as rl_model
+from reasonlens.cli import main
+from reasonlens.ontology.io import load_dataset_file, load_jsonl
+
+DATA = Path(__file__).parent / "data" / "prontoqa_v1_sample.json"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return write_checkpoint(tmp_path_factory.mktemp("cli") / "tiny", "llama", scale=3.0, n_ctx=1024)
+
+
+@pytest.fixture
+def zoo(tmp_path, monkeypatch, tiny) -> Path:
+    dest = tmp_path / "zoo" / "tiny-main"
+    shutil.copytree(tiny, dest)
+    (dest / "reasonlens.json").write_text(json.dumps({"role": "main", "description": "tiny", "train_question_seeds": [100, 120]}))
+    monkeypatch.setattr(rl_model, "ZOO_DIR", tmp_path / "zoo")
+    return tmp_path / "zoo"
+
+
+def test_generate_jsonl_and_hf_dataset(tmp_path, capsys):
+    assert main(["generate", "--n", "6", "--kind", "fictional", "false", "--hops", "1", "3",
+                 "--redundant-step-p", "0.3", "--seed", "2", "--out", str(tmp_path / "d.jsonl")]) == 0
+    examples = load_jsonl(tmp_path / "d.jsonl")
+    assert len(examples) == 6 and {e.hops for e in examples} <= {1, 3}
+    assert main(["generate", "--n", "4", "--style", "dutta", "--out", str(tmp_path / "ds")]) == 0
+    assert [e.style for e in load_dataset_file(tmp_path / "ds")] == ["dutta"] * 4
+    assert "wrote 4 examples" in capsys.readouterr().out
+
+
+def test_models_json(zoo, capsys):
+    assert main(["models", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed == [{"name": "tiny-main", "role": "main", "path": str(zoo / "tiny-main"),
+                       "size_bytes": listed[0]["size_bytes"]}]
+    assert listed[0]["size_bytes"] > 0
+
+
+def test_eval_writes_metrics_and_report(tiny, tmp_path):
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", str(tiny), "--n", "2", "--seed", "3", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["model"] == str(tiny) and metrics["n_per_cell"] == 2 and metrics["seed"] == 3
+    for key in ("label_accuracy", "proof_accuracy"):
+        assert set(metrics[key]) == {"fictional", "true", "false"}
+        for cells in metrics[key].values():
+            assert set(cells) == {"1", "2", "3", "4", "5"}
+            assert all(0.0 <= v <= 1.0 for v in cells.values())
+    assert 0.0 <= metrics["closed_book_accuracy"] <= 1.0
+    html = (out / "report.html").read_text()
+    assert "Label accuracy" in html and "Decoded chains" in html and "Plotly" in html
+
+
+def test_eval_on_imported_prontoqa(tiny, tmp_path):
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", str(tiny), "--data", str(DATA), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    n_examples = len(load_dataset_file(DATA))
+    cells = [c for kinds in metrics["label_accuracy"].values() for c in kinds]
+    assert cells and metrics["n_per_cell"] is None and metrics["closed_book_accuracy"] is None
+    assert len((out / "records.jsonl").read_text().splitlines()) == n_examples
+
+
+def test_demo_uses_the_main_model(zoo, tmp_path, capsys):
+    assert main(["demo", "--n", "1", "--out", str(tmp_path / "demo")]) == 0
+    assert (tmp_path / "demo" / "report.html").exists()
+    assert json.loads((tmp_path / "demo" / "metrics.json").read_text())["model"] == "tiny-main"
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["eval", "--model", "no-such-model", "--out", "x"], "no-such-model"),
+    (["eval", "--model", "tiny-main", "--seed", "105", "--n", "1", "--out", "x"], "training questions"),
+    (["generate", "--n", "3", "--kind", "imaginary", "--out", "x.jsonl"], "unknown ontology kind"),
+    (["generate", "--n", "3", "--hops", "7", "--out", "x.jsonl"], "hops must be"),
+    (["generate", "--n", "0", "--out", "x.jsonl"], "positive number"),
+])
+def test_bad_input_exits_with_a_clear_message(zoo, offline, tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("reasonlens: error:") and message in err
