@@ -13,6 +13,7 @@ from typing import Any
 
 from reasonlens.errors import ReasonlensError
 from reasonlens.ontology.background import closed_book_prompt, closed_book_questions
+from reasonlens.ontology.checker import check_chain
 from reasonlens.ontology.generator import MAX_HOPS, generate
 from reasonlens.ontology.prompt import format_prompt
 from reasonlens.ontology.realize import choose_form
@@ -52,6 +53,8 @@ class Record:
     output: str
     label_correct: bool
     proof_exact: bool
+    proof_valid: bool = False  # every step valid and the right label, by the independent checker
+    prior_agrees: bool | None = None  # does the pretraining prior give the same answer as the context?
     first_error: str | None = None  # the decision where the output first leaves the gold chain
 
 
@@ -98,21 +101,29 @@ class EvalResult:
         "closed_book_accuracy"}``; records without a known kind/hops are keyed ``"data"``."""
         label: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
         proof: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
+        valid: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
         for r in self.records:
             kind = r.kind if r.kind in ONTOLOGY_KINDS else "data"
             hops = str(r.hops) if r.hops is not None else "data"
             label[kind][hops].append(r.label_correct)
             proof[kind][hops].append(r.proof_exact)
+            valid[kind][hops].append(r.proof_valid)
 
         def mean(table):
             return {k: {h: sum(v) / len(v) for h, v in sorted(cells.items())} for k, cells in table.items()}
 
         out: dict[str, Any] = {"model": self.model, "n_per_cell": self.n_per_cell, "seed": self.seed,
-                               "label_accuracy": mean(label), "proof_accuracy": mean(proof)}
+                               "label_accuracy": mean(label), "proof_accuracy": mean(proof),
+                               "valid_proof_accuracy": mean(valid)}
         errors: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         for r in self.records:
             if r.first_error is not None:
                 errors[r.kind if r.kind in ONTOLOGY_KINDS else "data"][r.first_error] += 1
+        conflict: dict[str, list[bool]] = defaultdict(list)
+        for r in self.records:
+            if r.prior_agrees is False:
+                conflict[r.kind].append(r.label_correct)
+        out["prior_conflict_label_accuracy"] = {k: sum(v) / len(v) for k, v in conflict.items()}
         out["first_errors"] = {k: dict(sorted(v.items())) for k, v in errors.items()}
         out["closed_book_accuracy"] = (sum(ok for _, ok in self.closed_book) / len(self.closed_book)
                                        if self.closed_book else None)
@@ -137,14 +148,20 @@ class EvalResult:
         rep.paragraph(f"{len(self.records)} questions decoded greedily"
                       + (f", {self.n_per_cell} per cell, generated with seed {self.seed}" if self.n_per_cell else "")
                       + ". Label accuracy: the final True/False matches; exact proof: every chain-of-thought "
-                      "sentence matches the gold chain.")
+                      "sentence matches the gold chain; valid proof: the independent checker accepts every step "
+                      "and the label (a different but correct proof counts).")
         hops = sorted({h for cells in m["label_accuracy"].values() for h in cells}, key=lambda h: (len(h), h))
-        for key in ("label_accuracy", "proof_accuracy"):
+        for key in ("label_accuracy", "proof_accuracy", "valid_proof_accuracy"):
             rep.heading(key.replace("_", " ").capitalize())
             rep.table([[kind, *[cells.get(h) for h in hops]] for kind, cells in m[key].items()],
                       header=["ontology", *[f"{h} hops" if h.isdigit() else h for h in hops]])
         if any(h.isdigit() for h in hops):
             rep.figure(accuracy_by_hops(m))
+        if m["prior_conflict_label_accuracy"]:
+            rep.heading("Context against prior")
+            rep.paragraph("Label accuracy on the questions whose in-context answer contradicts the background "
+                          "taxonomy the model learned first: "
+                          + ", ".join(f"{k} {v:.3f}" for k, v in m["prior_conflict_label_accuracy"].items()) + ".")
         if m["first_errors"]:
             rep.heading("Where chains go wrong (first wrong decision, counts)")
             cats = sorted({c for v in m["first_errors"].values() for c in v})
@@ -186,7 +203,8 @@ def _split_answer(output: str) -> tuple[str, str | None]:
 def evaluate_examples(model, examples: list[Example], *, demonstrations: list[Example] = (), batch_size: int = 64,
                       progress: bool = False) -> list[Record]:
     """Greedy-decode each example's prompt and score its label and exact proof."""
-    from reasonlens.generation import GenerationConfig, generate as decode
+    from reasonlens.generation import GenerationConfig
+    from reasonlens.generation import generate as decode
 
     if not examples:
         raise ReasonlensError("no examples to evaluate: the dataset is empty")
@@ -202,6 +220,8 @@ def evaluate_examples(model, examples: list[Example], *, demonstrations: list[Ex
         records.append(Record(kind=e.kind, hops=e.hops, prompt=prompt, gold=f"{e.cot_text} {e.answer}",
                               output=text.strip(), label_correct=answer == e.answer.lower(),
                               proof_exact=answer is not None and cot == normalize(e.cot_text),
+                              proof_valid=check_chain(e.question, e.query_text, text).ok,
+                              prior_agrees=None if e.meta.get("prior_label") is None else e.meta["prior_label"] == e.label,
                               first_error=first_error(e, text)))
     return records
 
@@ -209,7 +229,8 @@ def evaluate_examples(model, examples: list[Example], *, demonstrations: list[Ex
 def closed_book_accuracy(model, *, seed: int = 0, batch_size: int = 64, progress: bool = False
                          ) -> list[tuple[str, bool]]:
     """Answer every closed-book question about the background taxonomy (no context given)."""
-    from reasonlens.generation import GenerationConfig, generate as decode
+    from reasonlens.generation import GenerationConfig
+    from reasonlens.generation import generate as decode
 
     rng = random.Random(seed)
     questions = [(closed_book_prompt(f, choose_form("prontoqa", rng)), truth) for f, truth in closed_book_questions()]

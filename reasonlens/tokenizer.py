@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from reasonlens.ontology.lexicon import ENTITIES, FICTIONAL_CONCEPTS, PROPERTIES, TRUE_TAXONOMY, TRUE_PROPERTIES
+from reasonlens.ontology.lexicon import ENTITIES, FICTIONAL_CONCEPTS, PROPERTIES, TRUE_PROPERTIES, TRUE_TAXONOMY
 
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[BOS]", "[EOS]", "[UNK]")
 FUNCTION_WORDS: tuple[str, ...] = (

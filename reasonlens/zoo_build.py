@@ -17,7 +17,7 @@ from reasonlens.train import ArchitectureConfig, TrainConfig, train
 REFERENCE_RECIPE = TrainConfig(
     architecture=ArchitectureConfig(n_layers=6, d_model=128, n_heads=4, d_mlp=512),
     background_steps=300,
-    cot_steps=4000,
+    cot_steps=5000,
     eval_every=250,
 )
 ZOO_MODELS = {

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from model_util import ARCHS, D_MLP, D_MODEL, N_HEADS, N_KV_HEADS, N_LAYERS, PROMPT, write_checkpoint
 
 import reasonlens.model as rl_model
 from reasonlens.errors import ReasonlensError
@@ -22,7 +23,7 @@ from reasonlens.model import (
     require_tokenizer,
 )
 from reasonlens.tokenizer import build_reference_tokenizer
-from model_util import ARCHS, D_MLP, D_MODEL, N_CTX, N_HEADS, N_KV_HEADS, N_LAYERS, PROMPT, write_checkpoint
+
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory) -> dict[str, Path]:

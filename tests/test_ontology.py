@@ -107,8 +107,10 @@ def test_false_ontology_contradicts_the_real_taxonomy(checked):
         for f in result.context:
             if f is not None and f.universal and f.kind == "isa":
                 assert f.predicate not in true_ancestors(f.subject), f
-        prior = ex.meta["prior_label"]
-        assert prior is None or prior != ex.label
+    # the prior's answer disagrees with the in-context label on about half the questions: no shortcut
+    priors = [ex.meta["prior_label"] != ex.label for ex, _ in false if ex.meta["prior_label"] is not None]
+    assert len(priors) > 0.5 * len(false)  # the rest query an unrelated property (wrong_property mode)
+    assert 0.35 < sum(priors) / len(priors) < 0.65
 
 
 def test_true_ontology_agrees_with_the_real_taxonomy(checked):

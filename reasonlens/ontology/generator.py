@@ -161,14 +161,16 @@ def _false_world(rng: random.Random, hops: int, length: int, n_below: int) -> _W
         raise ReasonlensError("could not sample a false ontology")
     # Each concept states its real property with the opposite polarity: the context contradicts the prior.
     props = {c: (TRUE_TAXONOMY[c][1], not TRUE_TAXONOMY[c][2]) for c in chain + below}
-    # The queried concept gets a property the prior gives the entity's concept, flipped, so the in-context
-    # answer and the pretraining prior disagree on every false-ontology question.
+    # The queried concept gets a property the prior has an opinion on for the entity's concept, flipped with
+    # probability 1/2: half the questions set the in-context answer against the pretraining prior
+    # (``meta["prior_label"] != label``), the other half agree with it, so "answer against the prior" is no
+    # shortcut and the conflicting half measures whether the context wins.
     target = chain[hops - 1]
     taken = {props[c][0] for c in chain + below if c != target}
     candidates = [(p, h) for p, h in true_properties(chain[0]).items() if p not in taken]
     if candidates:
         p, h = rng.choice(candidates)
-        props[target] = (p, not h)
+        props[target] = (p, not h if rng.random() < 0.5 else h)
     return _World(chain=chain, props=props, below=below)
 
 
