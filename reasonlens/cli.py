@@ -1,4 +1,4 @@
-"""The ``reasonlens`` command line: generate data, train and evaluate reference models, list models, run
+"""The reasonlens command line: generate data, train and evaluate reference models, list models, and run
 the demo report."""
 
 from __future__ import annotations

@@ -23,11 +23,9 @@ from transformers import PreTrainedTokenizerBase
 
 from reasonlens.errors import ReasonlensError
 from reasonlens.ontology.prompt import format_completion, format_prompt
+from reasonlens.ontology.sentences import sentence_char_spans
 from reasonlens.ontology.types import Example
 
-# A period-terminated run of text within one line, and a header ("Q:", "A:", "### Input:") that may open it.
-_SENTENCE = re.compile(r"[^\s.][^.\n]*\.")
-_HEADER = re.compile(r"(?:#+ *\w+|[A-Z]):\s*")
 # Where a word starts in the probe text of :func:`single_token_id`; "mid-sentence" counts the space before it.
 _PROBES: dict[str, tuple[str, int]] = {"mid-sentence": ("x ", 1), "after-newline": ("x\n", 2)}
 
@@ -159,24 +157,6 @@ def char_to_token_spans(tokenizer: PreTrainedTokenizerBase | None, text: str, ch
     """
     enc = _encode(tokenizer, text, add_special_tokens)
     return [_token_span(enc, text, s, e, snap) for s, e in char_spans]
-
-
-def sentence_char_spans(text: str) -> list[tuple[int, int]]:
-    """Character spans of the period-terminated sentences of ``text``.
-
-    A sentence never crosses a newline; a header (``Q:``, ``A:``, ``### Input:``) is not part of it,
-    while ``True or false:`` is. Text without a final period (a header line, an answer label, a cut-off
-    step) is no sentence.
-
-    >>> text = "Q: Every wumpus is a yumpus. True or false: Polly is a yumpus.\\nA: Polly is a wumpus. True"
-    >>> [text[s:e] for s, e in sentence_char_spans(text)]
-    ['Every wumpus is a yumpus.', 'True or false: Polly is a yumpus.', 'Polly is a wumpus.']
-    """
-    spans = []
-    for m in _SENTENCE.finditer(text):
-        header = _HEADER.match(text, m.start(), m.end())
-        spans.append((header.end() if header else m.start(), m.end()))
-    return spans
 
 
 def step_spans(tokenizer: PreTrainedTokenizerBase | None, text: str, *, start_char: int = 0,

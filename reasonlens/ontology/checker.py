@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from reasonlens.errors import ReasonlensError
 from reasonlens.ontology.lexicon import ENTITIES, FICTIONAL_CONCEPTS, PROPERTIES, TRUE_CONCEPTS, TRUE_PROPERTIES, plural
+from reasonlens.ontology.sentences import split_sentences
 from reasonlens.ontology.types import Example, Fact
 
 KNOWN_CONCEPTS: frozenset[str] = frozenset(FICTIONAL_CONCEPTS) | frozenset(TRUE_CONCEPTS)
@@ -90,16 +91,6 @@ class CheckResult:
     @property
     def label_correct(self) -> bool:
         return self.answer is not None and self.answer == self.expected_label
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of a paragraph, each with its final period (a trailing fragment is kept as is).
-
-    >>> split_sentences("Q: Polly is a wumpus. Wumpuses are red.")
-    ['Polly is a wumpus.', 'Wumpuses are red.']
-    """
-    text = re.sub(r"^\s*[QA]:", "", text)
-    return [s.strip() for s in re.findall(r"[^.]*\.|[^.]+$", text) if s.strip()]
 
 
 def _match_all(texts: Sequence[str]) -> list[re.Match[str] | None]:
