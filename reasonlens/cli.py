@@ -36,7 +36,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
     print(f"training output in {args.out}")
 
 
-def _eval(model_name: str, out: Path, n: int, seed: int, data: str | None, batch_size: int) -> dict:
+def _eval(model_name: str, out: Path, n: int, seed: int, data: str | None, batch_size: int, shots: int = 0) -> dict:
     from reasonlens.evaluate import EvalConfig, EvalResult, evaluate, evaluate_examples
     from reasonlens.model import load_model, model_info
 
@@ -46,10 +46,11 @@ def _eval(model_name: str, out: Path, n: int, seed: int, data: str | None, batch
         from reasonlens.ontology.io import load_dataset_file
 
         examples = load_dataset_file(data)
-        records = evaluate_examples(model, examples, batch_size=batch_size, progress=True)
+        records = evaluate_examples(model, examples, shots=shots, batch_size=batch_size, progress=True)
         result = EvalResult(model=model_name, n_per_cell=None, seed=None, records=records)
     else:
-        result = evaluate(model, EvalConfig(n_per_cell=n, seed=seed, batch_size=batch_size), model_name=model_name,
+        result = evaluate(model, EvalConfig(n_per_cell=n, seed=seed, batch_size=batch_size, shots=shots),
+                          model_name=model_name,
                           train_question_seeds=info.train_question_seeds if info else None, progress=True)
     result.save(out)
     result.report().save(out / "report.html")
@@ -67,7 +68,7 @@ def _print_table(metrics: dict) -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> None:
     out = Path(args.out)
-    metrics = _eval(args.model, out, args.n, args.seed, args.data, args.batch_size)
+    metrics = _eval(args.model, out, args.n, args.seed, args.data, args.batch_size, args.shots)
     _print_table(metrics)
     print(f"wrote {out / 'metrics.json'} and {out / 'report.html'}")
 
@@ -123,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--n", type=int, default=100, help="questions per (ontology kind, hops) cell")
     e.add_argument("--seed", type=int, default=7)
     e.add_argument("--data", default=None, help="evaluate on a dataset file instead (PrOntoQA v1 JSON, JSONL, HF)")
+    e.add_argument("--shots", type=int, default=0, help="few-shot demonstrations before each question "
+                   "(generated data: same kind and hops; --data: the file's own in-context examples)")
     e.add_argument("--batch-size", type=int, default=64)
     e.add_argument("--out", required=True)
     e.set_defaults(func=_cmd_eval)

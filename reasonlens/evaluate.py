@@ -33,8 +33,11 @@ class EvalConfig:
     hops: tuple[int, ...] = tuple(range(1, MAX_HOPS + 1))
     batch_size: int = 64
     closed_book: bool = True
+    shots: int = 0  # solved demonstrations before each question (same kind and hops, another seed)
 
     def __post_init__(self) -> None:
+        if self.shots < 0:
+            raise ReasonlensError(f"shots must be >= 0, got {self.shots}")
         if self.n_per_cell < 1:
             raise ReasonlensError(f"n_per_cell must be >= 1, got {self.n_per_cell}")
         unknown = set(self.kinds) - set(ONTOLOGY_KINDS)
@@ -200,15 +203,26 @@ def _split_answer(output: str) -> tuple[str, str | None]:
     return " ".join(words), None
 
 
-def evaluate_examples(model, examples: list[Example], *, demonstrations: list[Example] = (), batch_size: int = 64,
+def _demonstrations(example: Example, shots: int) -> list[Example]:
+    from reasonlens.ontology.io import demonstrations
+
+    demos = demonstrations(example)
+    if len(demos) < shots:
+        raise ReasonlensError(f"{shots} demonstrations asked for, but a question carries only {len(demos)}; lower "
+                              "shots (imported PrOntoQA files carry their own in-context examples)")
+    return demos[:shots]
+
+
+def evaluate_examples(model, examples: list[Example], *, shots: int = 0, batch_size: int = 64,
                       progress: bool = False) -> list[Record]:
-    """Greedy-decode each example's prompt and score its label and exact proof."""
+    """Greedy-decode each example's prompt, preceded by the first ``shots`` demonstrations it carries
+    (``meta["demonstrations"]``), and score its label and proof."""
     from reasonlens.generation import GenerationConfig
     from reasonlens.generation import generate as decode
 
     if not examples:
         raise ReasonlensError("no examples to evaluate: the dataset is empty")
-    prompts = [format_prompt(e, list(demonstrations)) for e in examples]
+    prompts = [format_prompt(e, _demonstrations(e, shots) if shots else []) for e in examples]
     tok = model.tokenizer
     gold_len = max(len(tok(" " + e.cot_text + " " + e.answer, add_special_tokens=False)["input_ids"])
                    for e in examples)
@@ -257,9 +271,14 @@ def evaluate(model, config: EvalConfig = EvalConfig(), *, model_name: str = "mod
     examples: list[Example] = []
     for kind in config.kinds:
         for hops in config.hops:
-            examples += generate(config.n_per_cell, kind=kind, hops=hops,
-                                 ordering=("postorder", "preorder", "random"), seed=config.seed)
-    records = evaluate_examples(model, examples, batch_size=config.batch_size, progress=progress)
+            cell = generate(config.n_per_cell, kind=kind, hops=hops, ordering=("postorder", "preorder", "random"),
+                            seed=config.seed)
+            if config.shots:
+                demos = [d.to_dict() for d in generate(config.shots, kind=kind, hops=hops, seed=config.seed + 1)]
+                for e in cell:
+                    e.meta["demonstrations"] = demos
+            examples += cell
+    records = evaluate_examples(model, examples, shots=config.shots, batch_size=config.batch_size, progress=progress)
     closed = closed_book_accuracy(model, seed=config.seed, batch_size=config.batch_size,
                                   progress=progress) if config.closed_book else []
     return EvalResult(model=model_name, n_per_cell=config.n_per_cell, seed=config.seed, records=records,

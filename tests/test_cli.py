@@ -73,6 +73,14 @@ def test_eval_on_imported_prontoqa(tiny, tmp_path):
     assert len((out / "records.jsonl").read_text().splitlines()) == n_examples
 
 
+def test_eval_with_shots(tiny, tmp_path):
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", str(tiny), "--data", str(DATA), "--shots", "1", "--out", str(out)]) == 2
+    assert main(["eval", "--model", str(tiny), "--n", "1", "--shots", "2", "--out", str(out)]) == 0
+    record = json.loads((out / "records.jsonl").read_text().splitlines()[0])
+    assert record["prompt"].count("Q: ") == 3
+
+
 def test_demo_uses_the_main_model(zoo, tmp_path, capsys):
     assert main(["demo", "--n", "1", "--out", str(tmp_path / "demo")]) == 0
     assert (tmp_path / "demo" / "report.html").exists()
