@@ -7,17 +7,18 @@ import json
 import random
 import re
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from reasonlens.errors import ReasonlensError
 from reasonlens.ontology.background import closed_book_prompt, closed_book_questions
-from reasonlens.ontology.checker import check_chain
+from reasonlens.ontology.checker import check_chain, infer_concepts, parse_sentence
 from reasonlens.ontology.generator import MAX_HOPS, generate
 from reasonlens.ontology.prompt import format_prompt
 from reasonlens.ontology.realize import choose_form
-from reasonlens.ontology.types import ONTOLOGY_KINDS, Example
+from reasonlens.ontology.sentences import split_sentences
+from reasonlens.ontology.types import ONTOLOGY_KINDS, Example, Fact
 
 
 @dataclass
@@ -55,7 +56,8 @@ class Record:
     gold: str
     output: str
     label_correct: bool
-    proof_exact: bool
+    proof_exact: bool  # the gold proof, step by step, as logical statements
+    proof_verbatim: bool = False  # the gold proof word for word
     proof_valid: bool = False  # every step valid and the right label, by the independent checker
     prior_agrees: bool | None = None  # does the pretraining prior give the same answer as the context?
     first_error: str | None = None  # the decision where the output first leaves the gold chain
@@ -65,28 +67,41 @@ def _step_category(step) -> str:
     return f"{step.role} ({step.fact.kind})" if step.role in ("rule_copy", "derived_fact") else step.role
 
 
+def _produced_facts(example: Example, output: str) -> list[Fact | None]:
+    """Logical forms of the sentences of a decoded chain (None where a sentence does not parse)."""
+    concepts = infer_concepts(s.text for s in example.context)
+    facts: list[Fact | None] = []
+    for sentence in split_sentences(output):
+        if not sentence.endswith("."):
+            continue  # the answer label or a cut-off step
+        try:
+            facts.append(parse_sentence(sentence, concepts))
+        except ReasonlensError:
+            facts.append(None)
+    return facts
+
+
 def first_error(example: Example, output: str) -> str | None:
-    """Which decision the decoded ``output`` gets wrong first, by comparing it with the gold chain sentence by
-    sentence: the gold step's role (``"rule_copy (property)"``, ...), prefixed ``"polarity: "`` when the
-    sentences differ only by a "not"; ``"label"``, ``"extra step"`` or ``None`` (no error).
+    """Which decision a decoded ``output`` gets wrong first, comparing its steps with the gold chain as logical
+    statements (the surface form, "Every" or "Each", does not count): the gold step's role
+    (``"rule_copy (property)"``, ...), prefixed ``"polarity: "`` when the step differs only by a "not";
+    ``"extra step"``; ``"label"`` when the proof is right but the answer is not; ``None`` (no error).
 
     >>> from reasonlens.ontology import generate
     >>> ex = generate(1, hops=1, seed=0)[0]
     >>> first_error(ex, ex.cot_text + " " + ex.answer) is None
     True
     """
-    cot, answer = _split_answer(output)
-    produced = [s.strip() for s in cot.split(" .") if s.strip()]
+    produced = _produced_facts(example, output)
     for i, step in enumerate(example.cot):
-        gold = normalize(step.text).rstrip(" .")
         if i >= len(produced):
             return _step_category(step)
-        if produced[i] != gold:
-            same_but_not = produced[i].replace(" not ", " ") == gold.replace(" not ", " ")
-            return ("polarity: " if same_but_not else "") + _step_category(step)
+        if produced[i] != step.fact:
+            flipped = produced[i] is not None and replace(produced[i], negated=not produced[i].negated) == step.fact
+            return ("polarity: " if flipped else "") + _step_category(step)
     if len(produced) > len(example.cot):
         return "extra step"
-    return None if answer == example.answer.lower() else "label"
+    return None if _split_answer(output)[1] == example.answer.lower() else "label"
 
 
 @dataclass
@@ -105,19 +120,21 @@ class EvalResult:
         label: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
         proof: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
         valid: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
+        verbatim: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
         for r in self.records:
             kind = r.kind if r.kind in ONTOLOGY_KINDS else "data"
             hops = str(r.hops) if r.hops is not None else "data"
             label[kind][hops].append(r.label_correct)
             proof[kind][hops].append(r.proof_exact)
             valid[kind][hops].append(r.proof_valid)
+            verbatim[kind][hops].append(r.proof_verbatim)
 
         def mean(table):
             return {k: {h: sum(v) / len(v) for h, v in sorted(cells.items())} for k, cells in table.items()}
 
         out: dict[str, Any] = {"model": self.model, "n_per_cell": self.n_per_cell, "seed": self.seed,
                                "label_accuracy": mean(label), "proof_accuracy": mean(proof),
-                               "valid_proof_accuracy": mean(valid)}
+                               "valid_proof_accuracy": mean(valid), "verbatim_proof_accuracy": mean(verbatim)}
         errors: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         for r in self.records:
             if r.first_error is not None:
@@ -139,6 +156,7 @@ class EvalResult:
         with open(out / "records.jsonl", "w") as f:
             for r in self.records:
                 f.write(json.dumps(asdict(r)) + "\n")
+        (out / "closed_book.json").write_text(json.dumps(self.closed_book))
         return out
 
     def report(self, n_chains: int = 6):
@@ -150,11 +168,13 @@ class EvalResult:
         rep = HtmlReport(f"reasonlens evaluation: {self.model}")
         rep.paragraph(f"{len(self.records)} questions decoded greedily"
                       + (f", {self.n_per_cell} per cell, generated with seed {self.seed}" if self.n_per_cell else "")
-                      + ". Label accuracy: the final True/False matches; exact proof: every chain-of-thought "
-                      "sentence matches the gold chain; valid proof: the independent checker accepts every step "
+                      + ". Label accuracy: the final True/False matches; proof accuracy: the chain of thought is "
+                      "the gold proof, step by step, as logical statements (PrOntoQA's proof accuracy; whether a "
+                      "rule is written \"Every\", \"Each\" or in the plural does not count); verbatim: word for "
+                      "word; valid proof: the independent checker accepts every step "
                       "and the label (a different but correct proof counts).")
         hops = sorted({h for cells in m["label_accuracy"].values() for h in cells}, key=lambda h: (len(h), h))
-        for key in ("label_accuracy", "proof_accuracy", "valid_proof_accuracy"):
+        for key in ("label_accuracy", "proof_accuracy", "valid_proof_accuracy", "verbatim_proof_accuracy"):
             rep.heading(key.replace("_", " ").capitalize())
             rep.table([[kind, *[cells.get(h) for h in hops]] for kind, cells in m[key].items()],
                       header=["ontology", *[f"{h} hops" if h.isdigit() else h for h in hops]])
@@ -188,7 +208,8 @@ class EvalResult:
         out = Path(out_dir)
         m = json.loads((out / "metrics.json").read_text())
         records = [Record(**json.loads(line)) for line in (out / "records.jsonl").read_text().splitlines()]
-        return cls(model=m["model"], n_per_cell=m["n_per_cell"], seed=m["seed"], records=records)
+        closed = [tuple(q) for q in json.loads((out / "closed_book.json").read_text())]
+        return cls(model=m["model"], n_per_cell=m["n_per_cell"], seed=m["seed"], records=records, closed_book=closed)
 
 
 def normalize(text: str) -> str:
@@ -231,12 +252,14 @@ def evaluate_examples(model, examples: list[Example], *, shots: int = 0, batch_s
     records = []
     for e, prompt, text in zip(examples, prompts, gen.texts):
         cot, answer = _split_answer(text)
+        error = first_error(e, text)
         records.append(Record(kind=e.kind, hops=e.hops, prompt=prompt, gold=f"{e.cot_text} {e.answer}",
                               output=text.strip(), label_correct=answer == e.answer.lower(),
-                              proof_exact=answer is not None and cot == normalize(e.cot_text),
+                              proof_exact=error in (None, "label"),
+                              proof_verbatim=answer is not None and cot == normalize(e.cot_text),
                               proof_valid=check_chain(e.question, e.query_text, text).ok,
                               prior_agrees=None if e.meta.get("prior_label") is None else e.meta["prior_label"] == e.label,
-                              first_error=first_error(e, text)))
+                              first_error=error))
     return records
 
 
