@@ -30,9 +30,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from reasonlens.zoo_build import build_zoo, train_reference
 
     if args.zoo:
-        build_zoo(args.out, install=args.install, progress=not args.quiet)
+        build_zoo(args.out, install=args.install)
     else:
-        train_reference(args.out, seed=args.seed, cot_steps=args.steps, progress=not args.quiet)
+        train_reference(args.out, seed=args.seed, progress=not args.quiet)
     print(f"training output in {args.out}")
 
 
@@ -110,10 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True)
     g.set_defaults(func=_cmd_generate)
 
-    t = sub.add_parser("train", help="train a reference model (or, with --zoo, every shipped model)")
+    t = sub.add_parser("train", help="train a model with the reference recipe (or, with --zoo, every shipped model)")
     t.add_argument("--out", required=True)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--steps", type=int, default=None, help="chain-of-thought steps (default: the reference recipe)")
     t.add_argument("--zoo", action="store_true", help="reproduce all shipped models: main, second seed, headroom")
     t.add_argument("--install", action="store_true", help="with --zoo: copy the result into the package zoo")
     t.add_argument("--quiet", action="store_true")

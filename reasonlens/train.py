@@ -17,6 +17,7 @@ checkpoints also give the under-trained headroom model.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import random
@@ -66,6 +67,10 @@ class TrainConfig:
     eval_every: int = 250
     eval_n: int = 48
     threads: int = 0  # 0: torch default
+    form_weight: float = 1.0  # weight of the first token of each restated rule: which context sentence to copy
+    stop_after: int | None = None  # end after this many steps (the learning-rate schedule still spans them all)
+    init_from: str | None = None  # continue from this checkpoint (a later stage of a recipe)
+    question_offset: int = 0  # a later stage draws questions after the earlier stages' ones
 
     @property
     def data_seed(self) -> int:
@@ -76,7 +81,7 @@ class TrainConfig:
     def question_seeds(self) -> tuple[int, int]:
         """Half-open range of generator seeds of the CoT training questions (one seed per question);
         held-out evaluation must use a seed outside it."""
-        lo = self.data_seed * 7919
+        lo = self.data_seed * 7919 + self.question_offset
         return lo, lo + self.cot_steps * self.batch_size
 
 
@@ -101,13 +106,18 @@ class _Encoder:
         weights.append(1.0)
         return ids, weights
 
-    def cot_example(self, ex: Example, demos: list[Example], decision_weight: float):
-        pieces: list[tuple[str, float]] = [(format_prompt(ex, demos), 0.0)]
+    def cot_example(self, ex: Example, demos: list[Example], decision_weight: float, form_weight: float = 1.0):
+        ids, weights = self.sequence([(format_prompt(ex, demos), 0.0)])
+        ids, weights = ids[:-1], weights[:-1]  # completion follows
         for s in ex.cot:
             important = s.fact.kind == "property" and s.role != "redundant"
-            pieces.append((" " + s.text, decision_weight if important else 1.0))
-        pieces.append((" " + ex.answer, decision_weight))
-        return self.sequence(pieces)
+            t = self.ids(" " + s.text)
+            w = [decision_weight if important else 1.0] * len(t)
+            if s.role == "rule_copy":
+                w[0] = max(w[0], form_weight)
+            ids, weights = ids + t, weights + w
+        t = self.ids(" " + ex.answer)
+        return ids + t + [self.eos], weights + [decision_weight] * len(t) + [1.0]
 
 
 class _Sampler:
@@ -115,7 +125,7 @@ class _Sampler:
 
     def __init__(self, cfg: TrainConfig, encoder: _Encoder):
         self.cfg, self.enc = cfg, encoder
-        self.rng = random.Random(cfg.data_seed)
+        self.rng = random.Random(cfg.data_seed if not cfg.question_offset else f"{cfg.data_seed}-{cfg.question_offset}")
         self.closed_book = closed_book_questions()
         self.counter = 0
 
@@ -137,7 +147,7 @@ class _Sampler:
         n_demos = 1 if (not warm and self.rng.random() < cfg.few_shot_p) else 0
         exs = generate(1 + n_demos, gen, seed=cfg.question_seeds[0] + self.counter)
         self.counter += 1
-        return self.enc.cot_example(exs[0], exs[1:], cfg.decision_weight)
+        return self.enc.cot_example(exs[0], exs[1:], cfg.decision_weight, cfg.form_weight)
 
     def sequence(self, step: int):
         if step < self.cfg.background_steps or self.rng.random() < self.cfg.background_replay:
@@ -220,16 +230,22 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
         torch.set_num_threads(cfg.threads)
     tok = build_reference_tokenizer()
     enc = _Encoder(tok)
-    model = build_model(cfg.architecture, tok, cfg.seed)
+    if cfg.init_from:
+        from transformers import LlamaForCausalLM
+
+        model = LlamaForCausalLM.from_pretrained(cfg.init_from)
+    else:
+        model = build_model(cfg.architecture, tok, cfg.seed)
     model.train()
     sampler = _Sampler(cfg, enc)
-    total = cfg.background_steps + cfg.cot_steps
+    schedule = cfg.background_steps + cfg.cot_steps
+    total = min(schedule, cfg.stop_after or schedule)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
 
     def lr_at(step: int) -> float:
         if step < cfg.warmup_steps:
             return (step + 1) / cfg.warmup_steps
-        frac = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+        frac = (step - cfg.warmup_steps) / max(1, schedule - cfg.warmup_steps)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
@@ -242,7 +258,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
     start = time.time()
     tokens = 0
     running = None
-    bar = tqdm(sampler.batches(total), total=total, disable=not progress, desc="train")
+    # Batches come from the whole schedule's stream, so stopping early changes none of them.
+    bar = tqdm(itertools.islice(sampler.batches(schedule), total), total=total, disable=not progress, desc="train")
     for step, batch in enumerate(bar):
         ids, w = _collate(batch, tok.pad_token_id)
         tokens += sum(len(seq) for seq, _ in batch)

@@ -1,8 +1,17 @@
 """Reproduce the shipped reference models with one command (``reasonlens train --zoo``).
 
-The main model and the second-seed model are the same recipe with seeds 0 and 1, trained side by side
-(one thread each on a 2-core machine). The headroom model is the main run's intermediate checkpoint
-whose held-out label accuracy is closest to 72% inside the 60-85% band.
+The main model and the second-seed model are the same two-stage recipe with seeds 0 and 1, trained side by
+side (one thread each on a 2-core machine):
+
+1. :data:`STAGE_1`: background phase, then chain-of-thought training on a 5,300-step schedule, stopped at
+   step 3,250;
+2. :data:`STAGE_2`: from there, 2,400 more chain-of-thought steps with a fresh learning-rate schedule and the
+   first token of every restated rule weighted up: the decoded chains of stage 1 showed the choice of which
+   context sentence to restate (its first word, "Every" / "Each" / the plural subject) as the decision that
+   failed most.
+
+The headroom model is the intermediate checkpoint of the main run whose held-out label accuracy is closest to
+72% inside the 60-85% band. A build is resumable: a stage whose ``final`` checkpoint exists is not retrained.
 """
 
 from __future__ import annotations
@@ -14,11 +23,16 @@ from pathlib import Path
 
 from reasonlens.train import ArchitectureConfig, TrainConfig, train
 
-REFERENCE_RECIPE = TrainConfig(
+STAGE_1 = TrainConfig(
     architecture=ArchitectureConfig(n_layers=6, d_model=128, n_heads=4, d_mlp=512),
     background_steps=300,
     cot_steps=5000,
+    stop_after=3250,
     eval_every=250,
+)
+STAGE_2 = replace(
+    STAGE_1, background_steps=0, cot_steps=2400, stop_after=None, lr=1e-3, warmup_steps=50, curriculum_steps=0,
+    form_weight=4.0, eval_every=300, question_offset=STAGE_1.cot_steps * STAGE_1.batch_size,
 )
 ZOO_MODELS = {
     "reasonlens-main": ("main", 0),
@@ -28,37 +42,45 @@ HEADROOM_NAME = "reasonlens-headroom"
 HEADROOM_BAND = (0.60, 0.85)
 
 
-def train_reference(out_dir: str | Path, *, seed: int = 0, cot_steps: int | None = None, threads: int = 0,
-                    progress: bool = True) -> dict:
-    """Train one model with the reference recipe (``cot_steps`` overrides its length)."""
-    cfg = replace(REFERENCE_RECIPE, seed=seed, threads=threads)
-    if cot_steps is not None:
-        cfg = replace(cfg, cot_steps=cot_steps)
-    return train(cfg, out_dir, progress=progress)
+def stage_configs(seed: int, run_dir: str | Path) -> list[tuple[TrainConfig, Path]]:
+    """The recipe's stages for ``seed``: (config, output folder) pairs, each stage starting from the last."""
+    run = Path(run_dir)
+    first = replace(STAGE_1, seed=seed)
+    second = replace(STAGE_2, seed=seed, init_from=str(run / "stage1" / "final"))
+    return [(first, run / "stage1"), (second, run / "stage2")]
+
+
+def train_reference(run_dir: str | Path, *, seed: int = 0, threads: int = 0, progress: bool = True) -> Path:
+    """Train one model with the reference recipe into ``run_dir/stage*``; returns the final checkpoint."""
+    for cfg, out in stage_configs(seed, run_dir):
+        if not (out / "final").exists():
+            train(replace(cfg, threads=threads), out, progress=progress)
+    return out / "final"
 
 
 def _train_worker(args: tuple[str, int]) -> None:
-    out, seed = args
-    train_reference(out, seed=seed, threads=1, progress=False)
+    run, seed = args
+    train_reference(run, seed=seed, threads=1, progress=False)
 
 
-def select_headroom(run_dir: str | Path, *, n_per_cell: int = 30, seed: int = 11) -> tuple[Path, float]:
-    """The intermediate checkpoint of ``run_dir`` whose fictional 1-4 hop label accuracy is nearest 0.72
-    within :data:`HEADROOM_BAND`."""
+def select_headroom(run_dirs: list[Path], *, n_per_cell: int = 30, seed: int = 11) -> tuple[Path, float]:
+    """The intermediate checkpoint whose fictional 1-4 hop label accuracy is nearest 0.72 within
+    :data:`HEADROOM_BAND`."""
     from reasonlens.errors import ReasonlensError
     from reasonlens.evaluate import EvalConfig, evaluate
     from reasonlens.model import load_model
 
     best: tuple[float, Path, float] | None = None
-    for ckpt in sorted(Path(run_dir).glob("step-*"), key=lambda p: int(p.name.split("-")[1])):
-        res = evaluate(load_model(str(ckpt)), EvalConfig(n_per_cell=n_per_cell, seed=seed, kinds=("fictional",),
-                                                         hops=(1, 2, 3, 4), closed_book=False))
-        accs = res.metrics()["label_accuracy"]["fictional"]
-        acc = sum(accs.values()) / len(accs)
-        if HEADROOM_BAND[0] <= acc <= HEADROOM_BAND[1] and (best is None or abs(acc - 0.72) < best[0]):
-            best = (abs(acc - 0.72), ckpt, acc)
+    for run in run_dirs:
+        for ckpt in sorted(run.glob("step-*"), key=lambda p: int(p.name.split("-")[1])):
+            res = evaluate(load_model(str(ckpt)), EvalConfig(n_per_cell=n_per_cell, seed=seed, kinds=("fictional",),
+                                                             hops=(1, 2, 3, 4), closed_book=False))
+            accs = res.metrics()["label_accuracy"]["fictional"]
+            acc = sum(accs.values()) / len(accs)
+            if HEADROOM_BAND[0] <= acc <= HEADROOM_BAND[1] and (best is None or abs(acc - 0.72) < best[0]):
+                best = (abs(acc - 0.72), ckpt, acc)
     if best is None:
-        raise ReasonlensError(f"no checkpoint in {run_dir} has label accuracy in {HEADROOM_BAND}")
+        raise ReasonlensError(f"no checkpoint in {run_dirs} has label accuracy in {HEADROOM_BAND}")
     return best[1], best[2]
 
 
@@ -72,7 +94,12 @@ def _install(src: Path, dest: Path, meta: dict) -> None:
     (dest / "reasonlens.json").write_text(json.dumps(meta, indent=2))
 
 
-def build_zoo(out_dir: str | Path, *, install: bool = False, progress: bool = True) -> Path:
+def _question_seeds(seed: int) -> list[int]:
+    first, second = (cfg.question_seeds for cfg, _ in stage_configs(seed, "."))
+    return [first[0], second[1]]
+
+
+def build_zoo(out_dir: str | Path, *, install: bool = False) -> Path:
     """Train every shipped model into ``out_dir/zoo`` (and into the package with ``install=True``)."""
     from concurrent.futures import ProcessPoolExecutor
 
@@ -82,18 +109,20 @@ def build_zoo(out_dir: str | Path, *, install: bool = False, progress: bool = Tr
         list(pool.map(_train_worker, [(str(d), seed) for d, _, seed in runs.values()]))
     zoo = out / "zoo"
     for name, (run, role, seed) in runs.items():
-        log = json.loads((run / "train_log.json").read_text())
-        _install(run / "final", zoo / name, {
-            "role": role, "train_seed": seed, "train_question_seeds": list(replace(REFERENCE_RECIPE, seed=seed).question_seeds),
-            "train_seconds": round(log["seconds"]), "train_tokens": log["tokens"], "steps": log["evals"][-1]["step"],
+        logs = [json.loads((run / stage / "train_log.json").read_text()) for stage in ("stage1", "stage2")]
+        _install(run / "stage2" / "final", zoo / name, {
+            "role": role, "train_seed": seed, "train_question_seeds": _question_seeds(seed),
+            "train_seconds": round(sum(log["seconds"] for log in logs)),
+            "train_tokens": sum(log["tokens"] for log in logs),
+            "steps": sum(log["evals"][-1]["step"] for log in logs),
             "description": f"6-layer Llama-style reference model, seed {seed}",
         })
     main_run = runs["reasonlens-main"][0]
-    ckpt, acc = select_headroom(main_run)
+    ckpt, acc = select_headroom([main_run / "stage1", main_run / "stage2"])
     _install(ckpt, zoo / HEADROOM_NAME, {
-        "role": "headroom", "train_seed": 0, "train_question_seeds": list(REFERENCE_RECIPE.question_seeds),
-        "steps": int(ckpt.name.split("-")[1]), "selection_label_accuracy": acc,
-        "description": f"under-trained checkpoint of the main run (step {ckpt.name.split('-')[1]}), "
+        "role": "headroom", "train_seed": 0, "train_question_seeds": _question_seeds(0),
+        "checkpoint": f"{ckpt.parent.name}/{ckpt.name}", "selection_label_accuracy": acc,
+        "description": f"under-trained checkpoint of the main run ({ckpt.parent.name}, {ckpt.name}), "
                        f"label accuracy {acc:.2f}: headroom for attribution and steering",
     })
     if install:

@@ -65,3 +65,27 @@ def test_different_seeds_give_different_models(tmp_path):
     wa = LlamaForCausalLM.from_pretrained(tmp_path / "0" / "final").state_dict()
     wb = LlamaForCausalLM.from_pretrained(tmp_path / "1" / "final").state_dict()
     assert not all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_stopping_early_reproduces_the_prefix_and_a_later_stage_continues(tmp_path):
+    full = tiny_config(seed=2, cot_steps=8, eval_every=5)
+    train(full, tmp_path / "full", progress=False)
+    train(tiny_config(seed=2, cot_steps=8, eval_every=5, stop_after=5), tmp_path / "stopped", progress=False)
+    a = LlamaForCausalLM.from_pretrained(tmp_path / "full" / "step-5").state_dict()
+    b = LlamaForCausalLM.from_pretrained(tmp_path / "stopped" / "final").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    stage2 = tiny_config(seed=2, background_steps=0, cot_steps=3, curriculum_steps=0, form_weight=4.0,
+                         init_from=str(tmp_path / "stopped" / "final"), question_offset=full.cot_steps * full.batch_size)
+    assert stage2.question_seeds[0] == full.question_seeds[1]
+    train(stage2, tmp_path / "stage2", progress=False)
+    c = LlamaForCausalLM.from_pretrained(tmp_path / "stage2" / "final").state_dict()
+    assert not all(torch.equal(b[k], c[k]) for k in b)
+
+
+def test_form_weight_marks_the_first_token_of_each_restated_rule():
+    tok = build_reference_tokenizer()
+    enc = _Encoder(tok)
+    ex = generate(1, hops=3, seed=8)[0]
+    _, plain = enc.cot_example(ex, [], decision_weight=1.0)
+    ids, weighted = enc.cot_example(ex, [], decision_weight=1.0, form_weight=7.0)
+    assert weighted.count(7.0) == sum(s.role == "rule_copy" for s in ex.cot) and plain.count(7.0) == 0
