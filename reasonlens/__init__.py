@@ -5,8 +5,8 @@
 >>> len(examples)
 3
 
-The heavy entry points (``load_model``, ``list_models``, ``generate``, ``GenerationConfig``, ``evaluate``,
-``EvalConfig``) are imported lazily on first use.
+The heavy entry points (``load_model``, ``list_models``, ``generate``, ``GenerationConfig``) are imported
+lazily on first use; evaluation lives in ``reasonlens.evaluate``.
 """
 
 from importlib import import_module
@@ -23,9 +23,6 @@ _LAZY = {
     "generate": "reasonlens.generation",
     "GenerationConfig": "reasonlens.generation",
     "Generation": "reasonlens.generation",
-    "evaluate": "reasonlens.evaluate",
-    "EvalConfig": "reasonlens.evaluate",
-    "EvalResult": "reasonlens.evaluate",
 }
 __all__ = ["ReasonlensError", "ontology", *_LAZY]
 
