@@ -31,7 +31,7 @@ from reasonlens.ontology.prompt import format_prompt
 from reasonlens.ontology.realize import choose_form
 from reasonlens.ontology.types import Example
 
-TRAIN_DATA_SEED_OFFSET = 1_000_000  # training questions use seeds >= this; evaluation must not
+TRAIN_DATA_SEED_OFFSET = 1_000_000  # data stream seed = this + model seed; questions: see question_seeds
 
 
 @dataclass
