@@ -68,6 +68,7 @@ class TrainConfig:
     eval_n: int = 48
     threads: int = 0  # 0: torch default
     form_weight: float = 1.0  # weight of the first token of each restated rule: which context sentence to copy
+    isa_rule_weight: float = 1.0  # weight of a restated "is a" rule (property rules carry decision_weight)
     stop_after: int | None = None  # end after this many steps (the learning-rate schedule still spans them all)
     init_from: str | None = None  # continue from this checkpoint (a later stage of a recipe)
     question_offset: int = 0  # a later stage draws questions after the earlier stages' ones
@@ -106,13 +107,16 @@ class _Encoder:
         weights.append(1.0)
         return ids, weights
 
-    def cot_example(self, ex: Example, demos: list[Example], decision_weight: float, form_weight: float = 1.0):
+    def cot_example(self, ex: Example, demos: list[Example], decision_weight: float, form_weight: float = 1.0,
+                    isa_rule_weight: float = 1.0):
         ids, weights = self.sequence([(format_prompt(ex, demos), 0.0)])
         ids, weights = ids[:-1], weights[:-1]  # completion follows
         for s in ex.cot:
             important = s.fact.kind == "property" and s.role != "redundant"
             t = self.ids(" " + s.text)
             w = [decision_weight if important else 1.0] * len(t)
+            if s.role == "rule_copy" and s.fact.kind != "property":
+                w = [isa_rule_weight] * len(t)
             if s.role == "rule_copy":
                 w[0] = max(w[0], form_weight)
             ids, weights = ids + t, weights + w
@@ -147,7 +151,7 @@ class _Sampler:
         n_demos = 1 if (not warm and self.rng.random() < cfg.few_shot_p) else 0
         exs = generate(1 + n_demos, gen, seed=cfg.question_seeds[0] + self.counter)
         self.counter += 1
-        return self.enc.cot_example(exs[0], exs[1:], cfg.decision_weight, cfg.form_weight)
+        return self.enc.cot_example(exs[0], exs[1:], cfg.decision_weight, cfg.form_weight, cfg.isa_rule_weight)
 
     def sequence(self, step: int):
         if step < self.cfg.background_steps or self.rng.random() < self.cfg.background_replay:

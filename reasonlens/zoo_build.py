@@ -34,6 +34,10 @@ STAGE_2 = replace(
     STAGE_1, background_steps=0, cot_steps=2400, stop_after=None, lr=1e-3, warmup_steps=50, curriculum_steps=0,
     form_weight=4.0, eval_every=300, question_offset=STAGE_1.cot_steps * STAGE_1.batch_size,
 )
+STAGE_3 = replace(
+    STAGE_2, cot_steps=3000, isa_rule_weight=STAGE_2.decision_weight,
+    question_offset=STAGE_2.question_offset + STAGE_2.cot_steps * STAGE_2.batch_size,
+)
 ZOO_MODELS = {
     "reasonlens-main": ("main", 0),
     "reasonlens-seed1": ("second-seed", 1),
@@ -47,7 +51,8 @@ def stage_configs(seed: int, run_dir: str | Path) -> list[tuple[TrainConfig, Pat
     run = Path(run_dir)
     first = replace(STAGE_1, seed=seed)
     second = replace(STAGE_2, seed=seed, init_from=str(run / "stage1" / "final"))
-    return [(first, run / "stage1"), (second, run / "stage2")]
+    third = replace(STAGE_3, seed=seed, init_from=str(run / "stage2" / "final"))
+    return [(first, run / "stage1"), (second, run / "stage2"), (third, run / "stage3")]
 
 
 def train_reference(run_dir: str | Path, *, seed: int = 0, threads: int = 0, progress: bool = True) -> Path:
@@ -95,8 +100,8 @@ def _install(src: Path, dest: Path, meta: dict) -> None:
 
 
 def _question_seeds(seed: int) -> list[int]:
-    first, second = (cfg.question_seeds for cfg, _ in stage_configs(seed, "."))
-    return [first[0], second[1]]
+    ranges = [cfg.question_seeds for cfg, _ in stage_configs(seed, ".")]
+    return [ranges[0][0], ranges[-1][1]]
 
 
 def build_zoo(out_dir: str | Path, *, install: bool = False) -> Path:
@@ -109,8 +114,9 @@ def build_zoo(out_dir: str | Path, *, install: bool = False) -> Path:
         list(pool.map(_train_worker, [(str(d), seed) for d, _, seed in runs.values()]))
     zoo = out / "zoo"
     for name, (run, role, seed) in runs.items():
-        logs = [json.loads((run / stage / "train_log.json").read_text()) for stage in ("stage1", "stage2")]
-        _install(run / "stage2" / "final", zoo / name, {
+        stages = [out for _, out in stage_configs(seed, run)]
+        logs = [json.loads((stage / "train_log.json").read_text()) for stage in stages]
+        _install(stages[-1] / "final", zoo / name, {
             "role": role, "train_seed": seed, "train_question_seeds": _question_seeds(seed),
             "train_seconds": round(sum(log["seconds"] for log in logs)),
             "train_tokens": sum(log["tokens"] for log in logs),

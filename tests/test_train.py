@@ -89,3 +89,11 @@ def test_form_weight_marks_the_first_token_of_each_restated_rule():
     _, plain = enc.cot_example(ex, [], decision_weight=1.0)
     ids, weighted = enc.cot_example(ex, [], decision_weight=1.0, form_weight=7.0)
     assert weighted.count(7.0) == sum(s.role == "rule_copy" for s in ex.cot) and plain.count(7.0) == 0
+
+
+def test_isa_rule_weight_covers_every_token_of_each_restated_is_a_rule():
+    enc = _Encoder(build_reference_tokenizer())
+    ex = generate(1, hops=3, seed=8)[0]
+    _, weights = enc.cot_example(ex, [], decision_weight=1.0, isa_rule_weight=3.0)
+    isa_rule_tokens = sum(len(enc.ids(" " + s.text)) for s in ex.cot if s.role == "rule_copy" and s.fact.kind == "isa")
+    assert isa_rule_tokens > 0 and weights.count(3.0) == isa_rule_tokens

@@ -1,0 +1,516 @@
+"""One exact activation-patching engine: every site, cells by layer / position / span / head / neuron, batched.
+
+A *cell* is one patch: a layer, a set of positions (one position, a token span such as a CoT step, or all
+positions) and optionally one head or neuron. For every example and cell the engine runs the *target* prompt
+with the *source* activation written into that cell and reads a metric at the last position:
+
+- ``direction="denoise"``: target = corrupted prompt, source = clean activations (what restores behaviour);
+- ``direction="noise"``: target = clean prompt, source = corrupted activations (what breaks it);
+- ``source="mean"`` / ``"zero"`` replace the source by the mean over a reference set or by zeros.
+
+With ``normalize=True`` (the default) values are ``(m - m_corrupted) / (m_clean - m_corrupted)`` per example,
+so the clean run scores 1 and the corrupted run 0.
+
+Speed comes from three exact shortcuts: many (example, cell) rows share one forward (packed along the batch,
+at most ``batch_size`` rows); a cell whose source activation equals the target's own activation is a no-op
+and takes the unpatched value without a forward (in a clean / corrupted pair every position before the
+corrupted token is such a cell); and only the last position's logits are read.
+
+>>> import torch
+>>> from reasonlens.patching.engine import PatchConfig
+>>> PatchConfig(site="z", positions="each").unit
+'head'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Literal
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from reasonlens.errors import ReasonlensError
+from reasonlens.results import LabelledTensor
+
+SITE_HOOKS: dict[str, str] = {
+    "resid_pre": "blocks.{l}.hook_resid_pre",
+    "resid_mid": "blocks.{l}.hook_resid_mid",
+    "resid_post": "blocks.{l}.hook_resid_post",
+    "attn_out": "blocks.{l}.hook_attn_out",
+    "mlp_out": "blocks.{l}.hook_mlp_out",
+    "z": "blocks.{l}.attn.hook_z",
+    "q": "blocks.{l}.attn.hook_q",
+    "k": "blocks.{l}.attn.hook_k",
+    "v": "blocks.{l}.attn.hook_v",
+    "pattern": "blocks.{l}.attn.hook_pattern",
+    "neuron": "blocks.{l}.mlp.hook_post",
+}
+HEAD_SITES = ("z", "q", "k", "v", "pattern")
+
+Metric = Callable[[Float[Tensor, "row vocab"], Int[Tensor, " row"]], Float[Tensor, " row"]]
+Spans = Sequence[Sequence[tuple[int, int]]]
+
+
+@dataclass
+class PatchConfig:
+    """What to patch.
+
+    ``site``: one of :data:`SITE_HOOKS`. ``layers``: layer indices (default all). ``positions``: ``"each"``
+    (one cell per position), ``"all"`` (one cell patching every position) or ``"spans"`` (one cell per token
+    span, spans given to :func:`patch`). ``units``: for head sites (``z q k v pattern``) the heads and for
+    ``neuron`` the neurons to sweep, one cell each (default every head / neuron); ``None`` and a site without
+    units patch the whole activation. ``direction``: ``"denoise"`` or ``"noise"``. ``source``: ``"prompt"``
+    (the other prompt of each pair), ``"mean"`` (mean over a reference set) or ``"zero"``.
+    """
+
+    site: str = "resid_pre"
+    layers: Sequence[int] | None = None
+    positions: Literal["each", "all", "spans"] = "each"
+    units: Sequence[int] | Literal["each"] | None = "each"
+    direction: Literal["denoise", "noise"] = "denoise"
+    source: Literal["prompt", "mean", "zero"] = "prompt"
+    normalize: bool = True
+    batch_size: int = 128
+
+    @property
+    def unit(self) -> str | None:
+        """``"head"``, ``"neuron"`` or ``None``: the unit axis of the site's cells."""
+        if self.units is None:
+            return None
+        return "head" if self.site in HEAD_SITES else "neuron" if self.site == "neuron" else None
+
+    def check(self) -> None:
+        if self.site not in SITE_HOOKS:
+            raise ReasonlensError(f"unknown patching site {self.site!r}; valid sites: {sorted(SITE_HOOKS)}")
+        if self.positions not in ("each", "all", "spans"):
+            raise ReasonlensError(f"positions must be 'each', 'all' or 'spans', not {self.positions!r}")
+        if self.direction not in ("denoise", "noise"):
+            raise ReasonlensError(f"direction must be 'denoise' or 'noise', not {self.direction!r}")
+        if self.source not in ("prompt", "mean", "zero"):
+            raise ReasonlensError(f"source must be 'prompt', 'mean' or 'zero', not {self.source!r}")
+        if self.batch_size < 1:
+            raise ReasonlensError(f"batch_size must be at least 1, got {self.batch_size}")
+
+
+class PatchingResult(LabelledTensor):
+    """Per-example patching values ``[example, layer, position|span, (head|neuron)]`` with labels; ``meta``
+    holds the config, the metric name and the per-example clean / corrupted metric values."""
+
+
+# ---------------------------------------------------------------------------------------------------------- runs
+
+
+def left_padded_positions(attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch pos"]:
+    """Position ids of a left-padded batch: each row counts from its first real token."""
+    return (attention_mask.cumsum(-1) - 1).clamp_min(0)
+
+
+def run_last_logits(model, tokens: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"],
+                    fwd_hooks: list | None = None) -> Float[Tensor, "batch vocab"]:
+    """Logits at the last position of a left-padded batch, with ``fwd_hooks`` active."""
+    device = model.cfg.device
+    mask = attention_mask.to(device)
+    with torch.no_grad(), model.hooks(fwd_hooks=fwd_hooks or []):
+        logits = model(tokens.to(device), attention_mask=mask, position_ids=left_padded_positions(mask))
+    return logits[:, -1].float().cpu()
+
+
+def _cache_run(model, tokens, attention_mask, names: list[str], batch_size: int):
+    """Last-position logits and the activations at ``names`` (on CPU), in chunks of ``batch_size``."""
+    logits, acts = [], {n: [] for n in names}
+    for start in range(0, tokens.shape[0], batch_size):
+        store: dict[str, Tensor] = {}
+
+        def keep(act, hook, name):
+            store[name] = act.detach().cpu()
+
+        import functools
+
+        hooks = [(n, functools.partial(keep, name=n)) for n in names]
+        logits.append(run_last_logits(model, tokens[start:start + batch_size],
+                                      attention_mask[start:start + batch_size], hooks))
+        for n in names:
+            acts[n].append(store[n])
+    return torch.cat(logits), {n: torch.cat(v) for n, v in acts.items()}
+
+
+def mean_activations(model, site: str, tokens: Int[Tensor, "ref ref_pos"], attention_mask: Int[Tensor, "ref ref_pos"],
+                     length: int, layers: Sequence[int], batch_size: int = 64) -> dict[int, Tensor]:
+    """Mean activation of ``site`` over a reference set, per position aligned at the last token (left padding),
+    for a target batch of ``length`` positions; positions the reference does not cover get the mean over all
+    of its real positions."""
+    names = [SITE_HOOKS[site].format(l=l) for l in layers]
+    _, acts = _cache_run(model, tokens, attention_mask, names, batch_size)
+    real = attention_mask.bool()
+    out = {}
+    for l, n in zip(layers, names):
+        view = _pos_view(site, acts[n])  # [ref, pos, ...]
+        w = real.reshape(*real.shape, *([1] * (view.ndim - 2))).to(view.dtype)
+        total, count = (view * w).sum(0), w.sum(0)
+        overall = total.sum(0) / count.sum(0).clamp_min(1)
+        per_pos = torch.where(count > 0, total / count.clamp_min(1), overall)
+        ref_len = per_pos.shape[0]
+        if length <= ref_len:
+            per_pos = per_pos[ref_len - length:]
+        else:
+            per_pos = torch.cat([overall.expand(length - ref_len, *overall.shape), per_pos])
+        out[l] = _from_pos_view(site, per_pos.unsqueeze(0)).squeeze(0)
+    return out
+
+
+def _pos_view(site: str, act: Tensor) -> Tensor:
+    """The activation with positions on axis 1 (attention patterns: the query position)."""
+    return act.transpose(1, 2) if site == "pattern" else act
+
+
+def _from_pos_view(site: str, view: Tensor) -> Tensor:
+    return view.transpose(1, 2) if site == "pattern" else view
+
+
+# ---------------------------------------------------------------------------------------------------------- cells
+
+
+def _position_masks(config: PatchConfig, real: Bool[Tensor, "batch pos"], spans: Spans | None
+                    ) -> tuple[Bool[Tensor, "batch cell pos"], list[str]]:
+    batch, length = real.shape
+    if config.positions == "each":
+        if spans is not None:
+            raise ReasonlensError("spans were given but positions is 'each'; use positions='spans'")
+        eye = torch.eye(length, dtype=torch.bool)
+        return eye.unsqueeze(0) & real.unsqueeze(1), [str(p) for p in range(length)]
+    if config.positions == "all":
+        return real.unsqueeze(1), ["all"]
+    if spans is None:
+        raise ReasonlensError("positions='spans' needs spans=[[(start, end), ...] per example]")
+    if len(spans) != batch:
+        raise ReasonlensError(f"spans are given for {len(spans)} examples but the batch has {batch}")
+    n_spans = {len(s) for s in spans}
+    if len(n_spans) != 1 or 0 in n_spans:
+        raise ReasonlensError(f"every example needs the same, non-zero number of spans; got {sorted(n_spans)}")
+    masks = torch.zeros((batch, n_spans.pop(), length), dtype=torch.bool)
+    for b, example_spans in enumerate(spans):
+        for s, (start, end) in enumerate(example_spans):
+            if not 0 <= start < end <= length:
+                raise ReasonlensError(f"span {s} of example {b} is ({start}, {end}), outside 0..{length}")
+            masks[b, s, start:end] = True
+    return masks & real.unsqueeze(1), [f"span {s}" for s in range(masks.shape[1])]
+
+
+def _unit_indices(config: PatchConfig, n_units: int) -> list[int] | None:
+    if config.unit is None:
+        return None
+    units = range(n_units) if config.units == "each" else list(config.units)
+    bad = [u for u in units if not 0 <= u < n_units]
+    if bad:
+        raise ReasonlensError(f"{config.unit}s {bad} out of range: the site has {n_units}")
+    return list(units)
+
+
+def _resolve_layers(model, config: PatchConfig) -> list[int]:
+    n = model.cfg.n_layers
+    layers = list(range(n)) if config.layers is None else list(config.layers)
+    bad = [l for l in layers if not 0 <= l < n]
+    if bad or not layers:
+        raise ReasonlensError(f"layers {bad or layers} out of range: the model has layers 0..{n - 1}")
+    return layers
+
+
+# ---------------------------------------------------------------------------------------------------------- metrics
+
+
+def _builtin_metric(name: str, answer: Tensor | None, wrong: Tensor | None, clean_logits: Tensor) -> Metric:
+    if name == "kl":
+        ref = torch.log_softmax(clean_logits, -1)
+
+        def neg_kl(logits, example):
+            logp = torch.log_softmax(logits, -1)
+            return -(ref[example].exp() * (ref[example] - logp)).sum(-1)
+        return neg_kl
+    if answer is None:
+        raise ReasonlensError(f"metric {name!r} needs answer= (the answer token id of every example)")
+    if name == "prob":
+        return lambda logits, example: torch.softmax(logits, -1).gather(1, answer[example, None]).squeeze(1)
+    if name == "logit_diff":
+        if wrong is None:
+            raise ReasonlensError("metric 'logit_diff' needs wrong= (the competing token id of every example)")
+        return lambda logits, example: (logits.gather(1, answer[example, None])
+                                        - logits.gather(1, wrong[example, None])).squeeze(1)
+    raise ReasonlensError(f"unknown metric {name!r}; use 'kl', 'prob', 'logit_diff' or a callable "
+                          "metric(logits[row, vocab], example[row]) -> values[row]")
+
+
+def _apply_metric(metric: Metric, logits: Tensor, example: Tensor) -> Tensor:
+    values = metric(logits, example)
+    if not isinstance(values, Tensor) or values.shape != example.shape:
+        raise ReasonlensError(f"the metric must return one value per row (shape {tuple(example.shape)}), "
+                              f"got {getattr(values, 'shape', type(values))}")
+    if not torch.isfinite(values).all():
+        raise ReasonlensError(f"the metric returned NaN or inf for examples {example[~torch.isfinite(values)].tolist()}")
+    return values.float()
+
+
+# ---------------------------------------------------------------------------------------------------------- engine
+
+
+def _check_inputs(model, clean, corrupted, attention_mask, source: str):
+    if clean.ndim != 2 or clean.shape[0] == 0:
+        raise ReasonlensError(f"clean tokens must be a non-empty [batch, pos] tensor, got shape {tuple(clean.shape)}")
+    if corrupted is None:
+        if source == "prompt":
+            raise ReasonlensError("source='prompt' needs corrupted tokens (the other prompt of each pair)")
+    elif corrupted.shape != clean.shape:
+        raise ReasonlensError(
+            f"clean and corrupted prompts have different token lengths: {tuple(clean.shape)} vs "
+            f"{tuple(corrupted.shape)}; patching needs the two prompts of a pair aligned token for token "
+            "(pick corruptions that keep the tokenization, e.g. reasonlens.patching.subtasks)")
+    mask = torch.ones_like(clean) if attention_mask is None else attention_mask.to(clean.device)
+    if mask.shape != clean.shape:
+        raise ReasonlensError(f"attention_mask shape {tuple(mask.shape)} != tokens shape {tuple(clean.shape)}")
+    if not bool(mask[:, -1].all()):
+        raise ReasonlensError("the last position must be a real token in every row: left-pad the batch")
+    return mask.long().cpu()
+
+
+@dataclass
+class _Sweep:
+    """Everything a sweep needs, computed once: runs, caches, baselines, cells."""
+
+    config: PatchConfig
+    layers: list[int]
+    names: dict[int, str]
+    mask: Tensor
+    target: Tensor
+    target_acts: dict[str, Tensor]
+    source_acts: dict[str, Tensor]
+    metric: Metric
+    metric_name: str
+    m_clean: Tensor
+    m_corr: Tensor
+    m_target: Tensor
+    pos_masks: Tensor
+    pos_labels: list[str]
+    units: list[int] | None
+
+    def finish(self, values: Float[Tensor, "batch layer cell unit"], extra: dict) -> PatchingResult:
+        """Normalise, label and wrap per-example cell values."""
+        config = self.config
+        if config.normalize:
+            scale = self.m_clean - self.m_corr
+            flat = scale.abs() < 1e-12
+            if flat.any():
+                raise ReasonlensError(
+                    f"the metric is the same on the clean and corrupted prompts of examples "
+                    f"{flat.nonzero().flatten().tolist()} (nothing to normalise by); drop those pairs or pass "
+                    "normalize=False")
+            values = (values - self.m_corr.reshape(-1, 1, 1, 1)) / scale.reshape(-1, 1, 1, 1)
+        axes = ["example", "layer", "span" if config.positions == "spans" else "position"]
+        labels = {"layer": [f"L{l}" for l in self.layers], axes[2]: self.pos_labels}
+        if self.units is None:
+            values = values.squeeze(-1)
+        else:
+            axes.append(config.unit)
+            labels[config.unit] = [("H" if config.unit == "head" else "N") + str(u) for u in self.units]
+        meta = {"config": {k: (list(v) if isinstance(v, (list, tuple, range)) else v) for k, v in asdict(config).items()},
+                "metric": self.metric_name, "layers": self.layers, "units": self.units,
+                "clean_metric": self.m_clean.tolist(), "corrupted_metric": self.m_corr.tolist(), **extra}
+        return PatchingResult(values, axes=tuple(axes), labels=labels, meta=meta)
+
+
+def _prepare(model, clean, corrupted, metric, answer, wrong, attention_mask, spans, span_labels, reference,
+             config: PatchConfig) -> _Sweep:
+    config.check()
+    mask = _check_inputs(model, clean, corrupted, attention_mask, config.source)
+    clean, corrupted = clean.cpu(), None if corrupted is None else corrupted.cpu()
+    layers = _resolve_layers(model, config)
+    names = {l: SITE_HOOKS[config.site].format(l=l) for l in layers}
+    for n in names.values():
+        if n not in model.hook_dict:
+            raise ReasonlensError(f"this model has no hook point {n!r} for site {config.site!r}")
+    if corrupted is None and config.normalize:
+        raise ReasonlensError("normalize=True needs corrupted prompts (the 0 of the scale); pass normalize=False")
+    denoise = config.direction == "denoise" and corrupted is not None
+    batch, length = clean.shape
+    clean_logits, clean_acts = _cache_run(model, clean, mask, list(names.values()), config.batch_size)
+    if corrupted is not None:
+        corr_logits, corr_acts = _cache_run(model, corrupted, mask, list(names.values()), config.batch_size)
+    else:
+        corr_logits, corr_acts = clean_logits, clean_acts
+    target, target_acts = (corrupted, corr_acts) if denoise else (clean, clean_acts)
+    if config.source == "prompt":
+        source_acts = clean_acts if denoise else corr_acts
+    elif config.source == "zero":
+        source_acts = {n: torch.zeros_like(a) for n, a in target_acts.items()}
+    else:
+        if reference is None:
+            raise ReasonlensError("source='mean' needs reference=(tokens, attention_mask) of the reference set")
+        means = mean_activations(model, config.site, *reference, length=length, layers=layers,
+                                 batch_size=config.batch_size)
+        source_acts = {names[l]: means[l].unsqueeze(0).expand_as(target_acts[names[l]]) for l in layers}
+    metric_fn = _builtin_metric(metric, answer, wrong, clean_logits) if isinstance(metric, str) else metric
+    examples = torch.arange(batch)
+    m_clean = _apply_metric(metric_fn, clean_logits, examples)
+    m_corr = _apply_metric(metric_fn, corr_logits, examples)
+    pos_masks, pos_labels = _position_masks(config, mask.bool(), spans)
+    if span_labels is not None:
+        if len(span_labels) != len(pos_labels):
+            raise ReasonlensError(f"{len(span_labels)} span labels for {len(pos_labels)} spans")
+        pos_labels = list(span_labels)
+    first = _pos_view(config.site, target_acts[names[layers[0]]])
+    units = _unit_indices(config, first.shape[2] if config.unit else 0)
+    return _Sweep(config, layers, names, mask, target, target_acts, source_acts, metric_fn,
+                  metric if isinstance(metric, str) else getattr(metric, "__name__", "callable"),
+                  m_clean, m_corr, m_corr if denoise else m_clean, pos_masks, pos_labels, units)
+
+
+def _per_position(sweep: _Sweep, per_entry: Tensor) -> Tensor:
+    """Reduce a per-entry tensor in position view ``[b, pos, (unit), ...]`` to ``[b, pos, unit]`` (summed over
+    features), keeping the swept units only."""
+    batch, length = per_entry.shape[:2]
+    if sweep.units is None:
+        return per_entry.reshape(batch, length, -1).sum(-1, keepdim=True)
+    return per_entry.reshape(batch, length, per_entry.shape[2], -1).sum(-1)[:, :, sweep.units]
+
+
+def patch(model, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch corrupted_pos"] | None = None, *,
+          metric: str | Metric = "kl", answer: Int[Tensor, " batch"] | None = None,
+          wrong: Int[Tensor, " batch"] | None = None, attention_mask: Int[Tensor, "batch pos"] | None = None,
+          spans: Spans | None = None, span_labels: Sequence[str] | None = None,
+          reference: tuple[Int[Tensor, "ref ref_pos"], Int[Tensor, "ref ref_pos"]] | None = None,
+          config: PatchConfig | None = None, progress: bool = True, **overrides) -> PatchingResult:
+    """Patch every cell of ``config`` (or of its fields given as keyword ``overrides``) and return the metric.
+
+    ``metric``: ``"kl"`` (Dutta et al.: minus KL(P_clean || P_patched) at the last position; normalised, this
+    is (KL_noise - KL_patched) / KL_noise), ``"prob"`` (probability of ``answer``), ``"logit_diff"``
+    (``answer`` minus ``wrong``), or a callable ``metric(logits[row, vocab], example[row]) -> values[row]``.
+    ``reference``: (tokens, attention_mask) of the reference set for ``source="mean"``.
+
+    Example: ``patch(model, clean, corrupted, site="z", positions="all")`` gives per-head scores
+    ``[example, layer, 1, head]`` for all-position head patching, as in Dutta et al.
+    """
+    config = replace(config or PatchConfig(), **overrides)
+    sweep = _prepare(model, clean, corrupted, metric, answer, wrong, attention_mask, spans, span_labels, reference,
+                     config)
+    layers, names, units = sweep.layers, sweep.names, sweep.units
+    batch = clean.shape[0]
+    n_units = 1 if units is None else len(units)
+    n_pos = sweep.pos_masks.shape[1]
+    values = sweep.m_target.reshape(batch, 1, 1, 1).repeat(1, len(layers), n_pos, n_units)
+    # A cell is a no-op for an example when the source equals the target's own activation on every entry it
+    # writes; only the other (example, layer, position cell, unit) rows need a forward.
+    todo = []
+    for li, l in enumerate(layers):
+        src = _pos_view(config.site, sweep.source_acts[names[l]])
+        tgt = _pos_view(config.site, sweep.target_acts[names[l]])
+        changed = _per_position(sweep, (src != tgt).float()) > 0
+        hit = torch.bmm(sweep.pos_masks.float(), changed.float()) > 0  # [b, position cell, unit]
+        idx = hit.nonzero()
+        todo.append(torch.cat([idx[:, :1], torch.full_like(idx[:, :1], li), idx[:, 1:]], 1))
+    rows = torch.cat(todo)
+
+    from tqdm.auto import tqdm
+
+    n_chunks = (len(rows) + config.batch_size - 1) // config.batch_size
+    for start in tqdm(range(0, len(rows), config.batch_size), total=n_chunks, disable=not progress,
+                      desc=f"patch {config.site}"):
+        chunk = rows[start:start + config.batch_size]
+        b, li, pc, uc = chunk.unbind(1)
+        hooks = []
+        for layer_i in li.unique().tolist():
+            sel = (li == layer_i).nonzero().squeeze(1)
+            name = names[layers[layer_i]]
+            hooks.append((name, _patch_hook(config.site, sel, sweep.source_acts[name][b[sel]],
+                                            sweep.pos_masks[b[sel], pc[sel]],
+                                            None if units is None else torch.tensor(units)[uc[sel]])))
+        logits = run_last_logits(model, sweep.target[b], sweep.mask[b], hooks)
+        values[b, li, pc, uc] = _apply_metric(sweep.metric, logits, b)
+    return sweep.finish(values, {"method": "activation patching", "rows_run": len(rows),
+                                 "rows_total": batch * len(layers) * n_pos * n_units})
+
+
+def attribution_patch(model, clean: Int[Tensor, "batch pos"],
+                      corrupted: Int[Tensor, "batch corrupted_pos"] | None = None, *,
+                      metric: str | Metric = "kl", answer: Int[Tensor, " batch"] | None = None,
+                      wrong: Int[Tensor, " batch"] | None = None,
+                      attention_mask: Int[Tensor, "batch pos"] | None = None, spans: Spans | None = None,
+                      span_labels: Sequence[str] | None = None,
+                      reference: tuple[Int[Tensor, "ref ref_pos"], Int[Tensor, "ref ref_pos"]] | None = None,
+                      config: PatchConfig | None = None, progress: bool = True, **overrides) -> PatchingResult:
+    """Attribution patching (Nanda; Syed et al.): the first-order estimate of :func:`patch` for every cell at
+    once, ``m_target + sum over the cell's entries of (source - target) * d metric / d activation``, from two
+    cached forwards and one forward + backward per ``batch_size`` examples. Same arguments, same result layout.
+
+    A fast screen: it is poor on large activations (whole residual streams) and saturated attention; verify
+    the top cells with :func:`patch` (:func:`compare_rankings` measures the agreement).
+    """
+    config = replace(config or PatchConfig(), **overrides)
+    sweep = _prepare(model, clean, corrupted, metric, answer, wrong, attention_mask, spans, span_labels, reference,
+                     config)
+    layers, names = sweep.layers, sweep.names
+    batch = clean.shape[0]
+    n_units = 1 if sweep.units is None else len(sweep.units)
+    values = torch.zeros(batch, len(layers), sweep.pos_masks.shape[1], n_units)
+    device = model.cfg.device
+
+    from tqdm.auto import tqdm
+
+    for start in tqdm(range(0, batch, config.batch_size), disable=not progress, desc=f"attribution {config.site}"):
+        rows = torch.arange(start, min(start + config.batch_size, batch))
+        deltas: dict[str, Tensor] = {}
+
+        def add_delta(act, hook, name):
+            deltas[name] = torch.zeros_like(act, requires_grad=True)
+            return act + deltas[name]
+
+        import functools
+
+        hooks = [(n, functools.partial(add_delta, name=n)) for n in names.values()]
+        mask = sweep.mask[rows].to(device)
+        with torch.enable_grad(), model.hooks(fwd_hooks=hooks):
+            logits = model(sweep.target[rows].to(device), attention_mask=mask,
+                           position_ids=left_padded_positions(mask))[:, -1]
+            total = _apply_metric(sweep.metric, logits.float().cpu(), rows).sum()
+            grads = torch.autograd.grad(total, [deltas[names[l]] for l in layers])
+        for li, (l, grad) in enumerate(zip(layers, grads)):
+            name = names[l]
+            diff = sweep.source_acts[name][rows] - sweep.target_acts[name][rows]
+            contrib = _per_position(sweep, _pos_view(config.site, diff * grad.detach().cpu()))
+            values[rows, li] = torch.bmm(sweep.pos_masks[rows].float(), contrib)
+    values = values + sweep.m_target.reshape(-1, 1, 1, 1)
+    return sweep.finish(values, {"method": "attribution patching"})
+
+
+def compare_rankings(exact: PatchingResult, approx: PatchingResult, k: int = 10) -> dict[str, float]:
+    """Agreement of two sweeps' mean cell values: Spearman rank correlation, and the overlap of their top-``k``
+    cells by absolute value (fraction of ``k``)."""
+    from scipy.stats import spearmanr
+
+    a, b = exact.mean().flatten(), approx.mean().flatten()
+    if a.shape != b.shape:
+        raise ReasonlensError(f"the sweeps have different cells: {tuple(exact.mean().shape)} vs {tuple(approx.mean().shape)}")
+    k = min(k, a.numel())
+    top_a = set(a.abs().topk(k).indices.tolist())
+    top_b = set(b.abs().topk(k).indices.tolist())
+    return {"spearman": float(spearmanr(a.numpy(), b.numpy()).statistic), "top_k_overlap": len(top_a & top_b) / k,
+            "k": k}
+
+
+def _patch_hook(site: str, rows: Tensor, source: Tensor, pos_mask: Tensor, unit: Tensor | None):
+    """Write ``source`` into ``rows`` of the activation where ``pos_mask`` (and ``unit``) select."""
+
+    def hook(act, hook):
+        view = _pos_view(site, act)
+        write = torch.zeros(view.shape[:3] if unit is not None else view.shape[:2], dtype=torch.bool,
+                            device=act.device)
+        if unit is None:
+            write[rows] = pos_mask.to(act.device)
+        else:
+            write[rows[:, None], torch.arange(view.shape[1])[None, :], unit[:, None]] = pos_mask.to(act.device)
+        full_source = view.clone()
+        full_source[rows] = source.to(act.device, act.dtype) if site != "pattern" else _pos_view(site, source).to(act.device, act.dtype)
+        write = write.reshape(*write.shape, *([1] * (view.ndim - write.ndim)))
+        return _from_pos_view(site, torch.where(write, full_source, view))
+
+    return hook
