@@ -109,32 +109,83 @@ def left_padded_positions(attention_mask: Int[Tensor, "batch pos"]) -> Int[Tenso
 
 
 def run_last_logits(model, tokens: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"],
-                    fwd_hooks: list | None = None) -> Float[Tensor, "batch vocab"]:
-    """Logits at the last position of a left-padded batch, with ``fwd_hooks`` active."""
+                    fwd_hooks: list | None = None, *, prefix: _Prefix | None = None) -> Float[Tensor, "batch vocab"]:
+    """Logits at the last position of a left-padded batch, with ``fwd_hooks`` active. With ``prefix``, the
+    keys and values of the first ``prefix.length`` positions come from a cache and only the rest is computed
+    (hooks then see positions ``prefix.length..`` only)."""
     device = model.cfg.device
     mask = attention_mask.to(device)
+    positions = left_padded_positions(mask)
     with torch.no_grad(), model.hooks(fwd_hooks=fwd_hooks or []):
-        logits = model(tokens.to(device), attention_mask=mask, position_ids=left_padded_positions(mask))
+        if prefix is None:
+            logits = model(tokens.to(device), attention_mask=mask, position_ids=positions)
+        else:
+            start = prefix.length
+            logits, _ = model(tokens[:, start:].to(device), attention_mask=mask, position_ids=positions[:, start:],
+                              past_key_values=prefix.cache(), return_type="logits_and_cache")
     return logits[:, -1].float().cpu()
 
 
-def _cache_run(model, tokens, attention_mask, names: list[str], batch_size: int):
-    """Last-position logits and the activations at ``names`` (on CPU), in chunks of ``batch_size``."""
-    logits, acts = [], {n: [] for n in names}
+@dataclass
+class _Prefix:
+    """Keys and values of the first ``length`` positions of some rows of a cached run."""
+
+    keys: list[Tensor]
+    values: list[Tensor]
+    length: int
+
+    def cache(self):
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        for layer, (k, v) in enumerate(zip(self.keys, self.values)):
+            cache.update(k, v, layer_idx=layer)
+        return cache
+
+
+@dataclass
+class _KV:
+    """Per-layer keys and values ``[batch, kv_head, pos, d_head]`` of a whole run (CPU)."""
+
+    keys: list[Tensor]
+    values: list[Tensor]
+
+    def prefix(self, rows: Tensor, length: int, device) -> _Prefix:
+        return _Prefix([k[rows, :, :length].to(device) for k in self.keys],
+                       [v[rows, :, :length].to(device) for v in self.values], length)
+
+
+def _cache_run(model, tokens, attention_mask, names: list[str], batch_size: int, keep_kv: bool = False):
+    """Last-position logits, the activations at ``names`` (on CPU) and, with ``keep_kv``, the run's keys and
+    values (None when the model's cache is not a plain per-layer one), in chunks of ``batch_size``."""
+    import functools
+
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    device = model.cfg.device
+    logits, acts, keys, values = [], {n: [] for n in names}, [], []
+    kv_ok = keep_kv
     for start in range(0, tokens.shape[0], batch_size):
         store: dict[str, Tensor] = {}
 
         def keep(act, hook, name):
             store[name] = act.detach().cpu()
 
-        import functools
-
-        hooks = [(n, functools.partial(keep, name=n)) for n in names]
-        logits.append(run_last_logits(model, tokens[start:start + batch_size],
-                                      attention_mask[start:start + batch_size], hooks))
+        mask = attention_mask[start:start + batch_size].to(device)
+        with torch.no_grad(), model.hooks(fwd_hooks=[(n, functools.partial(keep, name=n)) for n in names]):
+            out, cache = model(tokens[start:start + batch_size].to(device), attention_mask=mask,
+                               position_ids=left_padded_positions(mask), use_cache=True,
+                               return_type="logits_and_cache")
+        logits.append(out[:, -1].float().cpu())
         for n in names:
             acts[n].append(store[n])
-    return torch.cat(logits), {n: torch.cat(v) for n, v in acts.items()}
+        kv_ok = kv_ok and isinstance(cache, DynamicCache) and all(type(layer) is DynamicLayer for layer in cache.layers)
+        if kv_ok:
+            keys.append([layer.keys.cpu() for layer in cache.layers])
+            values.append([layer.values.cpu() for layer in cache.layers])
+    kv = _KV([torch.cat(k) for k in zip(*keys)], [torch.cat(v) for v in zip(*values)]) if kv_ok else None
+    return torch.cat(logits), {n: torch.cat(v) for n, v in acts.items()}, kv
 
 
 def mean_activations(model, site: str, tokens: Int[Tensor, "ref ref_pos"], attention_mask: Int[Tensor, "ref ref_pos"],
@@ -143,7 +194,7 @@ def mean_activations(model, site: str, tokens: Int[Tensor, "ref ref_pos"], atten
     for a target batch of ``length`` positions; positions the reference does not cover get the mean over all
     of its real positions."""
     names = [SITE_HOOKS[site].format(l=l) for l in layers]
-    _, acts = _cache_run(model, tokens, attention_mask, names, batch_size)
+    _, acts, _ = _cache_run(model, tokens, attention_mask, names, batch_size)
     real = attention_mask.bool()
     out = {}
     for l, n in zip(layers, names):
@@ -284,6 +335,7 @@ class _Sweep:
     mask: Tensor
     target: Tensor
     target_acts: dict[str, Tensor]
+    target_kv: _KV | None
     source_acts: dict[str, Tensor]
     metric: Metric
     metric_name: str
@@ -333,12 +385,14 @@ def _prepare(model, clean, corrupted, metric, answer, wrong, attention_mask, spa
         raise ReasonlensError("normalize=True needs corrupted prompts (the 0 of the scale); pass normalize=False")
     denoise = config.direction == "denoise" and corrupted is not None
     batch, length = clean.shape
-    clean_logits, clean_acts = _cache_run(model, clean, mask, list(names.values()), config.batch_size)
+    clean_logits, clean_acts, clean_kv = _cache_run(model, clean, mask, list(names.values()), config.batch_size,
+                                                    keep_kv=not denoise)
     if corrupted is not None:
-        corr_logits, corr_acts = _cache_run(model, corrupted, mask, list(names.values()), config.batch_size)
+        corr_logits, corr_acts, corr_kv = _cache_run(model, corrupted, mask, list(names.values()),
+                                                     config.batch_size, keep_kv=denoise)
     else:
-        corr_logits, corr_acts = clean_logits, clean_acts
-    target, target_acts = (corrupted, corr_acts) if denoise else (clean, clean_acts)
+        corr_logits, corr_acts, corr_kv = clean_logits, clean_acts, clean_kv
+    target, target_acts, target_kv = (corrupted, corr_acts, corr_kv) if denoise else (clean, clean_acts, clean_kv)
     if config.source == "prompt":
         source_acts = clean_acts if denoise else corr_acts
     elif config.source == "zero":
@@ -360,7 +414,7 @@ def _prepare(model, clean, corrupted, metric, answer, wrong, attention_mask, spa
         pos_labels = list(span_labels)
     first = _pos_view(config.site, target_acts[names[layers[0]]])
     units = _unit_indices(config, first.shape[2] if config.unit else 0)
-    return _Sweep(config, layers, names, mask, target, target_acts, source_acts, metric_fn,
+    return _Sweep(config, layers, names, mask, target, target_acts, target_kv, source_acts, metric_fn,
                   metric if isinstance(metric, str) else getattr(metric, "__name__", "callable"),
                   m_clean, m_corr, m_corr if denoise else m_clean, pos_masks, pos_labels, units)
 
@@ -409,6 +463,12 @@ def patch(model, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch 
         idx = hit.nonzero()
         todo.append(torch.cat([idx[:, :1], torch.full_like(idx[:, :1], li), idx[:, 1:]], 1))
     rows = torch.cat(todo)
+    # Positions before a row's first patched position are those of the unpatched target run at every layer:
+    # their keys and values come from its cache and only the positions from there on are computed. Rows are
+    # sorted by that position so that a chunk shares a long prefix.
+    first = sweep.pos_masks.float().argmax(-1)[rows[:, 0], rows[:, 2]]
+    order = torch.argsort(first, descending=True, stable=True)
+    rows, first = rows[order], first[order]
 
     from tqdm.auto import tqdm
 
@@ -417,14 +477,16 @@ def patch(model, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch 
                       desc=f"patch {config.site}"):
         chunk = rows[start:start + config.batch_size]
         b, li, pc, uc = chunk.unbind(1)
+        skip = int(first[start:start + config.batch_size].min()) if sweep.target_kv is not None else 0
+        prefix = sweep.target_kv.prefix(b, skip, model.cfg.device) if skip > 0 else None
         hooks = []
         for layer_i in li.unique().tolist():
             sel = (li == layer_i).nonzero().squeeze(1)
             name = names[layers[layer_i]]
-            hooks.append((name, _patch_hook(config.site, sel, sweep.source_acts[name][b[sel]],
-                                            sweep.pos_masks[b[sel], pc[sel]],
+            source = _pos_view(config.site, sweep.source_acts[name][b[sel]])[:, skip:]
+            hooks.append((name, _patch_hook(config.site, sel, source, sweep.pos_masks[b[sel], pc[sel]][:, skip:],
                                             None if units is None else torch.tensor(units)[uc[sel]])))
-        logits = run_last_logits(model, sweep.target[b], sweep.mask[b], hooks)
+        logits = run_last_logits(model, sweep.target[b], sweep.mask[b], hooks, prefix=prefix)
         values[b, li, pc, uc] = _apply_metric(sweep.metric, logits, b)
     return sweep.finish(values, {"method": "activation patching", "rows_run": len(rows),
                                  "rows_total": batch * len(layers) * n_pos * n_units})
@@ -498,7 +560,8 @@ def compare_rankings(exact: PatchingResult, approx: PatchingResult, k: int = 10)
 
 
 def _patch_hook(site: str, rows: Tensor, source: Tensor, pos_mask: Tensor, unit: Tensor | None):
-    """Write ``source`` into ``rows`` of the activation where ``pos_mask`` (and ``unit``) select."""
+    """Write ``source`` (position view) into ``rows`` of the activation where ``pos_mask`` (and ``unit``)
+    select; the other rows of the batch are left alone."""
 
     def hook(act, hook):
         view = _pos_view(site, act)
@@ -509,7 +572,7 @@ def _patch_hook(site: str, rows: Tensor, source: Tensor, pos_mask: Tensor, unit:
         else:
             write[rows[:, None], torch.arange(view.shape[1])[None, :], unit[:, None]] = pos_mask.to(act.device)
         full_source = view.clone()
-        full_source[rows] = source.to(act.device, act.dtype) if site != "pattern" else _pos_view(site, source).to(act.device, act.dtype)
+        full_source[rows] = source.to(act.device, act.dtype)
         write = write.reshape(*write.shape, *([1] * (view.ndim - write.ndim)))
         return _from_pos_view(site, torch.where(write, full_source, view))
 
