@@ -34,10 +34,6 @@ STAGE_2 = replace(
     STAGE_1, background_steps=0, cot_steps=2400, stop_after=None, lr=1e-3, warmup_steps=50, curriculum_steps=0,
     form_weight=4.0, eval_every=300, question_offset=STAGE_1.cot_steps * STAGE_1.batch_size,
 )
-STAGE_3 = replace(
-    STAGE_2, cot_steps=3000, isa_rule_weight=STAGE_2.decision_weight,
-    question_offset=STAGE_2.question_offset + STAGE_2.cot_steps * STAGE_2.batch_size,
-)
 ZOO_MODELS = {
     "reasonlens-main": ("main", 0),
     "reasonlens-seed1": ("second-seed", 1),
@@ -51,8 +47,7 @@ def stage_configs(seed: int, run_dir: str | Path) -> list[tuple[TrainConfig, Pat
     run = Path(run_dir)
     first = replace(STAGE_1, seed=seed)
     second = replace(STAGE_2, seed=seed, init_from=str(run / "stage1" / "final"))
-    third = replace(STAGE_3, seed=seed, init_from=str(run / "stage2" / "final"))
-    return [(first, run / "stage1"), (second, run / "stage2"), (third, run / "stage3")]
+    return [(first, run / "stage1"), (second, run / "stage2")]
 
 
 def train_reference(run_dir: str | Path, *, seed: int = 0, threads: int = 0, progress: bool = True) -> Path:
