@@ -94,6 +94,22 @@ def _cmd_models(args: argparse.Namespace) -> None:
         print(f"{m.name:28s} {m.role:12s} {m.size_bytes / 1e6:5.1f} MB  {m.description}")
 
 
+def _cmd_run(args: argparse.Namespace) -> None:
+    from reasonlens.model import load_model
+    from reasonlens.patching.mechanism import MechanismConfig, analyze_mechanism, mechanism_report
+
+    model = load_model(args.model)
+    config = MechanismConfig(hops=args.hops, n_examples=args.n, seed=args.seed, batch_size=args.batch_size,
+                             subtasks=tuple(args.subtasks) if args.subtasks else None)
+    result = analyze_mechanism(model, config, model_name=args.model)
+    out = result.save(args.out)
+    mechanism_report(result, model).save(out / "report.html")
+    summary = result.summary()
+    print(json.dumps({k: summary[k] for k in ("circuit_head_fraction_90", "writer_share_late",
+                                              "crossover_relative_depth")}, indent=1))
+    print(f"wrote {out / 'results.json'} and {out / 'report.html'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reasonlens", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -132,6 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("models", help="list the shipped reference models")
     m.add_argument("--json", action="store_true")
     m.set_defaults(func=_cmd_models)
+
+    r = sub.add_parser("run", help="run a recipe: cot-mechanism (Dutta et al.)")
+    r.add_argument("recipe", choices=["cot-mechanism"])
+    r.add_argument("--model", required=True, help="a shipped model name, a local HF folder or a hub name")
+    r.add_argument("--out", required=True)
+    r.add_argument("--n", type=int, default=48, help="questions per subtask")
+    r.add_argument("--hops", type=int, default=2)
+    r.add_argument("--subtasks", nargs="+", type=int, default=None, help="subtask indices (default: all)")
+    r.add_argument("--seed", type=int, default=2024)
+    r.add_argument("--batch-size", type=int, default=64)
+    r.set_defaults(func=_cmd_run)
 
     d = sub.add_parser("demo", help="the main job: evaluate the main reference model and write an HTML report")
     d.add_argument("--out", default="out/demo")

@@ -1,8 +1,23 @@
-"""Plot functions. Each returns a ``plotly.graph_objects.Figure`` and never calls ``.show()``."""
+"""Plot functions. Each returns a ``plotly.graph_objects.Figure`` and never calls ``.show()``, except
+:func:`attention_view`, which returns circuitsvis HTML."""
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import TYPE_CHECKING, Any
+
+from jaxtyping import Int
+from torch import Tensor
+
+from reasonlens.errors import ReasonlensError
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from reasonlens.patching.circuit import CircuitResult
+    from reasonlens.patching.flow import FlowResult
+    from reasonlens.patching.lens import PriorContextResult
+    from reasonlens.patching.relations import RelationProbeResult
 
 
 def accuracy_by_hops(metrics: dict[str, Any], key: str = "label_accuracy"):
@@ -96,3 +111,266 @@ def position_heatmap(scores, *, tokens: list[str] | None = None, title: str = "p
     fig.update_layout(title=title, template="plotly_white", height=120 + 40 * grid.shape[0],
                       xaxis_tickangle=-60)
     return fig
+
+
+def _layer_axis(fig, labels: list[str], **where: int) -> None:
+    """Numeric x positions ``0..n-1`` ticked with ``labels`` (so shapes can sit at a layer index)."""
+    fig.update_xaxes(tickmode="array", tickvals=list(range(len(labels))), ticktext=labels, title_text="layer",
+                     **where)
+
+
+def circuit_curves(circuits: dict[str, CircuitResult]):
+    """Argmax agreement against circuit size, one line per subtask (error bars: standard error over prompts),
+    the 0.9 target dashed, and a diamond at each subtask's band-around-the-mode selection.
+
+    >>> import torch
+    >>> from reasonlens.patching.circuit import BandSelection, CircuitResult
+    >>> from reasonlens.results import LabelledTensor
+    >>> matches = LabelledTensor(torch.tensor([[0.0, 1.0], [1.0, 1.0]]), axes=("example", "size"))
+    >>> band = BandSelection(half_width=0, keep=torch.ones(1, 2, dtype=torch.bool), agreements=[1.0])
+    >>> fig = circuit_curves({"s0": CircuitResult([0, 2], matches, ["L0H0", "L0H1"], 1, 2, band)})
+    >>> [(t.name, list(t.x)) for t in fig.data]
+    [('s0', [0, 2]), ('s0 band', [2])]
+    """
+    import plotly.colors
+    import plotly.graph_objects as go
+
+    from reasonlens.patching.circuit import TARGET_AGREEMENT
+
+    if not isinstance(circuits, dict) or not circuits:
+        raise ReasonlensError("circuits must be a non-empty dict {subtask name: CircuitResult}, e.g. "
+                              "{name: circuit_curve(...)} for each subtask")
+    palette = plotly.colors.qualitative.Plotly
+    fig = go.Figure()
+    for i, (name, result) in enumerate(circuits.items()):
+        colour = palette[i % len(palette)]
+        fig.add_trace(go.Scatter(x=list(result.sizes), y=result.agreements, mode="lines+markers", name=name,
+                                 legendgroup=name, line_color=colour,
+                                 error_y=dict(type="data", array=result.matches.stderr().tolist(), thickness=1),
+                                 hovertemplate="%{x} heads: %{y:.3f}<extra>" + name + "</extra>"))
+        fig.add_trace(go.Scatter(x=[result.band.size], y=[result.band.agreement], mode="markers",
+                                 name=f"{name} band", legendgroup=name, showlegend=False,
+                                 marker=dict(symbol="diamond", size=12, color=colour, line=dict(width=1, color="black")),
+                                 hovertemplate=(f"band half-width {result.band.half_width}: " + "%{x} heads, "
+                                                "agreement %{y:.3f}<extra>" + name + "</extra>")))
+    fig.add_hline(y=TARGET_AGREEMENT, line_dash="dash", line_color="grey")
+    fig.update_layout(title="circuit agreement with the full model", xaxis_title="heads kept",
+                      yaxis_title="argmax agreement", yaxis_range=[0, 1.02], template="plotly_white", height=400)
+    return fig
+
+
+def prior_context_curves(prior: PriorContextResult):
+    """Two panels per layer: the fraction of conflict items whose in-context token beats the prior token (0.5
+    dashed, the crossover layer as a dotted vertical line), and the mean log-odds ``log p(context) - log
+    p(prior)`` with standard-error bars.
+
+    >>> import torch
+    >>> from reasonlens.patching.lens import PriorContextResult
+    >>> from reasonlens.results import LabelledTensor
+    >>> lp = torch.tensor([[[-2.0, -1.0], [-1.0, -2.0]]] * 3)  # [example, token, layer]
+    >>> prior = PriorContextResult(LabelledTensor(lp, axes=("example", "token", "layer"),
+    ...                                           meta={"site": "resid_post"}))
+    >>> [list(t.y) for t in prior_context_curves(prior).data]
+    [[0.0, 1.0], [-1.0, 1.0]]
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    if prior.n_items == 0:
+        raise ReasonlensError("prior has no conflict items; run prior_vs_context on examples that yield some")
+    labels = prior.layer_labels
+    x = list(range(len(labels)))
+    odds = prior.log_odds()
+    fig = make_subplots(rows=1, cols=2, subplot_titles=["context token wins", "log p(context) - log p(prior)"],
+                        horizontal_spacing=0.1)
+    fig.add_trace(go.Scatter(x=x, y=prior.context_win_fraction().tolist(), mode="lines+markers",
+                             name="context win fraction", text=labels,
+                             hovertemplate="%{text}: %{y:.3f}<extra></extra>"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=x, y=odds.mean().tolist(), mode="lines+markers", name="mean log-odds", text=labels,
+                             error_y=dict(type="data", array=odds.stderr().tolist(), thickness=1),
+                             hovertemplate="%{text}: %{y:.3f}<extra></extra>"), row=1, col=2)
+    fig.add_hline(y=0.5, line_dash="dash", line_color="grey", row=1, col=1)
+    fig.add_hline(y=0, line_dash="dash", line_color="grey", row=1, col=2)
+    if prior.crossover_layer is not None:
+        for col in (1, 2):
+            fig.add_vline(x=prior.crossover_layer, line_dash="dot", line_color="firebrick", row=1, col=col)
+    _layer_axis(fig, labels)
+    fig.update_yaxes(range=[0, 1.02], title_text="fraction of items", row=1, col=1)
+    fig.update_yaxes(title_text="log-odds", row=1, col=2)
+    crossover = "none" if prior.crossover_layer is None else labels[prior.crossover_layer]
+    fig.update_layout(title=f"prior vs context ({prior.n_items} items, crossover: {crossover})",
+                      template="plotly_white", height=380, showlegend=False)
+    return fig
+
+
+def relation_probe_curves(result: RelationProbeResult, metric: str = "accuracy"):
+    """Probe ``metric`` per layer, one line per probe kind (error bars: standard deviation over seeds), with
+    the chance level dashed.
+
+    >>> import torch
+    >>> from reasonlens.patching.relations import RelationProbeResult
+    >>> from reasonlens.results import LabelledTensor
+    >>> scores = LabelledTensor(torch.full((1, 2, 2, 3), 0.5), axes=("metric", "seed", "probe", "layer"),
+    ...                         labels={"metric": ["accuracy"], "probe": ["linear", "mlp"]}, meta={"chance": 1 / 3})
+    >>> [t.name for t in relation_probe_curves(RelationProbeResult(scores)).data]
+    ['linear', 'mlp']
+    """
+    import plotly.graph_objects as go
+
+    mean, std = result.mean(metric), result.std(metric)
+    labels = result.layer_labels
+    x = list(range(len(labels)))
+    fig = go.Figure()
+    for p, probe in enumerate(result.probes):
+        fig.add_trace(go.Scatter(x=x, y=mean[p].tolist(), mode="lines+markers", name=probe, text=labels,
+                                 error_y=dict(type="data", array=std[p].tolist(), thickness=1),
+                                 hovertemplate="%{text}: %{y:.3f}<extra>" + probe + "</extra>"))
+    fig.add_hline(y=result.chance, line_dash="dash", line_color="grey", annotation_text="chance",
+                  annotation_position="bottom right")
+    _layer_axis(fig, labels)
+    fig.update_layout(title=f"relation probes: {metric.replace('_', ' ')}", yaxis_title=metric.replace("_", " "),
+                      yaxis_range=[0, 1.02], template="plotly_white", height=380)
+    return fig
+
+
+_HEAD_NODE = re.compile(r"L(\d+)H(\d+)@(\d+)")
+
+
+def _node_place(label: str, top: int, right: int) -> tuple[int, int]:
+    """(x, y) of a pathway node: a head at (position, layer), ``pos N`` at (N, -1), ``output`` at the top right."""
+    if label == "output":
+        return right, top
+    if label.startswith("pos "):
+        return int(label[4:]), -1
+    found = _HEAD_NODE.fullmatch(label)
+    if found is None:
+        raise ReasonlensError(f"unknown pathway node {label!r}; expected 'L<layer>H<head>@<pos>', 'pos <n>' or "
+                              "'output' as FlowResult.edges gives")
+    return int(found[3]), int(found[1])
+
+
+def pathway_graph(flow: FlowResult, example: int = 0, tokens: list[str] | None = None):
+    """One example's pathway tree: heads at (position, layer), source positions in a row below layer 0
+    coloured by region, the output at the top right, arrows along the flow of information. ``tokens`` (the
+    padded prompt's token strings) go into the hover text.
+
+    >>> from reasonlens.patching.flow import FlowNode, FlowResult
+    >>> root = FlowNode(layer=1, head=0, pos=3, token=7, prob=0.5, depth=0, sources=[(1, 0.9)])
+    >>> fig = pathway_graph(FlowResult([[root]], [7], [{"question": (0, 2)}], {"n_layers": 2}))
+    >>> [(t.name, list(t.x), list(t.y)) for t in fig.data]
+    [('heads', [3], [1]), ('question', [1], [-1]), ('output', [4], [2])]
+    """
+    import plotly.colors
+    import plotly.graph_objects as go
+
+    from reasonlens.patching.flow import OTHER, source_region
+
+    edges = flow.edges(example)
+    labels = list(dict.fromkeys([label for edge in edges for label in edge] + ["output"]))
+    head_places = [_node_place(label, 0, 0) for label in labels if label != "output"]
+    top = max([int(flow.meta.get("n_layers", 0))] + [y + 1 for _, y in head_places])
+    right = max([x + 1 for x, _ in head_places], default=0)
+    places = {label: _node_place(label, top, right) for label in labels}
+    if tokens is not None and right > len(tokens):
+        raise ReasonlensError(f"the tree reaches position {right - 1} but {len(tokens)} tokens were given; pass the "
+                              "token strings of the whole padded prompt")
+
+    def hover(label: str) -> str:
+        x, _ = places[label]
+        return label if tokens is None or label == "output" else f"{label}: {tokens[x]!r}"
+
+    region_names = list(dict.fromkeys([*flow.regions[example], OTHER]))
+    groups: dict[str, list[str]] = {"heads": [], **{name: [] for name in region_names}}
+    for label in labels:
+        if label.startswith("pos "):
+            groups[source_region(places[label][0], flow.regions[example])].append(label)
+        elif label != "output":
+            groups["heads"].append(label)
+    groups["output"] = ["output"]
+    palette = plotly.colors.qualitative.Set2
+    fig = go.Figure()
+    for group, members in groups.items():
+        if not members:
+            continue
+        if group == "heads":
+            marker = dict(size=14, color="#636efa", symbol="circle")
+        elif group == "output":
+            marker = dict(size=16, color="black", symbol="star")
+        else:
+            colour = "lightgrey" if group == OTHER else palette[region_names.index(group) % len(palette)]
+            marker = dict(size=13, color=colour, symbol="square")
+        fig.add_trace(go.Scatter(x=[places[m][0] for m in members], y=[places[m][1] for m in members],
+                                 mode="markers+text", name=group, text=[m.split("@")[0] for m in members],
+                                 textposition="top center", hovertext=[hover(m) for m in members],
+                                 hoverinfo="text", marker=marker))
+    for source, target in edges:
+        (x0, y0), (x1, y1) = places[source], places[target]
+        fig.add_annotation(x=x1, y=y1, ax=x0, ay=y0, xref="x", yref="y", axref="x", ayref="y", showarrow=True,
+                           arrowhead=2, arrowsize=1, arrowwidth=1, arrowcolor="grey", standoff=8, startstandoff=8,
+                           text="")
+    fig.update_yaxes(tickmode="array", tickvals=[-1, *range(top)], ticktext=["source", *(f"L{l}" for l in range(top))],
+                     title_text="layer", range=[-1.6, top + 0.6])
+    fig.update_xaxes(title_text="position", range=[-0.5, right + 0.8])
+    fig.update_layout(title=f"pathways of example {example} ({len(edges)} edges)", template="plotly_white",
+                      height=160 + 60 * top)
+    return fig
+
+
+_HEAD = re.compile(r"L(\d+)H(\d+)")
+
+
+def attention_view(model: TransformerBridge, tokens: Int[Tensor, " pos"] | list[int], heads: list[str], *,
+                   attention_mask: Int[Tensor, " pos"] | None = None) -> str:
+    """Interactive attention patterns ``[head, dest, src]`` of ``heads`` (``"L{l}H{h}"`` labels) on one prompt, as
+    a self-contained circuitsvis HTML fragment (its JavaScript inlined, so it works offline; about 1.3 MB).
+
+    Returns a string rather than a Figure: circuitsvis draws with its own React code, not plotly. Display it
+    with ``IPython.display.HTML(...)`` or write it into a page. With ``attention_mask`` (a left-padded row)
+    the padding is dropped first; the prompt then runs as it does in a padded batch.
+
+    >>> import tempfile
+    >>> from reasonlens.model import load_model
+    >>> from reasonlens.tokenizer import build_reference_tokenizer
+    >>> from reasonlens.train import ArchitectureConfig, build_model
+    >>> tok, tmp = build_reference_tokenizer(), tempfile.TemporaryDirectory()
+    >>> build_model(ArchitectureConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64), tok, seed=0).save_pretrained(tmp.name)
+    >>> _ = tok.save_pretrained(tmp.name)
+    >>> html = attention_view(load_model(tmp.name), tok("Every wumpus is wooden.")["input_ids"], ["L1H0", "L0H1"])
+    >>> "L1H0" in html and "wumpus" in html and "unpkg.com" not in html
+    True
+    """
+    import circuitsvis as cv
+    import torch
+
+    from reasonlens.model import require_tokenizer
+
+    ids = torch.as_tensor(tokens, dtype=torch.long)
+    if ids.ndim != 1 or ids.numel() == 0:
+        raise ReasonlensError(f"tokens must be one non-empty prompt [pos], got shape {tuple(ids.shape)}; pass a "
+                              "single row, not a batch")
+    if int(ids.min()) < 0 or int(ids.max()) >= model.cfg.d_vocab:
+        raise ReasonlensError(f"tokens hold ids outside the vocabulary [0, {model.cfg.d_vocab}); encode the prompt "
+                              "with this model's tokenizer")
+    if attention_mask is not None:
+        mask = attention_mask.long().cpu()
+        if mask.shape != ids.shape or bool(((mask != 0) & (mask != 1)).any()) or not bool(mask[-1]) \
+                or bool((mask[1:] < mask[:-1]).any()):
+            raise ReasonlensError(f"attention_mask must be a left-padded 0/1 row of the tokens' shape "
+                                  f"{tuple(ids.shape)} (zeros, then ones up to the last position)")
+        ids = ids[mask.bool()]
+    if not heads:
+        raise ReasonlensError("heads is empty; name at least one head, e.g. ['L0H1']")
+    picked = []
+    for head in heads:
+        found = _HEAD.fullmatch(head)
+        if found is None or int(found[1]) >= model.cfg.n_layers or int(found[2]) >= model.cfg.n_heads:
+            raise ReasonlensError(f"unknown head {head!r}; name heads 'L<layer>H<head>' with layer < "
+                                  f"{model.cfg.n_layers} and head < {model.cfg.n_heads}")
+        picked.append((int(found[1]), int(found[2])))
+    names = {f"blocks.{layer}.attn.hook_pattern" for layer, _ in picked}
+    with torch.no_grad():
+        _, cache = model.run_with_cache(ids[None].to(model.cfg.device), names_filter=lambda name: name in names)
+    patterns = torch.stack([cache[f"blocks.{layer}.attn.hook_pattern"][0, head] for layer, head in picked])
+    str_tokens = require_tokenizer(model).convert_ids_to_tokens(ids.tolist())
+    return cv.attention.attention_heads(attention=patterns.float().cpu(), tokens=str_tokens,
+                                        attention_head_names=list(heads)).local_src
