@@ -195,16 +195,28 @@ def _stop_reason(token: int, text: str, eos_ids: frozenset[int], stop_at_answer:
     return None
 
 
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
+    """Token ids and attention mask of ``rows`` padded on the left with ``pad_id`` to the longest row."""
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row):] = torch.tensor(list(row), dtype=torch.long)
+        mask[i, width - len(row):] = 1
+    return ids, mask
+
+
+def left_padded_positions(attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch pos"]:
+    """Position ids of a left-padded batch: each row counts from its first real token."""
+    return (attention_mask.cumsum(-1) - 1).clamp_min(0)
+
+
 def _decode_batch(model: TransformerBridge, rows: list[list[int]], config: GenerationConfig,
                   rngs: list[random.Random], tokenizer: PreTrainedTokenizerBase, pad_id: int,
                   eos_ids: frozenset[int]) -> tuple[list[list[int]], list[str]]:
-    batch, width = len(rows), max(map(len, rows))
-    ids = torch.full((batch, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((batch, width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row):] = torch.tensor(row)
-        mask[i, width - len(row):] = 1
-    positions = (mask.cumsum(-1) - 1).clamp_min(0)  # left padding: each row counts from its first real token
+    batch = len(rows)
+    ids, mask = left_pad(rows, pad_id)
+    positions = left_padded_positions(mask)
     device = model.cfg.device
     ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
     logits, cache = model(ids, attention_mask=mask, position_ids=positions, use_cache=True,

@@ -33,6 +33,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
+from reasonlens.generation import left_padded_positions
 from reasonlens.results import LabelledTensor
 
 SITE_HOOKS: dict[str, str] = {
@@ -101,11 +102,6 @@ class PatchingResult(LabelledTensor):
 
 
 # ---------------------------------------------------------------------------------------------------------- runs
-
-
-def left_padded_positions(attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch pos"]:
-    """Position ids of a left-padded batch: each row counts from its first real token."""
-    return (attention_mask.cumsum(-1) - 1).clamp_min(0)
 
 
 def run_last_logits(model, tokens: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"],

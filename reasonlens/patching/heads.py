@@ -43,6 +43,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
+from reasonlens.generation import left_padded_positions
 from reasonlens.results import LabelledTensor
 
 if TYPE_CHECKING:
@@ -117,9 +118,8 @@ def _run_padded(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], atte
     counted from each row's first real token) under ``fwd_hooks``, without gradients."""
     device = model.cfg.device
     mask = attention_mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp_min(0)
     with torch.no_grad(), model.hooks(fwd_hooks=list(fwd_hooks)):
-        return model(tokens.to(device), attention_mask=mask, position_ids=positions)
+        return model(tokens.to(device), attention_mask=mask, position_ids=left_padded_positions(mask))
 
 
 def _save_hook(activation: Tensor, hook: Any, *, store: dict[str, Tensor], name: str,

@@ -56,6 +56,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
+from reasonlens.generation import left_pad, left_padded_positions
 from reasonlens.model import check_hook_name, context_length, require_tokenizer
 from reasonlens.ontology.lexicon import TRUE_TAXONOMY, true_properties
 from reasonlens.ontology.prompt import format_completion, format_prompt
@@ -144,12 +145,8 @@ def collect_activations(model: TransformerBridge, rows: Sequence[Sequence[int]],
     with torch.no_grad():
         for batch in tqdm(batches, desc="activations", unit="batch", disable=not progress):
             width = max(len(rows[i]) for i in batch)
-            ids = torch.zeros((len(batch), width), dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for b, i in enumerate(batch):
-                ids[b, width - len(rows[i]):] = torch.tensor(list(rows[i]))
-                mask[b, width - len(rows[i]):] = 1
-            position_ids = (mask.cumsum(-1) - 1).clamp_min(0)
+            ids, mask = left_pad([rows[i] for i in batch], 0)
+            position_ids = left_padded_positions(mask)
             counts = [len(positions[i]) for i in batch]
             sel_rows = torch.repeat_interleave(torch.arange(len(batch)), torch.tensor(counts)).to(device)
             sel_cols = torch.tensor([width - len(rows[i]) + p for i in batch for p in positions[i]],

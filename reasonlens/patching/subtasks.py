@@ -34,6 +34,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
+from reasonlens.generation import left_pad, left_padded_positions
 from reasonlens.ontology.lexicon import (
     ENTITIES,
     FICTIONAL_CONCEPTS,
@@ -391,7 +392,7 @@ class SubtaskPairs:
     @property
     def position_ids(self) -> Int[Tensor, "pair pos"]:
         """Position ids of the left-padded rows (each row counts from its first real token)."""
-        return (self.attention_mask.cumsum(-1) - 1).clamp_min(0)
+        return left_padded_positions(self.attention_mask)
 
 
 def _runner_prefix(model, tokenizer, text: str) -> list[int]:
@@ -403,16 +404,6 @@ def _runner_prefix(model, tokenizer, text: str) -> list[int]:
         raise ReasonlensError("model.to_tokens and the model's tokenizer encode a prompt differently; load the model "
                               "with reasonlens.model.load_model so that both agree")
     return runner[:extra]
-
-
-def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row):] = torch.tensor(row, dtype=torch.long)
-        mask[i, width - len(row):] = 1
-    return ids, mask
 
 
 def _demonstrations_for(examples: Sequence[Example], i: int, k: int) -> list[Example]:
@@ -500,7 +491,7 @@ def subtask_pairs(model, examples: Sequence[Example], subtask: int, *, demonstra
     kept: list[tuple[int, SubtaskPair]] = []
     chunks = [pairs[k:k + batch_size] for k in range(0, len(pairs), batch_size)]
     for chunk in tqdm(chunks, desc=f"subtask {subtask} clean runs", unit="batch", disable=not progress):
-        ids, mask = _left_pad([p.clean for _, p in chunk], pad_id)
+        ids, mask = left_pad([p.clean for _, p in chunk], pad_id)
         predicted = run_last_logits(model, ids, mask).argmax(-1).tolist()
         kept += [item for item, token in zip(chunk, predicted) if token == item[1].answer]
     return _assemble(kept, examples, first, tokenizer, pad_id, n_dropped=len(pairs) - len(kept), n_skipped=n_skipped,
@@ -511,8 +502,8 @@ def _assemble(kept: list[tuple[int, SubtaskPair]], examples: Sequence[Example], 
               *, n_dropped: int, n_skipped: int, meta: dict[str, object]) -> SubtaskPairs:
     rows = [p for _, p in kept]
     if rows:
-        clean, mask = _left_pad([p.clean for p in rows], pad_id)
-        corrupted, _ = _left_pad([p.corrupted for p in rows], pad_id)
+        clean, mask = left_pad([p.clean for p in rows], pad_id)
+        corrupted, _ = left_pad([p.corrupted for p in rows], pad_id)
     else:
         clean = corrupted = mask = torch.zeros((0, 0), dtype=torch.long)
     pads = [clean.shape[1] - len(p.clean) for p in rows]
