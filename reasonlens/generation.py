@@ -8,19 +8,11 @@ the Hugging Face cache of the wrapped model, threaded through the bridge's own f
 the prompt pass with shape ``[batch, prompt, ...]`` (prompts left-padded to the batch's longest), then once
 per new token with ``[batch, 1, ...]``. The batch keeps its rows until its last sequence stops.
 
->>> import tempfile
 >>> from reasonlens.model import load_model
->>> from reasonlens.tokenizer import build_reference_tokenizer
->>> from reasonlens.train import ArchitectureConfig, build_model
->>> tok, tmp = build_reference_tokenizer(), tempfile.TemporaryDirectory()
->>> folder = tmp.name
->>> build_model(ArchitectureConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64), tok, seed=0).save_pretrained(folder)
->>> _ = tok.save_pretrained(folder)
->>> model = load_model(folder)
->>> out = generate(model, ["Q: Every wumpus is wooden.", "Q: Rex is a wumpus. True or false: Rex is wooden.\\nA:"],
-...                GenerationConfig(max_new_tokens=4))
->>> [len(ids) for ids in out.output_ids], out.stop_reasons
-([4, 4], ['length', 'length'])
+>>> model = load_model("reasonlens-main")
+>>> out = generate(model, ["Q: Every wumpus is wooden. Rex is a wumpus. True or false: Rex is wooden.\\nA:"])
+>>> out.texts
+['rex is a wumpus. each wumpus is wooden. rex is wooden. true']
 """
 
 from __future__ import annotations

@@ -328,14 +328,9 @@ def attention_view(model: TransformerBridge, tokens: Int[Tensor, " pos"] | list[
     with ``IPython.display.HTML(...)`` or write it into a page. With ``attention_mask`` (a left-padded row)
     the padding is dropped first; the prompt then runs as it does in a padded batch.
 
-    >>> import tempfile
     >>> from reasonlens.model import load_model
-    >>> from reasonlens.tokenizer import build_reference_tokenizer
-    >>> from reasonlens.train import ArchitectureConfig, build_model
-    >>> tok, tmp = build_reference_tokenizer(), tempfile.TemporaryDirectory()
-    >>> build_model(ArchitectureConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64), tok, seed=0).save_pretrained(tmp.name)
-    >>> _ = tok.save_pretrained(tmp.name)
-    >>> html = attention_view(load_model(tmp.name), tok("Every wumpus is wooden.")["input_ids"], ["L1H0", "L0H1"])
+    >>> model = load_model("reasonlens-main")
+    >>> html = attention_view(model, model.to_tokens("Every wumpus is wooden.")[0], ["L1H0", "L0H1"])
     >>> "L1H0" in html and "wumpus" in html and "unpkg.com" not in html
     True
     """

@@ -15,7 +15,7 @@ PROMPT = "Q: Every wumpus is wooden. Rex is a wumpus. True or false: Rex is wood
 
 
 def write_checkpoint(folder: Path, arch: str = "llama", *, tokenizer: bool = True, scale: float = 1.0,
-                     seed: int = 0, n_ctx: int = N_CTX) -> Path:
+                     seed: int = 0, n_ctx: int = N_CTX, n_layers: int = N_LAYERS) -> Path:
     """A randomly initialised tiny ``arch`` model (weights times ``scale``) saved with the reference tokenizer."""
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
@@ -24,12 +24,12 @@ def write_checkpoint(folder: Path, arch: str = "llama", *, tokenizer: bool = Tru
                pad_token_id=tok.pad_token_id)
     torch.manual_seed(seed)
     if arch == "gpt2":
-        model = GPT2LMHeadModel(GPT2Config(n_positions=n_ctx, n_embd=D_MODEL, n_layer=N_LAYERS, n_head=N_HEADS,
+        model = GPT2LMHeadModel(GPT2Config(n_positions=n_ctx, n_embd=D_MODEL, n_layer=n_layers, n_head=N_HEADS,
                                            n_inner=D_MLP, **ids))
     else:
         config_cls, model_cls = (LlamaConfig, LlamaForCausalLM) if arch == "llama" else (Qwen2Config, Qwen2ForCausalLM)
         kv_heads = N_HEADS if arch == "llama" else N_KV_HEADS
-        model = model_cls(config_cls(hidden_size=D_MODEL, intermediate_size=D_MLP, num_hidden_layers=N_LAYERS,
+        model = model_cls(config_cls(hidden_size=D_MODEL, intermediate_size=D_MLP, num_hidden_layers=n_layers,
                                      num_attention_heads=N_HEADS, num_key_value_heads=kv_heads,
                                      max_position_embeddings=n_ctx, tie_word_embeddings=False, **ids))
     with torch.no_grad():
@@ -39,3 +39,16 @@ def write_checkpoint(folder: Path, arch: str = "llama", *, tokenizer: bool = Tru
     if tokenizer:
         tok.save_pretrained(folder)
     return folder
+
+
+def padded(model, prompts: list[str], extra: int = 0) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """``prompts`` tokenized one by one (``rows``), then left-padded with token 0 to the longest row plus
+    ``extra`` all-padding columns: ``(tokens, attention_mask, rows)``."""
+    rows = [model.to_tokens(p)[0] for p in prompts]
+    width = max(len(r) for r in rows) + extra
+    tokens = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros_like(tokens)
+    for i, r in enumerate(rows):
+        tokens[i, width - len(r):] = r
+        mask[i, width - len(r):] = 1
+    return tokens, mask, rows

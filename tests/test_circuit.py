@@ -8,7 +8,7 @@ from functools import partial
 import numpy as np
 import pytest
 import torch
-from model_util import write_checkpoint
+from model_util import padded, write_checkpoint
 
 from reasonlens.errors import ReasonlensError
 from reasonlens.model import load_model
@@ -33,17 +33,6 @@ TARGETS = [  # the first is longer than every reference prompt
     "Q: Every yumpus is red. Wren is a yumpus.",
     "Q: Sally is a vumpus. True or false:",
 ]
-
-
-def padded(model, prompts, extra=0):
-    rows = [model.to_tokens(p)[0] for p in prompts]
-    width = max(len(r) for r in rows) + extra
-    tokens = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros_like(tokens)
-    for i, r in enumerate(rows):
-        tokens[i, width - len(r):] = r
-        mask[i, width - len(r):] = 1
-    return tokens, mask, rows
 
 
 @pytest.fixture(scope="module")

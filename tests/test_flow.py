@@ -3,11 +3,10 @@ batch, the roots against the writer scores, source classification by regions, sa
 
 from __future__ import annotations
 
-import model_util
 import numpy as np
 import pytest
 import torch
-from model_util import write_checkpoint
+from model_util import padded, write_checkpoint
 
 from reasonlens.errors import ReasonlensError
 from reasonlens.model import load_model
@@ -23,17 +22,6 @@ PROMPTS = [
 N_LAYERS = 4
 
 
-def padded(model, prompts):
-    rows = [model.to_tokens(p)[0] for p in prompts]
-    width = max(len(r) for r in rows)
-    tokens = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros_like(tokens)
-    for i, r in enumerate(rows):
-        tokens[i, width - len(r):] = r
-        mask[i, width - len(r):] = 1
-    return tokens, mask
-
-
 def walk(nodes):
     for node in nodes:
         yield node
@@ -43,15 +31,13 @@ def walk(nodes):
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("flow") / "llama"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(model_util, "N_LAYERS", N_LAYERS)  # deeper than the default, for longer chains
-        write_checkpoint(folder, "llama", scale=3.0)
+    write_checkpoint(folder, "llama", scale=3.0, n_layers=N_LAYERS)  # deeper than the default, for longer chains
     return load_model(folder)
 
 
 @pytest.fixture(scope="module")
 def batch(model):
-    tokens, mask = padded(model, PROMPTS)
+    tokens, mask, _ = padded(model, PROMPTS)
     width = tokens.shape[1]
     starts = (mask == 0).sum(1).tolist()
     regions = [{"few_shot": (s, s + 4), "question": (s + 4, width - 4), "cot": (width - 4, width)} for s in starts]

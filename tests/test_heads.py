@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from model_util import write_checkpoint
+from model_util import padded, write_checkpoint
 
 from reasonlens.errors import ReasonlensError
 from reasonlens.model import load_model
@@ -17,17 +17,6 @@ PROMPTS = [
     "Q: Max is a cat.",
     "Q: Each numpus is blue. Sam is a numpus.\nA:",
 ]
-
-
-def padded(model, prompts):
-    rows = [model.to_tokens(p)[0] for p in prompts]
-    width = max(len(r) for r in rows)
-    tokens = torch.zeros(len(rows), width, dtype=torch.long)
-    mask = torch.zeros_like(tokens)
-    for i, r in enumerate(rows):
-        tokens[i, width - len(r):] = r
-        mask[i, width - len(r):] = 1
-    return tokens, mask, rows
 
 
 @pytest.fixture(scope="module")

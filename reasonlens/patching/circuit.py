@@ -32,14 +32,13 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
+from reasonlens.patching.engine import reference_means, run_padded
 from reasonlens.patching.heads import (
     FwdHook,
     _batch_slices,
     _check_batch,
     _labelled_from_dict,
     _labelled_to_dict,
-    _run_padded,
-    _saving_hooks,
     head_mask,
 )
 from reasonlens.results import LabelledTensor
@@ -76,28 +75,11 @@ def mean_head_activations(model: TransformerBridge, ref_tokens: Int[Tensor, "ref
                           ref_mask: Int[Tensor, "ref ref_pos"], *, batch_size: int = 32,
                           progress: bool = False) -> HeadMeans:
     """The mean ``z`` of every head over a left-padded reference batch (see :class:`HeadMeans`)."""
-    from tqdm.auto import tqdm
-
     _check_batch(model, ref_tokens, ref_mask)
-    n_layers = model.cfg.n_layers
-    names = [f"blocks.{l}.attn.hook_z" for l in range(n_layers)]
-    sums: Tensor | None = None
-    counts = torch.zeros(ref_tokens.shape[1], dtype=torch.float64)
-    for rows in tqdm(_batch_slices(ref_tokens.shape[0], batch_size), desc="mean z", unit="batch",
-                     disable=not progress):
-        store: dict[str, Tensor] = {}
-        _run_padded(model, ref_tokens[rows], ref_mask[rows], _saving_hooks(store, {n: lambda a: a for n in names}))
-        real = ref_mask[rows].to(torch.float64)
-        z = torch.stack([store[n].cpu().double() for n in names])  # [layer, batch, pos, head, d_head]
-        batch_sum = torch.einsum("lbphd,bp->lphd", z, real)
-        sums = batch_sum if sums is None else sums + batch_sum
-        counts += real.sum(0)
-    assert sums is not None
-    overall = sums.sum(1) / counts.sum()
-    reached = counts > 0
-    per_position = torch.where(reached[None, :, None, None], sums / counts.clamp_min(1)[None, :, None, None],
-                               overall[:, None])
-    return HeadMeans(per_position=per_position.float(), overall=overall.float())
+    names = [f"blocks.{l}.attn.hook_z" for l in range(model.cfg.n_layers)]
+    means = reference_means(model, names, ref_tokens, ref_mask, batch_size, progress=progress)
+    return HeadMeans(per_position=torch.stack([means[n][0] for n in names]).float(),
+                     overall=torch.stack([means[n][1] for n in names]).float())
 
 
 def _check_means(model: TransformerBridge, means: HeadMeans) -> None:
@@ -132,7 +114,7 @@ def mean_ablation_hooks(keep_rows: Bool[Tensor, "row layer head"], means: HeadMe
 def _last_logits(model: TransformerBridge, tokens: Tensor, attention_mask: Tensor, keep_rows: Tensor | None,
                  means: HeadMeans | None) -> Tensor:
     hooks = [] if keep_rows is None else mean_ablation_hooks(keep_rows, means, tokens.shape[1], model.cfg.device)
-    return _run_padded(model, tokens, attention_mask, hooks)[:, -1]
+    return run_padded(model, tokens, attention_mask, hooks)[:, -1]
 
 
 def circuit_logits(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"],

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from typing import Literal
 
 import torch
@@ -104,22 +105,22 @@ class PatchingResult(LabelledTensor):
 # ---------------------------------------------------------------------------------------------------------- runs
 
 
-def run_last_logits(model, tokens: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"],
-                    fwd_hooks: list | None = None, *, prefix: _Prefix | None = None) -> Float[Tensor, "batch vocab"]:
-    """Logits at the last position of a left-padded batch, with ``fwd_hooks`` active. With ``prefix``, the
+def run_padded(model, tokens: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"],
+               fwd_hooks: Sequence | None = None, *, prefix: _Prefix | None = None) -> Float[Tensor, "batch out_pos vocab"]:
+    """Logits of a left-padded batch run as :mod:`reasonlens.generation` runs it (attention mask, position ids
+    counted from each row's first real token), with ``fwd_hooks`` active and no gradients. With ``prefix``, the
     keys and values of the first ``prefix.length`` positions come from a cache and only the rest is computed
-    (hooks then see positions ``prefix.length..`` only)."""
+    (hooks then see, and the logits cover, positions ``prefix.length..`` only)."""
     device = model.cfg.device
     mask = attention_mask.to(device)
     positions = left_padded_positions(mask)
-    with torch.no_grad(), model.hooks(fwd_hooks=fwd_hooks or []):
+    with torch.no_grad(), model.hooks(fwd_hooks=list(fwd_hooks or [])):
         if prefix is None:
-            logits = model(tokens.to(device), attention_mask=mask, position_ids=positions)
-        else:
-            start = prefix.length
-            logits, _ = model(tokens[:, start:].to(device), attention_mask=mask, position_ids=positions[:, start:],
-                              past_key_values=prefix.cache(), return_type="logits_and_cache")
-    return logits[:, -1].float().cpu()
+            return model(tokens.to(device), attention_mask=mask, position_ids=positions)
+        start = prefix.length
+        logits, _ = model(tokens[:, start:].to(device), attention_mask=mask, position_ids=positions[:, start:],
+                          past_key_values=prefix.cache(), return_type="logits_and_cache")
+        return logits
 
 
 @dataclass
@@ -184,27 +185,70 @@ def _cache_run(model, tokens, attention_mask, names: list[str], batch_size: int,
     return torch.cat(logits), {n: torch.cat(v) for n, v in acts.items()}, kv
 
 
+def reference_means(model, names: Sequence[str], tokens: Int[Tensor, "ref ref_pos"],
+                    attention_mask: Int[Tensor, "ref ref_pos"], batch_size: int = 64, *,
+                    pattern: bool = False, progress: bool = False) -> dict[str, tuple[Tensor, Tensor]]:
+    """``{name: (per_position, overall)}``: the mean activation at each hook ``name`` over a left-padded
+    reference batch, streamed in chunks of ``batch_size`` (accumulated in float64). ``per_position[p]`` is the
+    mean over the rows whose position ``p`` (aligned from the right) is a real token, ``overall`` for a position
+    no row reaches; ``overall`` is the mean over all real positions. With ``pattern``, positions are the query
+    axis (axis 2) of attention patterns."""
+    from tqdm.auto import tqdm
+
+    sums: dict[str, Tensor] = {}
+    counts = torch.zeros(tokens.shape[1], dtype=torch.float64)
+    for start in tqdm(range(0, tokens.shape[0], batch_size), desc="reference means", unit="batch",
+                      disable=not progress):
+        store: dict[str, Tensor] = {}
+        rows = slice(start, start + batch_size)
+        run_padded(model, tokens[rows], attention_mask[rows], _saving_hooks(store, dict.fromkeys(names, _identity)))
+        real = attention_mask[rows].to(torch.float64)
+        for n in names:
+            view = store[n].cpu().double()
+            view = view.transpose(1, 2) if pattern else view  # [batch, pos, ...]
+            total = (view * real.reshape(*real.shape, *([1] * (view.ndim - 2)))).sum(0)
+            sums[n] = total if n not in sums else sums[n] + total
+        counts += real.sum(0)
+    out = {}
+    for n in names:
+        shape = (-1, *([1] * (sums[n].ndim - 1)))
+        overall = sums[n].sum(0) / counts.sum().clamp_min(1)
+        per_position = torch.where(counts.reshape(shape) > 0, sums[n] / counts.clamp_min(1).reshape(shape), overall)
+        out[n] = (per_position, overall)
+    return out
+
+
+def _save_hook(activation: Tensor, hook, *, store: dict[str, Tensor], name: str,
+               select: Callable[[Tensor], Tensor]) -> None:
+    store[name] = select(activation).detach()
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+def _saving_hooks(store: dict[str, Tensor], selects: dict[str, Callable[[Tensor], Tensor]]) -> list:
+    """Hooks that write ``select(activation)`` of each named hook point into ``store`` (name -> tensor)."""
+    return [(name, partial(_save_hook, store=store, name=name, select=select)) for name, select in selects.items()]
+
+
 def mean_activations(model, site: str, tokens: Int[Tensor, "ref ref_pos"], attention_mask: Int[Tensor, "ref ref_pos"],
                      length: int, layers: Sequence[int], batch_size: int = 64) -> dict[int, Tensor]:
     """Mean activation of ``site`` over a reference set, per position aligned at the last token (left padding),
     for a target batch of ``length`` positions; positions the reference does not cover get the mean over all
-    of its real positions."""
-    names = [SITE_HOOKS[site].format(l=l) for l in layers]
-    _, acts, _ = _cache_run(model, tokens, attention_mask, names, batch_size)
-    real = attention_mask.bool()
+    of its real positions (see :func:`reference_means`)."""
+    names = {l: SITE_HOOKS[site].format(l=l) for l in layers}
+    means = reference_means(model, list(names.values()), tokens, attention_mask, batch_size,
+                            pattern=site == "pattern")
     out = {}
-    for l, n in zip(layers, names):
-        view = _pos_view(site, acts[n])  # [ref, pos, ...]
-        w = real.reshape(*real.shape, *([1] * (view.ndim - 2))).to(view.dtype)
-        total, count = (view * w).sum(0), w.sum(0)
-        overall = total.sum(0) / count.sum(0).clamp_min(1)
-        per_pos = torch.where(count > 0, total / count.clamp_min(1), overall)
+    for l, n in names.items():
+        per_pos, overall = means[n]
         ref_len = per_pos.shape[0]
         if length <= ref_len:
             per_pos = per_pos[ref_len - length:]
         else:
             per_pos = torch.cat([overall.expand(length - ref_len, *overall.shape), per_pos])
-        out[l] = _from_pos_view(site, per_pos.unsqueeze(0)).squeeze(0)
+        out[l] = _from_pos_view(site, per_pos.unsqueeze(0)).squeeze(0).float()
     return out
 
 
@@ -398,7 +442,8 @@ def _prepare(model, clean, corrupted, metric, answer, wrong, attention_mask, spa
             raise ReasonlensError("source='mean' needs reference=(tokens, attention_mask) of the reference set")
         means = mean_activations(model, config.site, *reference, length=length, layers=layers,
                                  batch_size=config.batch_size)
-        source_acts = {names[l]: means[l].unsqueeze(0).expand_as(target_acts[names[l]]) for l in layers}
+        source_acts = {names[l]: means[l].to(target_acts[names[l]].dtype).unsqueeze(0).expand_as(target_acts[names[l]])
+                       for l in layers}
     metric_fn = _builtin_metric(metric, answer, wrong, clean_logits) if isinstance(metric, str) else metric
     examples = torch.arange(batch)
     m_clean = _apply_metric(metric_fn, clean_logits, examples)
@@ -482,7 +527,7 @@ def patch(model, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch 
             source = _pos_view(config.site, sweep.source_acts[name][b[sel]])[:, skip:]
             hooks.append((name, _patch_hook(config.site, sel, source, sweep.pos_masks[b[sel], pc[sel]][:, skip:],
                                             None if units is None else torch.tensor(units)[uc[sel]])))
-        logits = run_last_logits(model, sweep.target[b], sweep.mask[b], hooks, prefix=prefix)
+        logits = run_padded(model, sweep.target[b], sweep.mask[b], hooks, prefix=prefix)[:, -1].float().cpu()
         values[b, li, pc, uc] = _apply_metric(sweep.metric, logits, b)
     return sweep.finish(values, {"method": "activation patching", "rows_run": len(rows),
                                  "rows_total": batch * len(layers) * n_pos * n_units})

@@ -47,13 +47,12 @@ from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
 from reasonlens.patching.circuit import HeadMeans, _check_means, mean_ablation_hooks
+from reasonlens.patching.engine import _saving_hooks, run_padded
 from reasonlens.patching.heads import (
     _batch_slices,
     _check_batch,
     _head_outputs,
     _logit_lens_probs,
-    _run_padded,
-    _saving_hooks,
 )
 from reasonlens.results import LabelledTensor
 
@@ -328,7 +327,7 @@ def trace_pathways(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], a
             store: dict[str, Tensor] = {}
             hooks = [] if means is None else mean_ablation_hooks(circuit.expand(rows.stop - rows.start, -1, -1),
                                                                  means, width, model.cfg.device)
-            logits = _run_padded(model, tokens[rows], attention_mask[rows], [*hooks, *_saving_hooks(store, selects)])
+            logits = run_padded(model, tokens[rows], attention_mask[rows], [*hooks, *_saving_hooks(store, selects)])
             cached = {kind: torch.stack([store[name] for name in group], 1) for kind, group in names.items()}
             for i, row in enumerate(range(rows.start, rows.stop)):
                 token = int(logits[i, -1].argmax())

@@ -34,7 +34,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +42,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
-from reasonlens.generation import left_padded_positions
+from reasonlens.patching.engine import _saving_hooks, run_padded
 from reasonlens.results import LabelledTensor
 
 if TYPE_CHECKING:
@@ -110,26 +109,6 @@ def _check_batch(model: TransformerBridge, tokens: Tensor, attention_mask: Tenso
 def _check_token_ids(model: TransformerBridge, name: str, ids: Tensor) -> None:
     if int(ids.min()) < 0 or int(ids.max()) >= model.cfg.d_vocab:
         raise ReasonlensError(f"{name} holds token ids outside the vocabulary [0, {model.cfg.d_vocab})")
-
-
-def _run_padded(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"],
-                fwd_hooks: Sequence[FwdHook] = ()) -> Float[Tensor, "batch pos vocab"]:
-    """Forward a left-padded batch as :mod:`reasonlens.generation` does (attention mask, and position ids
-    counted from each row's first real token) under ``fwd_hooks``, without gradients."""
-    device = model.cfg.device
-    mask = attention_mask.to(device)
-    with torch.no_grad(), model.hooks(fwd_hooks=list(fwd_hooks)):
-        return model(tokens.to(device), attention_mask=mask, position_ids=left_padded_positions(mask))
-
-
-def _save_hook(activation: Tensor, hook: Any, *, store: dict[str, Tensor], name: str,
-               select: Callable[[Tensor], Tensor]) -> None:
-    store[name] = select(activation).detach()
-
-
-def _saving_hooks(store: dict[str, Tensor], selects: dict[str, Callable[[Tensor], Tensor]]) -> list[FwdHook]:
-    """Hooks that write ``select(activation)`` of each named hook point into ``store`` (name -> tensor)."""
-    return [(name, partial(_save_hook, store=store, name=name, select=select)) for name, select in selects.items()]
 
 
 def _head_outputs(model: TransformerBridge, z: Float[Tensor, "*batch layer head d_head"]
@@ -306,7 +285,7 @@ def head_roles(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], atten
                                       ("writer", "direct_logit", "mover", "head_only_prob", "resid_mid_prob")}
     for rows in tqdm(_batch_slices(n, batch_size), desc="head roles", unit="batch", disable=not progress):
         store: dict[str, Tensor] = {}
-        _run_padded(model, tokens[rows], attention_mask[rows], _saving_hooks(store, selects))
+        run_padded(model, tokens[rows], attention_mask[rows], _saving_hooks(store, selects))
         ans, src = answer[rows].to(device), source_position[rows].to(device)
         with torch.no_grad():
             z = torch.stack([store[f"blocks.{l}.attn.hook_z"] for l in range(n_layers)], dim=1)

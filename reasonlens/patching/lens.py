@@ -26,20 +26,16 @@ log-odds ``log p(context) - log p(prior)`` with its standard error, and the mean
 later layer; its relative depth is the fraction of the blocks the read site has passed, ``(layer + 1) /
 n_layers`` for ``resid_post`` (so the last layer is 1).
 
->>> import tempfile
 >>> from reasonlens.model import load_model
 >>> from reasonlens.ontology import generate
->>> from reasonlens.tokenizer import build_reference_tokenizer
->>> from reasonlens.train import ArchitectureConfig, build_model
->>> tok, tmp = build_reference_tokenizer(), tempfile.TemporaryDirectory()
->>> build_model(ArchitectureConfig(n_layers=2, d_model=32, n_heads=2, d_mlp=64), tok, seed=0).save_pretrained(tmp.name)
->>> _ = tok.save_pretrained(tmp.name)
->>> model = load_model(tmp.name)
+>>> model = load_model("reasonlens-main")
 >>> logit_lens(model, ["Q: Every wumpus is wooden."]).values.shape  # [example, layer, vocab]
-torch.Size([1, 2, 188])
+torch.Size([1, 6, 188])
 >>> result = prior_vs_context(model, generate(40, kind="false", hops=1, seed=0))
->>> result.context_win_fraction().shape, result.crossover_relative_depth is None or 0 < result.crossover_relative_depth <= 1
-(torch.Size([2]), True)
+>>> result.context_win_fraction()
+tensor([0.5000, 1.0000, 1.0000, 1.0000, 1.0000, 1.0000])
+>>> result.crossover_relative_depth  # (layer + 1) / n_layers of the crossover layer, 1
+0.3333333333333333
 """
 
 from __future__ import annotations

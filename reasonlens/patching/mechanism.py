@@ -139,13 +139,13 @@ def _mean_depth(roles, role: str, n_layers: int, top: int = 4) -> float:
 def _keep_informative(model, pairs, batch_size: int):
     """Indices of pairs whose corrupted run changes the next-token distribution (KL > 1e-6): the
     normalised KL is undefined for the others."""
-    from reasonlens.patching.engine import run_last_logits
+    from reasonlens.patching.engine import run_padded
 
     kls = []
     for start in range(0, len(pairs), batch_size):
         rows = slice(start, start + batch_size)
-        clean = torch.log_softmax(run_last_logits(model, pairs.clean[rows], pairs.attention_mask[rows]), -1)
-        corr = torch.log_softmax(run_last_logits(model, pairs.corrupted[rows], pairs.attention_mask[rows]), -1)
+        clean = torch.log_softmax(run_padded(model, pairs.clean[rows], pairs.attention_mask[rows])[:, -1].float().cpu(), -1)
+        corr = torch.log_softmax(run_padded(model, pairs.corrupted[rows], pairs.attention_mask[rows])[:, -1].float().cpu(), -1)
         kls.append((clean.exp() * (clean - corr)).sum(-1))
     kl = torch.cat(kls) if kls else torch.zeros(0)
     return (kl > 1e-6).nonzero().flatten()

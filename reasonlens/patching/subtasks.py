@@ -434,22 +434,16 @@ def subtask_pairs(model, examples: Sequence[Example], subtask: int, *, demonstra
     counted in ``n_skipped``. Prefixes are encoded as ``model.to_tokens`` encodes a prompt for
     :func:`reasonlens.generation.generate` (its BOS included).
 
-    >>> import tempfile
     >>> from reasonlens.model import load_model
     >>> from reasonlens.ontology import generate
-    >>> from reasonlens.tokenizer import build_reference_tokenizer
-    >>> from reasonlens.train import ArchitectureConfig, build_model
-    >>> tok, tmp = build_reference_tokenizer(), tempfile.TemporaryDirectory()
-    >>> build_model(ArchitectureConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=32), tok, seed=0).save_pretrained(tmp.name)
-    >>> _ = tok.save_pretrained(tmp.name)
-    >>> pairs = subtask_pairs(load_model(tmp.name), generate(4, hops=1, seed=0), 1)
+    >>> pairs = subtask_pairs(load_model("reasonlens-main"), generate(4, hops=1, seed=0), 1)
     >>> pairs.name, pairs.n_kept + pairs.n_dropped
     ('s1: copy (premise_copy predicate)', 4)
     """
     from tqdm.auto import tqdm
 
     from reasonlens.model import context_length, require_tokenizer
-    from reasonlens.patching.engine import run_last_logits
+    from reasonlens.patching.engine import run_padded
 
     if len(examples) == 0:
         raise ReasonlensError("no examples: pass a non-empty list of examples (reasonlens.ontology.generate)")
@@ -492,7 +486,7 @@ def subtask_pairs(model, examples: Sequence[Example], subtask: int, *, demonstra
     chunks = [pairs[k:k + batch_size] for k in range(0, len(pairs), batch_size)]
     for chunk in tqdm(chunks, desc=f"subtask {subtask} clean runs", unit="batch", disable=not progress):
         ids, mask = left_pad([p.clean for _, p in chunk], pad_id)
-        predicted = run_last_logits(model, ids, mask).argmax(-1).tolist()
+        predicted = run_padded(model, ids, mask)[:, -1].argmax(-1).cpu().tolist()
         kept += [item for item, token in zip(chunk, predicted) if token == item[1].answer]
     return _assemble(kept, examples, first, tokenizer, pad_id, n_dropped=len(pairs) - len(kept), n_skipped=n_skipped,
                      meta={"seed": seed, "demonstrations": demonstrations})
