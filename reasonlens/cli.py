@@ -94,7 +94,7 @@ def _cmd_models(args: argparse.Namespace) -> None:
         print(f"{m.name:28s} {m.role:12s} {m.size_bytes / 1e6:5.1f} MB  {m.description}")
 
 
-def _cmd_run(args: argparse.Namespace) -> None:
+def _cmd_run_mechanism(args: argparse.Namespace) -> None:
     from reasonlens.model import load_model
     from reasonlens.patching.mechanism import MechanismConfig, analyze_mechanism, mechanism_report
 
@@ -107,6 +107,24 @@ def _cmd_run(args: argparse.Namespace) -> None:
     summary = result.summary()
     print(json.dumps({k: summary[k] for k in ("circuit_head_fraction_90", "writer_share_late",
                                               "crossover_relative_depth")}, indent=1))
+    print(f"wrote {out / 'results.json'} and {out / 'report.html'}")
+
+
+def _cmd_run_ipg(args: argparse.Namespace) -> None:
+    from reasonlens.attribution.study import IPGStudyConfig, ipg_report, run_ipg_study
+    from reasonlens.model import load_model
+
+    model = load_model(args.model)
+    heads = args.kind == "head"
+    p_values = tuple(args.p) if args.p else ((1, 2, 3, 4) if heads else (2, 4, 8, 16, 32))
+    config = IPGStudyConfig(kind=args.kind, layers=tuple(args.layers), n_support=args.n_support, n_eval=args.n_eval,
+                            p_values=p_values, dice_p=2 if heads else 16, length_p=2 if heads else 8, seed=args.seed,
+                            batch_size=args.batch_size, support_sizes=tuple(m for m in (5, 10) if m < args.n_support))
+    result = run_ipg_study(model, config, model_name=args.model)
+    out = result.save(args.out)
+    ipg_report(result).save(out / "report.html")
+    summary = result.summary()
+    print(json.dumps({k: summary[k] for k in ("accuracy_original", "suppression", "enhancement")}, indent=1))
     print(f"wrote {out / 'results.json'} and {out / 'report.html'}")
 
 
@@ -149,16 +167,30 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true")
     m.set_defaults(func=_cmd_models)
 
-    r = sub.add_parser("run", help="run a recipe: cot-mechanism (Dutta et al.)")
-    r.add_argument("recipe", choices=["cot-mechanism"])
-    r.add_argument("--model", required=True, help="a shipped model name, a local HF folder or a hub name")
-    r.add_argument("--out", required=True)
-    r.add_argument("--n", type=int, default=48, help="questions per subtask")
-    r.add_argument("--hops", type=int, default=2)
-    r.add_argument("--subtasks", nargs="+", type=int, default=None, help="subtask indices (default: all)")
-    r.add_argument("--seed", type=int, default=2024)
-    r.add_argument("--batch-size", type=int, default=64)
-    r.set_defaults(func=_cmd_run)
+    r = sub.add_parser("run", help="run a recipe: cot-mechanism (Dutta et al.) or ipg (Integrated Policy Gradient)")
+    recipes = r.add_subparsers(dest="recipe", required=True)
+    c = recipes.add_parser("cot-mechanism", help="activation patching, head roles, circuits, pathways, prior vs context")
+    c.add_argument("--model", required=True, help="a shipped model name, a local HF folder or a hub name")
+    c.add_argument("--out", required=True)
+    c.add_argument("--n", type=int, default=48, help="questions per subtask")
+    c.add_argument("--hops", type=int, default=2)
+    c.add_argument("--subtasks", nargs="+", type=int, default=None, help="subtask indices (default: all)")
+    c.add_argument("--seed", type=int, default=2024)
+    c.add_argument("--batch-size", type=int, default=64)
+    c.set_defaults(func=_cmd_run_mechanism)
+
+    i = recipes.add_parser("ipg", help="attribute correctness and length with IPG, then suppress / enhance / steer")
+    i.add_argument("--model", required=True, help="a shipped model name, a local HF folder or a hub name")
+    i.add_argument("--out", required=True)
+    i.add_argument("--kind", choices=["resid", "neuron", "head"], default="resid")
+    i.add_argument("--layers", nargs="+", type=int, default=[3, 4])
+    i.add_argument("--n-support", type=int, default=20, help="support-set questions (M)")
+    i.add_argument("--n-eval", type=int, default=100, help="held-out questions per accuracy measurement")
+    i.add_argument("--p", nargs="+", type=int, default=None,
+                   help="numbers of components to steer (default: 2 4 8 16 32; for heads 1 2 3 4)")
+    i.add_argument("--seed", type=int, default=0)
+    i.add_argument("--batch-size", type=int, default=32)
+    i.set_defaults(func=_cmd_run_ipg)
 
     d = sub.add_parser("demo", help="the main job: evaluate the main reference model and write an HTML report")
     d.add_argument("--out", default="out/demo")

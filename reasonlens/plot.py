@@ -14,6 +14,7 @@ from reasonlens.errors import ReasonlensError
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
+    from reasonlens.attribution.ipg import Attribution
     from reasonlens.patching.circuit import CircuitResult
     from reasonlens.patching.flow import FlowResult
     from reasonlens.patching.lens import PriorContextResult
@@ -313,6 +314,93 @@ def pathway_graph(flow: FlowResult, example: int = 0, tokens: list[str] | None =
     fig.update_xaxes(title_text="position", range=[-0.5, right + 0.8])
     fig.update_layout(title=f"pathways of example {example} ({len(edges)} edges)", template="plotly_white",
                       height=160 + 60 * top)
+    return fig
+
+
+def component_heatmap(scores: Attribution, *, top_k: int | None = None, title: str = "attribution score"):
+    """Layer x unit heatmap of an attribution's mean score, diverging at zero, hover labels ``L3R17``; with
+    ``top_k``, only the ``top_k`` units with the largest absolute score in any layer (in unit order).
+
+    >>> import torch
+    >>> from reasonlens.attribution.ipg import Attribution
+    >>> a = Attribution(torch.randn(2, 3, 10), axes=("example", "layer", "unit"),
+    ...                 labels={"layer": ["L0", "L1", "L2"], "unit": [f"N{i}" for i in range(10)]}, meta={"kind": "neuron"})
+    >>> component_heatmap(a, top_k=4).data[0].z.shape
+    (3, 4)
+    """
+    import plotly.graph_objects as go
+
+    grid = scores.mean()
+    units = scores.axis_labels("unit")
+    layers = scores.axis_labels("layer")
+    keep = list(range(len(units)))
+    if top_k is not None and top_k < len(units):
+        keep = sorted(grid.abs().amax(0).topk(top_k).indices.tolist())
+    z = grid[:, keep].numpy()
+    bound = float(abs(z).max()) or 1.0
+    text = [[f"{l}{units[u]}" for u in keep] for l in layers]
+    fig = go.Figure(go.Heatmap(z=z, x=[units[u] for u in keep], y=layers, text=text, zmid=0, zmin=-bound,
+                               zmax=bound, colorscale="RdBu", hovertemplate="%{text}: %{z:.4g}<extra></extra>"))
+    fig.update_layout(title=title + (f" (top {top_k} units)" if top_k is not None else ""), xaxis_title="unit",
+                      yaxis_title="layer", template="plotly_white", height=220 + 28 * len(layers))
+    fig.update_xaxes(type="category")
+    return fig
+
+
+def accuracy_vs_p(curves: dict[str, dict[int, float]], original: float | None = None, *,
+                  title: str = "accuracy after intervention"):
+    """Accuracy against the number of components ``p``, one line per method (``{method: {p: accuracy}}``), the
+    unmodified model's accuracy dashed.
+
+    >>> fig = accuracy_vs_p({"ipg": {4: 0.2, 8: 0.1}, "random": {4: 0.7, 8: 0.7}}, 0.72)
+    >>> [t.name for t in fig.data]
+    ['ipg', 'random']
+    """
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for method, row in curves.items():
+        ps = sorted(row, key=int)
+        fig.add_trace(go.Scatter(x=[int(p) for p in ps], y=[row[p] for p in ps], mode="lines+markers", name=method))
+    if original is not None:
+        fig.add_hline(y=original, line_dash="dash", line_color="gray", annotation_text="unmodified")
+    fig.update_layout(title=title, xaxis_title="components p", yaxis_title="accuracy", yaxis_range=[0, 1.02],
+                      xaxis_type="log", template="plotly_white", height=380)
+    return fig
+
+
+def gamma_sweep(sweep: dict[float, dict[str, float]], *, title: str = "scaling the selected components"):
+    """Accuracy (left axis) and mean CoT steps (right axis) against ``gamma`` from ``{gamma: {"accuracy",
+    "mean_steps"}}``.
+
+    >>> fig = gamma_sweep({0.0: {"accuracy": 0.5, "mean_steps": 4.0}, 1.0: {"accuracy": 0.7, "mean_steps": 6.0}})
+    >>> [t.name for t in fig.data]
+    ['accuracy', 'mean steps']
+    """
+    import plotly.graph_objects as go
+
+    gammas = sorted(sweep, key=float)
+    fig = go.Figure([go.Scatter(x=[float(g) for g in gammas], y=[sweep[g]["accuracy"] for g in gammas],
+                                mode="lines+markers", name="accuracy"),
+                     go.Scatter(x=[float(g) for g in gammas], y=[sweep[g]["mean_steps"] for g in gammas],
+                                mode="lines+markers", name="mean steps", yaxis="y2")])
+    fig.update_layout(title=title, xaxis_title="gamma", yaxis=dict(title="accuracy", range=[0, 1.02]),
+                      yaxis2=dict(title="mean CoT steps", overlaying="y", side="right"), template="plotly_white",
+                      height=380)
+    return fig
+
+
+def dice_matrix(names: list[str], matrix: list[list[float]], *, title: str = "Dice overlap"):
+    """Symmetric heatmap of Dice overlaps between selections, values printed in the cells.
+
+    >>> dice_matrix(["a", "b"], [[1.0, 0.5], [0.5, 1.0]]).data[0].z
+    ([1.0, 0.5], [0.5, 1.0])
+    """
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Heatmap(z=matrix, x=names, y=names, zmin=0, zmax=1, colorscale="Blues",
+                               text=[[f"{v:.2f}" for v in row] for row in matrix], texttemplate="%{text}"))
+    fig.update_layout(title=title, template="plotly_white", height=260 + 40 * len(names), width=300 + 60 * len(names))
     return fig
 
 

@@ -1,0 +1,1 @@
+"""Attribution of reasoning outcomes to model components (Integrated Policy Gradient) and steering."""

@@ -1,0 +1,262 @@
+"""Integrated Policy Gradient (Li et al. 2026): attribute a reasoning outcome to model components.
+
+For each prompt of a support set, ``N`` chains of thought are sampled (temperature 0.6, top-p 0.8), scored by a
+reward, and given GRPO advantages ``A_n = (r_n - mean r) / std r`` (sample std; all zero when every reward in
+the group is equal: such groups are counted, never a NaN). The score of component ``i`` is the path integral,
+from a baseline ``h'`` (zero, the support set's mean, or Gaussian noise) to the actual activation ``h``, of the
+gradient of ``(1/N) sum_n A_n sum_t log pi(a_t | s_t)``, times ``h - h'``, summed over the positions that
+predict the sampled tokens (right Riemann sum with ``steps`` points), then averaged over the ``M`` prompts:
+see :mod:`reasonlens.attribution.paths`. ``steps=1`` is the paper's raw policy gradient (the gradient at the
+actual activation times ``h - h'``).
+
+>>> from reasonlens.model import load_model
+>>> from reasonlens.ontology import generate
+>>> model = load_model("reasonlens-headroom")
+>>> ipg = IntegratedPolicyGradient(model, IPGConfig(kind="head", layers=(3, 4), n_samples=4, steps=4))
+>>> scores = ipg.attribute(generate(4, hops=2, seed=11))
+>>> scores.values.shape  # [example, layer, unit]
+torch.Size([4, 2, 4])
+>>> len(scores.top(3)), scores.top(3).kind
+(3, 'head')
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from reasonlens.attribution.components import KINDS, Selection, check_kind, check_layers, n_units, unit_labels
+from reasonlens.attribution.paths import BASELINES, PathSequences, path_attributions
+from reasonlens.attribution.rewards import Reward, Trajectory, correctness, score
+from reasonlens.errors import ReasonlensError
+from reasonlens.ontology import Example
+from reasonlens.results import LabelledTensor
+
+
+@dataclass(frozen=True)
+class IPGConfig:
+    """Settings of an attribution run.
+
+    - ``kind``: ``"resid"`` (dimensions of ``hook_resid_post``), ``"neuron"`` (``mlp.hook_post``) or ``"head"``
+      (a gate on ``attn.hook_z``); ``layers``: which layers (None: all), each with its own path.
+    - ``steps`` (q): Riemann points, ``alpha = k / steps`` for ``k = 1..steps``; 1 is the raw policy gradient.
+    - ``baseline``: ``"zero"``, ``"mean"`` (the mean activation over the support set's trajectories) or
+      ``"noise"`` (standard Gaussian); heads always use gate 0.
+    - ``n_samples`` (N), ``temperature``, ``top_p``, ``max_new_tokens``: the sampled group per prompt.
+    - ``batch_size``: rows (trajectory x step) per forward and backward; bounds memory.
+    - ``seed``: sampling and noise.
+    """
+
+    kind: str = "resid"
+    layers: tuple[int, ...] | None = None
+    steps: int = 10
+    baseline: str = "zero"
+    n_samples: int = 5
+    temperature: float = 0.6
+    top_p: float = 0.8
+    max_new_tokens: int = 96
+    batch_size: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_kind(self.kind)
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ReasonlensError(f"steps (q) must be an integer >= 1 (1 = raw policy gradient), got {self.steps!r}")
+        if not isinstance(self.n_samples, int) or self.n_samples < 2:
+            raise ReasonlensError(f"n_samples (N) must be at least 2: advantages compare trajectories within a "
+                                  f"group, got {self.n_samples!r}")
+        if self.baseline not in BASELINES:
+            raise ReasonlensError(f"unknown baseline {self.baseline!r}; use one of {', '.join(BASELINES)}")
+        if self.kind == "head" and self.baseline != "zero":
+            raise ReasonlensError("head attributions gate z from 0 to 1; baseline must be 'zero'")
+        if not (self.temperature > 0 and math.isfinite(self.temperature)):
+            raise ReasonlensError(f"temperature must be > 0 to sample a group, got {self.temperature}")
+        if self.batch_size < 1 or self.max_new_tokens < 1:
+            raise ReasonlensError("batch_size and max_new_tokens must be at least 1")
+
+
+class Attribution(LabelledTensor):
+    """Per-prompt component scores ``[example, layer, unit]`` (labels ``L3`` and ``R17`` / ``N5`` / ``H1``);
+    ``mean()`` is the score ``S`` that :meth:`top` ranks. ``meta`` holds the method, its settings, and for
+    IPG the rewards, advantages, the number of zero-advantage groups and the objective change along each
+    layer's path (``objective_change[example][layer]``, what the scores of that layer sum to as q grows)."""
+
+    @property
+    def kind(self) -> str:
+        return self.meta["kind"]
+
+    @property
+    def layers(self) -> list[int]:
+        return [int(l[1:]) for l in self.axis_labels("layer")]
+
+    def component_labels(self) -> list[str]:
+        """``["L3R0", "L3R1", ...]`` in the order of ``mean().flatten()``."""
+        return [f"{l}{u}" for l in self.axis_labels("layer") for u in self.axis_labels("unit")]
+
+    def top(self, p: int) -> Selection:
+        """The ``p`` components with the largest signed mean score (over all attributed layers)."""
+        scores = self.mean().flatten()
+        if not isinstance(p, int) or not 0 <= p <= scores.numel():
+            raise ReasonlensError(f"p must be an integer in 0..{scores.numel()} (the attributed components), got {p!r}")
+        order = torch.sort(scores, descending=True, stable=True).indices[:p]
+        n = self.values.shape[-1]
+        return Selection(self.kind, tuple(self.layers[int(i) // n] for i in order), tuple(int(i) % n for i in order))
+
+
+@dataclass
+class IntegratedPolicyGradient:
+    """IPG of ``reward`` (default: answer correctness) for ``model``; :meth:`attribute` runs it."""
+
+    model: object
+    config: IPGConfig = field(default_factory=IPGConfig)
+    reward: Reward = correctness
+
+    def attribute(self, examples: Sequence[Example], *, progress: bool = False) -> Attribution:
+        """Sample, score and attribute over the support set ``examples`` (M prompts)."""
+        from reasonlens.generation import GenerationConfig, generate
+        from reasonlens.model import require_tokenizer
+        from reasonlens.ontology import format_prompt
+
+        cfg, model = self.config, self.model
+        examples = _check_examples(examples)
+        require_tokenizer(model)
+        layers = check_layers(model, range(model.cfg.n_layers) if cfg.layers is None else cfg.layers)
+        gen = generate(model, [format_prompt(e) for e in examples],
+                       GenerationConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                        top_p=cfg.top_p, seed=cfg.seed, num_samples=cfg.n_samples,
+                                        batch_size=max(cfg.batch_size, cfg.n_samples)), progress=progress)
+        trajectories = [Trajectory(gen.texts[i], gen.answers[i], gen.output_ids[i], gen.prompt_ids[i])
+                        for i in range(len(gen))]
+        rewards = torch.tensor([score(self.reward, examples[gen.prompt_index[i]], t)
+                                for i, t in enumerate(trajectories)], dtype=torch.float64)
+        rewards = rewards.reshape(len(examples), cfg.n_samples)
+        advantages = group_advantages(rewards)
+        informative = [(m, n) for m in range(len(examples)) for n in range(cfg.n_samples)
+                       if advantages[m, n] != 0 and len(trajectories[m * cfg.n_samples + n].output_ids) > 0]
+        units = n_units(model, cfg.kind)
+        values = torch.zeros(len(examples), len(layers), units)
+        change = torch.zeros(len(examples), len(layers))
+        if informative:
+            seqs = PathSequences(
+                prompt_ids=[trajectories[m * cfg.n_samples + n].prompt_ids for m, n in informative],
+                output_ids=[trajectories[m * cfg.n_samples + n].output_ids for m, n in informative],
+                weights=[float(advantages[m, n]) / cfg.n_samples for m, n in informative],
+                n_target=[None] * len(informative))
+            result = path_attributions(model, cfg.kind, layers, seqs, steps=cfg.steps, baseline=cfg.baseline,
+                                       batch_size=cfg.batch_size, seed=cfg.seed, progress=progress)
+            prompt_of = torch.tensor([m for m, _ in informative])
+            values.index_add_(0, prompt_of, result.attributions)
+            change.index_add_(0, prompt_of, result.objective_end[:, None] - result.objective_start)
+        zero_groups = int((advantages == 0).all(1).sum())
+        return Attribution(values, axes=("example", "layer", "unit"),
+                           labels={"layer": [f"L{l}" for l in layers], "unit": unit_labels(cfg.kind, units)},
+                           meta={"method": "ipg" if cfg.steps > 1 else "raw_pg", "kind": cfg.kind,
+                                 "config": {**asdict(cfg), "layers": layers},
+                                 "reward": getattr(self.reward, "__name__", repr(self.reward)),
+                                 "rewards": rewards.tolist(), "advantages": advantages.tolist(),
+                                 "n_zero_advantage_groups": zero_groups, "objective_change": change.tolist(),
+                                 "texts": [t.text for t in trajectories]})
+
+
+def group_advantages(rewards: Float[Tensor, "prompt sample"]) -> Float[Tensor, "prompt sample"]:
+    """GRPO advantages ``(r - mean) / std`` within each prompt's group (sample std); zero for a group whose
+    rewards are all equal.
+
+    >>> group_advantages(torch.tensor([[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]], dtype=torch.float64)).tolist()
+    [[0.8660254037844387, -0.8660254037844387, -0.8660254037844387, 0.8660254037844387], [0.0, 0.0, 0.0, 0.0]]
+    """
+    if rewards.shape[-1] < 2:
+        raise ReasonlensError("advantages need at least two samples per prompt")
+    centred = rewards - rewards.mean(-1, keepdim=True)
+    std = rewards.std(-1, keepdim=True)
+    flat = std <= 1e-12 * rewards.abs().amax(-1, keepdim=True).clamp_min(1)
+    return torch.where(flat, torch.zeros_like(centred), centred / torch.where(flat, torch.ones_like(std), std))
+
+
+def integrated_gradients(model, examples: Sequence[Example], *, kind: str = "resid",
+                         layers: Sequence[int] | None = None, steps: int = 10, baseline: str = "zero",
+                         batch_size: int = 32, seed: int = 0, progress: bool = False) -> Attribution:
+    """Plain integrated gradients of the gold answer's log-probability, teacher-forced on each example's gold
+    chain of thought (``prompt + " {cot} {answer}"``), along the same path as IPG (the positions of the chain
+    are interpolated): a non-policy-gradient contrast."""
+    from reasonlens.model import require_tokenizer
+    from reasonlens.ontology import format_prompt
+
+    check_kind(kind)
+    examples = _check_examples(examples)
+    tok = require_tokenizer(model)
+    layers = check_layers(model, range(model.cfg.n_layers) if layers is None else layers)
+    prompt_ids = [model.to_tokens(format_prompt(e), truncate=False)[0].tolist() for e in examples]
+    output_ids, n_target = [], []
+    for e in examples:
+        chain = tok(" " + e.cot_text, add_special_tokens=False)["input_ids"]
+        answer = tok(" " + e.answer, add_special_tokens=False)["input_ids"]
+        output_ids.append(chain + answer)
+        n_target.append(len(answer))
+    seqs = PathSequences(prompt_ids, output_ids, [1.0] * len(examples), n_target)
+    result = path_attributions(model, kind, layers, seqs, steps=steps, baseline=baseline, batch_size=batch_size,
+                               seed=seed, progress=progress)
+    return Attribution(result.attributions, axes=("example", "layer", "unit"),
+                       labels={"layer": [f"L{l}" for l in layers],
+                               "unit": unit_labels(kind, result.attributions.shape[-1])},
+                       meta={"method": "integrated_gradients", "kind": kind,
+                             "config": {"layers": layers, "steps": steps, "baseline": baseline, "seed": seed},
+                             "objective_change": (result.objective_end[:, None] - result.objective_start).tolist()})
+
+
+def activation_magnitude(model, examples: Sequence[Example], *, kind: str = "resid",
+                         layers: Sequence[int] | None = None, max_new_tokens: int = 96,
+                         batch_size: int = 32) -> Attribution:
+    """The activation baseline: mean ``|h_i|`` (heads: mean L2 norm of ``z``) over the positions of each
+    example's greedy chain of thought."""
+    from reasonlens.attribution.components import HOOKS
+    from reasonlens.generation import GenerationConfig, generate
+    from reasonlens.ontology import format_prompt
+
+    check_kind(kind)
+    examples = _check_examples(examples)
+    layers = check_layers(model, range(model.cfg.n_layers) if layers is None else layers)
+    gen = generate(model, [format_prompt(e) for e in examples],
+                   GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size))
+    names = [HOOKS[kind].format(l=l) for l in layers]
+    values = torch.zeros(len(examples), len(layers), n_units(model, kind))
+    for i, (prompt, output) in enumerate(zip(gen.prompt_ids, gen.output_ids)):
+        if not output:
+            continue
+        ids = torch.tensor([prompt + output], device=model.cfg.device)
+        with torch.no_grad():
+            _, cache = model.run_with_cache(ids, names_filter=names)
+        for li, n in enumerate(names):
+            act = cache[n][0, len(prompt) - 1:len(prompt) - 1 + len(output)].float()
+            values[i, li] = (act.norm(dim=-1) if kind == "head" else act.abs()).mean(0).cpu()
+    return Attribution(values, axes=("example", "layer", "unit"),
+                       labels={"layer": [f"L{l}" for l in layers], "unit": unit_labels(kind, values.shape[-1])},
+                       meta={"method": "activation", "kind": kind, "config": {"layers": layers}})
+
+
+def random_selection(model, p: int, *, kind: str = "resid", layers: Sequence[int] | None = None,
+                     seed: int = 0) -> Selection:
+    """``p`` components drawn uniformly (without replacement) from ``layers`` with ``seed``."""
+    check_kind(kind)
+    layers = check_layers(model, range(model.cfg.n_layers) if layers is None else layers)
+    n = n_units(model, kind)
+    if not isinstance(p, int) or not 0 <= p <= n * len(layers):
+        raise ReasonlensError(f"p must be an integer in 0..{n * len(layers)}, got {p!r}")
+    picks = torch.randperm(n * len(layers), generator=torch.Generator().manual_seed(seed))[:p]
+    return Selection(kind, tuple(layers[int(i) // n] for i in picks), tuple(int(i) % n for i in picks))
+
+
+def _check_examples(examples: Sequence[Example]) -> list[Example]:
+    examples = list(examples)
+    if not examples:
+        raise ReasonlensError("no examples: the support set is empty; pass e.g. reasonlens.ontology.generate(20)")
+    return examples
+
+
+__all__ = ["KINDS", "Attribution", "IPGConfig", "IntegratedPolicyGradient", "activation_magnitude",
+           "group_advantages", "integrated_gradients", "random_selection"]

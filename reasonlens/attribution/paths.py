@@ -1,0 +1,299 @@
+"""The path integral behind IPG, raw policy gradient and plain integrated gradients, batched.
+
+For each sequence ``s`` (prompt + continuation ``a_1..a_T``), weight ``w_s`` and component layer ``l``, the
+objective is ``F_s = w_s * sum_t log pi(a_t | s_t)`` over the target tokens (all of the continuation, or its
+last ``n_target`` tokens). The activation ``h`` at layer ``l`` is replaced, at the positions that predict
+``a_1..a_T``, by ``h' + alpha (h - h')`` and the attribution of unit ``i`` is the right Riemann sum
+
+    A_s[l, i] = sum_t (h - h')_{t,i} * (1/q) sum_{k=1..q} dF_s/dh_{t,i} (alpha = k/q),
+
+which for heads is taken with respect to a gate on ``z`` (baseline 0, actual 1). Each layer has its own path;
+``sum_i A_s[l, i]`` approaches ``F_s(alpha=1) - F_s(alpha=0)`` as ``q`` grows (completeness).
+
+Rows (sequence x step) go through the model in chunks of ``batch_size``: one forward and one backward per
+chunk. The prompt is causal context the interpolation cannot change, so each distinct prompt's keys and values
+are computed once per run without gradients and every row runs only its continuation on top of them (when the
+model's cache is a plain per-layer one; otherwise rows run whole). The last output token predicts nothing and
+is not run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from reasonlens.attribution.components import HOOKS, n_units
+from reasonlens.errors import ReasonlensError
+from reasonlens.generation import left_pad, left_padded_positions
+
+BASELINES: tuple[str, ...] = ("zero", "mean", "noise")
+
+
+@dataclass
+class PathSequences:
+    """Sequences to attribute: ``prompt_ids[s] + output_ids[s]``, objective weight ``weights[s]``; the
+    objective reads the log-probabilities of the last ``n_target[s]`` output tokens (None: all of them)."""
+
+    prompt_ids: list[list[int]]
+    output_ids: list[list[int]]
+    weights: list[float]
+    n_target: list[int | None]
+
+    def __post_init__(self) -> None:
+        n = len(self.prompt_ids)
+        if not (len(self.output_ids) == len(self.weights) == len(self.n_target) == n):
+            raise ReasonlensError("prompt_ids, output_ids, weights and n_target must have one entry per sequence")
+        for s in range(n):
+            if len(self.prompt_ids[s]) < 1 or len(self.output_ids[s]) < 1:
+                raise ReasonlensError(f"sequence {s} needs at least one prompt token and one output token")
+
+
+@dataclass
+class PathResult:
+    """``attributions[s, layer, unit]`` and the objective at both ends of each layer's path:
+    ``objective_end[s]`` (alpha = 1, the model as it is) and ``objective_start[s, layer]`` (alpha = 0)."""
+
+    attributions: Float[Tensor, "seq layer unit"]
+    objective_end: Float[Tensor, " seq"]
+    objective_start: Float[Tensor, "seq layer"]
+
+
+def path_attributions(model, kind: str, layers: Sequence[int], seqs: PathSequences, *, steps: int = 10,
+                      baseline: str = "zero", batch_size: int = 32, seed: int = 0,
+                      progress: bool = False) -> PathResult:
+    """Attributions of ``kind`` components at ``layers`` for ``seqs`` (see the module docstring)."""
+    from tqdm.auto import tqdm
+
+    if not isinstance(steps, int) or steps < 1:
+        raise ReasonlensError(f"steps (q) must be an integer >= 1, got {steps!r}")
+    if baseline not in BASELINES:
+        raise ReasonlensError(f"unknown baseline {baseline!r}; use one of {', '.join(BASELINES)}")
+    if kind == "head" and baseline != "zero":
+        raise ReasonlensError("head attributions use a gate on z whose baseline is 0; use baseline='zero'")
+    if batch_size < 1:
+        raise ReasonlensError(f"batch_size must be at least 1, got {batch_size}")
+    layers = list(layers)
+    n_seq, units = len(seqs.prompt_ids), n_units(model, kind)
+    names = [HOOKS[kind].format(l=l) for l in layers]
+    runner = _Runner(model, seqs, batch_size)
+    width = max(len(o) for o in seqs.output_ids)
+
+    # The model as it is: objective at alpha = 1 and the activations to interpolate.
+    clean: dict[str, Tensor] = {n: torch.zeros(n_seq, width, units) for n in names} if kind != "head" else {}
+    objective_end = torch.zeros(n_seq)
+    for chunk in _chunks(list(range(n_seq)), batch_size):
+        store: dict[str, Tensor] = {}
+        hooks = [(n, partial(_keep, store=store, name=n)) for n in clean]
+        with torch.no_grad():
+            objective_end[chunk] = runner.objective(chunk, hooks).cpu()
+        for n in clean:
+            clean[n][chunk] = runner.interpolated_view(chunk, store[n]).float().cpu()
+    starts = {n: _baseline(baseline, clean[n], runner.lengths, seed + i) for i, n in enumerate(clean)}
+
+    attributions = torch.zeros(n_seq, len(layers), units)
+    objective_start = torch.zeros(n_seq, len(layers))
+    rows = [(s, k) for s in range(n_seq) for k in range(1, steps + 1)]
+    bar = tqdm(total=len(layers) * len(rows), desc=f"{kind} attributions", unit="row", disable=not progress)
+    for li, name in enumerate(names):
+        grad_sum = torch.zeros(n_seq, width, units) if kind != "head" else torch.zeros(n_seq, units)
+        for chunk in _chunks(rows, batch_size):
+            seq_idx = [s for s, _ in chunk]
+            alpha = torch.tensor([k / steps for _, k in chunk])
+            grad = runner.gradient(seq_idx, name, kind, alpha, clean.get(name), starts.get(name), units)
+            grad_sum.index_add_(0, torch.tensor(seq_idx), grad)
+            bar.update(len(chunk))
+        if kind == "head":
+            attributions[:, li] = grad_sum / steps
+        else:
+            attributions[:, li] = ((clean[name] - starts[name]) * grad_sum / steps).sum(1)
+        for chunk in _chunks(list(range(n_seq)), batch_size):  # objective at alpha = 0
+            with torch.no_grad():
+                objective_start[chunk, li] = runner.objective_at(chunk, name, kind, torch.zeros(len(chunk)),
+                                                                 clean.get(name), starts.get(name), units).cpu()
+    bar.close()
+    return PathResult(attributions, objective_end, objective_start)
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+def _keep(act: Tensor, hook: Any, *, store: dict[str, Tensor], name: str) -> None:
+    store[name] = act.detach()
+
+
+def _baseline(baseline: str, clean: Tensor, lengths: Tensor, seed: int) -> Tensor:
+    """``h'`` for every sequence and interpolated position ``[seq, width, unit]``."""
+    if baseline == "zero":
+        return torch.zeros_like(clean)
+    if baseline == "noise":
+        generator = torch.Generator().manual_seed(seed)
+        return torch.randn(clean.shape, generator=generator)
+    real = (torch.arange(clean.shape[1])[None, :] < lengths[:, None]).float()  # mean over real positions
+    mean = (clean * real[..., None]).sum((0, 1)) / real.sum()
+    return mean.expand_as(clean).clone()
+
+
+class _Runner:
+    """Runs rows of ``seqs``: the prompt (all but its last token) as a cached, gradient-free prefix where the
+    model's cache allows, the rest (last prompt token + output) with hooks and gradients.
+
+    The continuation part is right-padded, so interpolated position ``j`` (the state that predicts output token
+    ``j``) sits at column ``offset[s] + j`` of every row (``offset`` is 0 with a cached prefix).
+    """
+
+    def __init__(self, model, seqs: PathSequences, batch_size: int):
+        self.model, self.seqs = model, seqs
+        self.device = model.cfg.device
+        self.lengths = torch.tensor([len(o) for o in seqs.output_ids])
+        tok = model.tokenizer
+        self.pad_id = next((t for t in (getattr(tok, "pad_token_id", None), getattr(tok, "eos_token_id", None))
+                            if t is not None), 0)
+        self.cached_prefix = all(len(p) > 1 for p in seqs.prompt_ids) and _plain_cache(model)
+        self.prefix_kv: dict[tuple[int, ...], list[tuple[Tensor, Tensor]]] = {}
+        if self.cached_prefix:  # each distinct prompt's keys and values, once per run
+            prompts = sorted({tuple(p[:-1]) for p in seqs.prompt_ids})
+            for chunk in _chunks(prompts, batch_size):
+                ids, mask = left_pad(chunk, self.pad_id)
+                ids, mask = ids.to(self.device), mask.to(self.device)
+                with torch.no_grad():
+                    _, cache = model(ids, attention_mask=mask, position_ids=left_padded_positions(mask),
+                                     use_cache=True, return_type="logits_and_cache")
+                for i, prompt in enumerate(chunk):
+                    real = slice(ids.shape[1] - len(prompt), None)
+                    self.prefix_kv[prompt] = [(layer.keys[i, :, real], layer.values[i, :, real])
+                                              for layer in cache.layers]
+
+    def offsets(self, seq_idx: list[int]) -> list[int]:
+        """Column of each row's first interpolated position: 0 after a cached prefix, else prompt length - 1."""
+        if self.cached_prefix:
+            return [0] * len(seq_idx)
+        return [len(self.seqs.prompt_ids[s]) - 1 for s in seq_idx]
+
+    def _layout(self, seq_idx: list[int]):
+        """Prefix cache (or None), continuation tokens, attention mask and position ids. The continuation is
+        the last prompt token and every output token but the last (which predicts nothing), right-padded."""
+        from transformers import DynamicCache
+
+        seqs = self.seqs
+        cache, prefix_mask = None, None
+        prefix_len = torch.zeros(len(seq_idx), dtype=torch.long, device=self.device)
+        if self.cached_prefix:
+            prompts = [tuple(seqs.prompt_ids[s][:-1]) for s in seq_idx]
+            width = max(map(len, prompts))
+            prefix_mask = torch.zeros(len(seq_idx), width, dtype=torch.long, device=self.device)
+            cache = DynamicCache()
+            for layer in range(len(self.prefix_kv[prompts[0]])):
+                k0, v0 = self.prefix_kv[prompts[0]][layer]
+                keys = k0.new_zeros(len(seq_idx), k0.shape[0], width, k0.shape[-1])
+                values = v0.new_zeros(len(seq_idx), v0.shape[0], width, v0.shape[-1])
+                for r, prompt in enumerate(prompts):
+                    k, v = self.prefix_kv[prompt][layer]
+                    keys[r, :, width - len(prompt):], values[r, :, width - len(prompt):] = k, v
+                cache.update(keys, values, layer_idx=layer)
+            for r, prompt in enumerate(prompts):
+                prefix_mask[r, width - len(prompt):] = 1
+            prefix_len = prefix_mask.sum(1)
+            rest = [seqs.prompt_ids[s][-1:] + seqs.output_ids[s][:-1] for s in seq_idx]
+        else:
+            rest = [seqs.prompt_ids[s] + seqs.output_ids[s][:-1] for s in seq_idx]
+        width = max(map(len, rest))
+        tokens = torch.full((len(rest), width), self.pad_id, dtype=torch.long)
+        rest_mask = torch.zeros((len(rest), width), dtype=torch.long)
+        for r, row in enumerate(rest):
+            tokens[r, :len(row)] = torch.tensor(row)
+            rest_mask[r, :len(row)] = 1
+        tokens, rest_mask = tokens.to(self.device), rest_mask.to(self.device)
+        positions = prefix_len[:, None] + torch.arange(width, device=self.device)[None, :]
+        mask = rest_mask if prefix_mask is None else torch.cat([prefix_mask, rest_mask], 1)
+        return cache, tokens, mask, positions
+
+    def _forward(self, seq_idx: list[int], hooks: list) -> Tensor:
+        """Log-probabilities of the target tokens summed per row, times the row's weight."""
+        cache, tokens, mask, positions = self._layout(seq_idx)
+        kwargs: dict[str, Any] = {} if cache is None else {"past_key_values": cache, "use_cache": True}
+        with self.model.hooks(fwd_hooks=hooks):
+            out = self.model(tokens, attention_mask=mask, position_ids=positions,
+                             return_type="logits" if cache is None else "logits_and_cache", **kwargs)
+        logits = out if cache is None else out[0]
+        logp = torch.log_softmax(logits.float(), -1)
+        totals = []
+        for r, (s, o) in enumerate(zip(seq_idx, self.offsets(seq_idx))):
+            out_ids = torch.tensor(self.seqs.output_ids[s], device=logp.device)
+            T = len(out_ids)
+            picked = logp[r, o:o + T].gather(-1, out_ids[:, None])[:, 0]
+            n_target = self.seqs.n_target[s]
+            totals.append(self.seqs.weights[s] * (picked if n_target is None else picked[T - n_target:]).sum())
+        return torch.stack(totals)
+
+    def objective(self, seq_idx: list[int], hooks: list) -> Tensor:
+        return self._forward(seq_idx, hooks)
+
+    def interpolated_view(self, seq_idx: list[int], act: Tensor) -> Tensor:
+        """``act`` of a clean run of ``seq_idx`` at the interpolated positions, ``[row, width, unit]``."""
+        width = int(self.lengths.max())
+        out = torch.zeros(len(seq_idx), width, act.shape[-1], dtype=act.dtype, device=act.device)
+        offsets = self.offsets(seq_idx)
+        for r, s in enumerate(seq_idx):
+            T = len(self.seqs.output_ids[s])
+            out[r, :T] = act[r, offsets[r]:offsets[r] + T]
+        return out
+
+    def _interpolation_hooks(self, seq_idx, name, kind, alpha, clean, start, units, leaf_grad: bool):
+        offsets = self.offsets(seq_idx)
+        lengths = [len(self.seqs.output_ids[s]) for s in seq_idx]
+        if kind == "head":
+            leaf = alpha[:, None].expand(-1, units).clone().to(self.device).requires_grad_(leaf_grad)
+        else:
+            idx = torch.tensor(seq_idx)
+            h, h0 = clean[idx], start[idx]
+            leaf = (h0 + alpha[:, None, None] * (h - h0)).to(self.device).requires_grad_(leaf_grad)
+        hook = partial(_interpolate, leaf=leaf, offsets=offsets, lengths=lengths, head=kind == "head")
+        return [(name, hook)], leaf
+
+    def gradient(self, seq_idx, name, kind, alpha, clean, start, units) -> Tensor:
+        """``d objective / d leaf`` per row: ``[row, width, unit]`` (``[row, unit]`` for head gates)."""
+        hooks, leaf = self._interpolation_hooks(seq_idx, name, kind, alpha, clean, start, units, True)
+        with torch.enable_grad():
+            total = self._forward(seq_idx, hooks)
+            (grad,) = torch.autograd.grad(total.sum(), leaf)
+        return grad.detach().float().cpu()
+
+    def objective_at(self, seq_idx, name, kind, alpha, clean, start, units) -> Tensor:
+        hooks, _ = self._interpolation_hooks(seq_idx, name, kind, alpha, clean, start, units, False)
+        return self._forward(seq_idx, hooks)
+
+
+def _interpolate(act: Tensor, hook: Any, *, leaf: Tensor, offsets: list[int], lengths: list[int],
+                 head: bool) -> Tensor:
+    """Write the leaf into the interpolated positions of each row (or gate the heads there)."""
+    width = act.shape[1]
+    cols = torch.arange(width, device=act.device)[None, :]
+    off = torch.tensor(offsets, device=act.device)[:, None]
+    inside = (cols >= off) & (cols < off + torch.tensor(lengths, device=act.device)[:, None])  # [row, pos]
+    if head:
+        gate = torch.where(inside[..., None], leaf[:, None, :].to(act.dtype), torch.ones((), dtype=act.dtype,
+                                                                                          device=act.device))
+        return act * gate[..., None]
+    # leaf column j sits at activation column offset + j
+    src_cols = (cols - off).clamp(0, leaf.shape[1] - 1)
+    placed = leaf.to(act.dtype).gather(1, src_cols[..., None].expand(-1, -1, leaf.shape[-1]))
+    return torch.where(inside[..., None], placed, act)
+
+
+def _plain_cache(model) -> bool:
+    """Whether the model's KV cache is a plain per-layer DynamicCache (so a prompt prefix can be reused)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    ids = torch.zeros(1, 2, dtype=torch.long, device=model.cfg.device)
+    with torch.no_grad():
+        _, cache = model(ids, use_cache=True, return_type="logits_and_cache")
+    return isinstance(cache, DynamicCache) and all(type(layer) is DynamicLayer for layer in cache.layers)
+

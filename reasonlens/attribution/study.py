@@ -1,0 +1,263 @@
+"""The IPG experiments of Li et al. (2026) on a reference model, as one recipe (``reasonlens run ipg``).
+
+1. Attribute answer correctness with IPG, raw policy gradient, plain integrated gradients of the gold answer,
+   activation magnitude, and random sets (several seeds) on a support set of ``n_support`` questions.
+2. Suppression (``gamma = 0``) and enhancement (``gamma = enhance_gamma``) of each method's top-``p``
+   components for every ``p`` in ``p_values``: greedy label accuracy on ``n_eval`` held-out questions.
+3. Length control: IPG of a reasoning-length reward (CoT steps), then a ``gamma`` sweep of its top
+   ``length_p`` components: accuracy and mean steps.
+4. Stability: Dice overlap of the IPG top-``dice_p`` sets across task variants (hop counts, a false ontology)
+   and across support-set sizes, against the overlap of random sets (``p / n``).
+
+>>> IPGStudyConfig().p_values
+(2, 4, 8, 16, 32)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reasonlens.attribution.components import Selection, dice, n_units, random_dice
+from reasonlens.attribution.ipg import (
+    Attribution,
+    IntegratedPolicyGradient,
+    IPGConfig,
+    activation_magnitude,
+    integrated_gradients,
+    random_selection,
+)
+from reasonlens.attribution.rewards import reasoning_length
+from reasonlens.attribution.steering import steer
+from reasonlens.errors import ReasonlensError
+
+METHODS: tuple[str, ...] = ("ipg", "activation", "random", "raw_pg", "integrated_gradients")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A task variant: ontology ``kind`` and ``hops`` of the generated questions."""
+
+    name: str
+    kind: str
+    hops: int
+
+
+@dataclass(frozen=True)
+class IPGStudyConfig:
+    """What the study runs (defaults: about 10 minutes on one CPU core for the reference models)."""
+
+    kind: str = "resid"
+    layers: tuple[int, ...] = (3, 4)
+    task: Variant = Variant("fictional 3-hop", "fictional", 3)
+    n_support: int = 20
+    n_eval: int = 100
+    p_values: tuple[int, ...] = (2, 4, 8, 16, 32)
+    enhance_gamma: float = 1.5
+    random_seeds: int = 3
+    steps: int = 10
+    n_samples: int = 5
+    length_p: int = 8
+    length_gammas: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0)
+    redundant_step_p: float = 0.3
+    dice_p: int = 16
+    variants: tuple[Variant, ...] = (Variant("fictional 2-hop", "fictional", 2),
+                                     Variant("fictional 4-hop", "fictional", 4),
+                                     Variant("false 3-hop", "false", 3))
+    support_sizes: tuple[int, ...] = (5, 10)
+    seed: int = 0
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if self.n_support < 1 or self.n_eval < 1:
+            raise ReasonlensError("n_support and n_eval must be at least 1")
+        if not self.p_values or any(p < 1 for p in self.p_values):
+            raise ReasonlensError(f"p_values must be positive counts of components, got {self.p_values}")
+        if any(m > self.n_support or m < 1 for m in self.support_sizes):
+            raise ReasonlensError(f"support_sizes {self.support_sizes} must lie in 1..n_support ({self.n_support})")
+        if self.random_seeds < 1:
+            raise ReasonlensError("random_seeds must be at least 1")
+
+    def ipg(self, **overrides: Any) -> IPGConfig:
+        settings = dict(kind=self.kind, layers=self.layers, steps=self.steps, n_samples=self.n_samples,
+                        batch_size=self.batch_size, seed=self.seed)
+        return IPGConfig(**{**settings, **overrides})
+
+
+@dataclass
+class IPGStudyResult:
+    """Everything the study measured; :meth:`summary` is ``results.json``."""
+
+    model: str
+    config: IPGStudyConfig
+    accuracy_original: float
+    mean_steps_original: float
+    suppression: dict[str, dict[int, float]]
+    enhancement: dict[str, dict[int, float]]
+    length_control: dict[float, dict[str, float]]
+    dice: dict[str, Any]
+    scores: dict[str, Attribution] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {"model": self.model, "config": _jsonable(asdict(self.config)),
+                "accuracy_original": self.accuracy_original, "mean_steps_original": self.mean_steps_original,
+                "suppression": _str_keys(self.suppression), "enhancement": _str_keys(self.enhancement),
+                "length_control": {str(g): v for g, v in self.length_control.items()}, "dice": self.dice,
+                "n_zero_advantage_groups": {k: s.meta.get("n_zero_advantage_groups") for k, s in self.scores.items()
+                                            if "n_zero_advantage_groups" in s.meta},
+                "top_components": {k: s.top(max(self.config.p_values)).labels for k, s in self.scores.items()},
+                "seconds": self.timings}
+
+    def save(self, out: str | Path) -> Path:
+        """Write ``results.json`` and each method's scores (``scores_<method>.pt``) into ``out``."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(self.summary(), indent=1))
+        for name, scores in self.scores.items():
+            scores.save(out / f"scores_{name}.pt")
+        return out
+
+
+def run_ipg_study(model, config: IPGStudyConfig | None = None, *, model_name: str = "model",
+                  progress: bool = True) -> IPGStudyResult:
+    """Run the study on ``model`` (see the module docstring)."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    from reasonlens.ontology import generate
+
+    config = config or IPGStudyConfig()
+    c = config
+    total = n_units(model, c.kind) * len(c.layers)
+    too_many = {name: p for name, p in [*[("p_values", p) for p in c.p_values], ("dice_p", c.dice_p),
+                                         ("length_p", c.length_p)] if p > total}
+    if too_many:
+        raise ReasonlensError(f"{too_many} exceed the {total} {c.kind} components of layers {list(c.layers)}; "
+                              "choose fewer components")
+    timings: dict[str, float] = {}
+
+    def questions(variant: Variant, n: int, seed: int, **kw):
+        return generate(n, kind=variant.kind, hops=variant.hops, seed=seed, **kw)
+
+    support = questions(c.task, c.n_support, 1000 + c.seed)
+    evaluation = questions(c.task, c.n_eval, 2000 + c.seed)
+
+    start = time.time()
+    scores: dict[str, Attribution] = {
+        "ipg": IntegratedPolicyGradient(model, c.ipg()).attribute(support, progress=progress),
+        "raw_pg": IntegratedPolicyGradient(model, c.ipg(steps=1)).attribute(support, progress=progress),
+        "integrated_gradients": integrated_gradients(model, support, kind=c.kind, layers=c.layers, steps=c.steps,
+                                                     batch_size=c.batch_size, progress=progress),
+        "activation": activation_magnitude(model, support, kind=c.kind, layers=c.layers),
+    }
+    timings["attribution"] = time.time() - start
+
+    start = time.time()
+    original = steer(model, evaluation)
+    selections: dict[str, dict[int, list[Selection]]] = {
+        name: {p: [s.top(p)] for p in c.p_values} for name, s in scores.items()}
+    selections["random"] = {p: [random_selection(model, p, kind=c.kind, layers=c.layers, seed=c.seed + r)
+                                for r in range(c.random_seeds)] for p in c.p_values}
+    suppression: dict[str, dict[int, float]] = {m: {} for m in METHODS}
+    enhancement: dict[str, dict[int, float]] = {m: {} for m in METHODS}
+    jobs = [(m, p) for m in METHODS for p in c.p_values]
+    for method, p in tqdm(jobs, desc="steering", unit="setting", disable=not progress):
+        sets = selections[method][p]
+        suppression[method][p] = sum(steer(model, evaluation, s, 0.0).accuracy for s in sets) / len(sets)
+        enhancement[method][p] = sum(steer(model, evaluation, s, c.enhance_gamma).accuracy for s in sets) / len(sets)
+    timings["steering"] = time.time() - start
+
+    start = time.time()
+    length_support = questions(c.task, c.n_support, 3000 + c.seed, redundant_step_p=c.redundant_step_p)
+    length_eval = questions(c.task, c.n_eval, 4000 + c.seed, redundant_step_p=c.redundant_step_p)
+    scores["length"] = IntegratedPolicyGradient(model, c.ipg(), reward=reasoning_length("steps")).attribute(
+        length_support, progress=progress)
+    length_set = scores["length"].top(c.length_p)
+    length_control = {}
+    for gamma in c.length_gammas:
+        outcome = steer(model, length_eval, length_set, gamma)
+        length_control[gamma] = {"accuracy": outcome.accuracy, "mean_steps": outcome.mean_steps,
+                                 "mean_tokens": outcome.mean_tokens}
+    timings["length_control"] = time.time() - start
+
+    start = time.time()
+    sets = {c.task.name: scores["ipg"].top(c.dice_p)}
+    for i, variant in enumerate(c.variants):
+        attribution = IntegratedPolicyGradient(model, c.ipg()).attribute(
+            questions(variant, c.n_support, 5000 + 100 * i + c.seed), progress=progress)
+        scores[f"variant {variant.name}"] = attribution
+        sets[variant.name] = attribution.top(c.dice_p)
+    names = list(sets)
+    by_size = {f"M={m}": _top_of_first(scores["ipg"], m, c.dice_p) for m in c.support_sizes}
+    by_size[f"M={c.n_support}"] = sets[c.task.name]
+    dice_result = {
+        "p": c.dice_p, "random_expectation": random_dice(c.dice_p, total),
+        "variants": {"names": names, "matrix": [[dice(sets[a], sets[b]) for b in names] for a in names]},
+        "support_sizes": {"names": list(by_size),
+                          "matrix": [[dice(by_size[a], by_size[b]) for b in by_size] for a in by_size]},
+    }
+    timings["stability"] = time.time() - start
+    return IPGStudyResult(model=model_name, config=c, accuracy_original=original.accuracy,
+                          mean_steps_original=original.mean_steps, suppression=suppression,
+                          enhancement=enhancement, length_control=length_control, dice=dice_result,
+                          scores=scores, timings=timings)
+
+
+def _top_of_first(scores: Attribution, m: int, p: int) -> Selection:
+    """The top-``p`` set from the first ``m`` prompts of a support set."""
+    sub = Attribution(scores.values[:m], axes=scores.axes, labels=scores.labels, meta=scores.meta)
+    return sub.top(p)
+
+
+def ipg_report(result: IPGStudyResult):
+    """One self-contained HTML page: the tables and figures of the study."""
+    from reasonlens import plot
+    from reasonlens.report import HtmlReport
+
+    c = result.config
+    report = HtmlReport(f"Integrated Policy Gradient: {result.model}")
+    report.paragraph(
+        f"Components: {c.kind} at layers {list(c.layers)}. Support set: {c.n_support} {c.task.name} questions, "
+        f"{c.n_samples} sampled chains each (temperature 0.6, top-p 0.8), q = {c.steps}, zero baseline; reward: "
+        f"answer correctness. Evaluation: greedy decoding of {c.n_eval} held-out questions; the unmodified model "
+        f"answers {result.accuracy_original:.1%} correctly.")
+    report.heading("Suppression (gamma = 0) and enhancement")
+    header = ["method", *[f"p={p}" for p in c.p_values]]
+    for title, table in (("suppression, gamma = 0", result.suppression),
+                         (f"enhancement, gamma = {c.enhance_gamma}", result.enhancement)):
+        report.paragraph(title)
+        report.table([[m, *[table[m][p] for p in c.p_values]] for m in METHODS], header=header)
+    report.figure(plot.accuracy_vs_p(result.suppression, result.accuracy_original, title="suppression (gamma = 0)"))
+    report.figure(plot.accuracy_vs_p(result.enhancement, result.accuracy_original,
+                                     title=f"enhancement (gamma = {c.enhance_gamma})"))
+    report.heading("IPG scores")
+    report.figure(plot.component_heatmap(result.scores["ipg"], top_k=48, title="IPG score (correctness)"))
+    report.heading("Length control")
+    report.paragraph(f"IPG of the number of CoT steps ({c.redundant_step_p:.0%} of hops carry a redundant step in "
+                     f"the data); its top {c.length_p} components scaled by gamma.")
+    report.table([[g, v["accuracy"], v["mean_steps"], v["mean_tokens"]] for g, v in result.length_control.items()],
+                 header=["gamma", "accuracy", "mean steps", "mean tokens"])
+    report.figure(plot.gamma_sweep(result.length_control))
+    report.heading("Stability (Dice of top-p sets)")
+    d = result.dice
+    report.paragraph(f"top {d['p']} components; two random sets overlap {d['random_expectation']:.3f} on average.")
+    report.figure(plot.dice_matrix(d["variants"]["names"], d["variants"]["matrix"], title="task variants"))
+    report.figure(plot.dice_matrix(d["support_sizes"]["names"], d["support_sizes"]["matrix"],
+                                   title="support-set sizes"))
+    report.heading("Top components")
+    summary = result.summary()
+    report.table([[m, " ".join(v)] for m, v in summary["top_components"].items()], header=["method", "top components"])
+    report.paragraph(f"Seconds: {json.dumps({k: round(v, 1) for k, v in result.timings.items()})}")
+    return report
+
+
+def _str_keys(table: dict[str, dict[int, float]]) -> dict[str, dict[str, float]]:
+    return {m: {str(p): v for p, v in row.items()} for m, row in table.items()}
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))

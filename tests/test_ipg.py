@@ -1,0 +1,250 @@
+"""Integrated Policy Gradient: the batched path integral against the paper's direct loop, completeness,
+zero advantages, symmetry, and bad input."""
+
+import math
+
+import pytest
+import torch
+from model_util import write_checkpoint
+
+from reasonlens.attribution import paths
+from reasonlens.attribution.components import HOOKS
+from reasonlens.attribution.ipg import (
+    Attribution,
+    IntegratedPolicyGradient,
+    IPGConfig,
+    activation_magnitude,
+    group_advantages,
+    integrated_gradients,
+    random_selection,
+)
+from reasonlens.attribution.paths import PathSequences, path_attributions
+from reasonlens.errors import ReasonlensError
+from reasonlens.model import load_model
+from reasonlens.ontology import generate
+
+PROMPTS = ["Q: Every wumpus is wooden. Rex is a wumpus. True or false: Rex is wooden.\nA:",
+           "Q: Max is a cat.\nA:",
+           "Q: Each numpus is blue. Sam is a numpus.\nA:"]
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2", "gpt2"])
+def model(request, tmp_path_factory):
+    return load_model(write_checkpoint(tmp_path_factory.mktemp("ipg") / request.param, request.param, scale=3.0))
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    return load_model(write_checkpoint(tmp_path_factory.mktemp("ipg-llama") / "llama", "llama", scale=3.0))
+
+
+def sequences(model, n_target=None):
+    """Three prompts with continuations of different lengths (one shares its prompt with another)."""
+    prompts = [model.to_tokens(p)[0].tolist() for p in PROMPTS]
+    outputs = [[30, 12, 7, 55], [9, 14], [101, 3, 3, 20, 44, 8], [17]]
+    return PathSequences([prompts[0], prompts[1], prompts[2], prompts[0]], outputs, [0.7, -1.3, 0.4, 2.0],
+                         [n_target] * 4 if n_target else [None] * 4)
+
+
+def loop_attributions(model, kind, layer, seqs, steps, starts):
+    """The paper's pseudocode: one forward and one backward per sequence per step, on the whole sequence."""
+    name = HOOKS[kind].format(l=layer)
+    out = []
+    for s, (prompt, output) in enumerate(zip(seqs.prompt_ids, seqs.output_ids)):
+        ids = torch.tensor([prompt + output])
+        pos = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(output))
+        with torch.no_grad():
+            _, cache = model.run_with_cache(ids, names_filter=[name])
+        h = cache[name][0, pos]
+        h0 = torch.zeros(model.cfg.n_heads) if kind == "head" else starts[s]
+        total = torch.zeros_like(h0) if kind == "head" else torch.zeros_like(h)
+        for k in range(1, steps + 1):
+            if kind == "head":
+                leaf = torch.full((model.cfg.n_heads,), k / steps, requires_grad=True)
+
+                def hook(act, hook, leaf=leaf):
+                    act = act.clone()
+                    act[0, pos] = act[0, pos] * leaf[None, :, None]
+                    return act
+            else:
+                leaf = (h0 + k / steps * (h - h0)).detach().requires_grad_()
+
+                def hook(act, hook, leaf=leaf):
+                    act = act.clone()
+                    act[0, pos] = leaf
+                    return act
+            with model.hooks(fwd_hooks=[(name, hook)]):
+                logp = torch.log_softmax(model(ids)[0, pos], -1).gather(-1, torch.tensor(output)[:, None])[:, 0]
+            n = seqs.n_target[s] or len(output)
+            (grad,) = torch.autograd.grad(seqs.weights[s] * logp[len(output) - n:].sum(), leaf)
+            total += grad
+        out.append(total / steps if kind == "head" else ((h - h0) * total / steps).sum(0))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("kind", ["resid", "neuron", "head"])
+def test_batched_path_equals_the_direct_loop(model, kind):
+    seqs = sequences(model)
+    result = path_attributions(model, kind, [0, 1], seqs, steps=3, batch_size=5)
+    zero = [torch.zeros(len(o), result.attributions.shape[-1]) for o in seqs.output_ids]
+    for li, layer in enumerate([0, 1]):
+        expected = loop_attributions(model, kind, layer, seqs, 3, zero)
+        torch.testing.assert_close(result.attributions[:, li], expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("baseline", ["mean", "noise"])
+def test_mean_and_noise_baselines_equal_the_direct_loop(llama, baseline):
+    seqs = sequences(llama, n_target=2)
+    result = path_attributions(llama, "resid", [1], seqs, steps=4, baseline=baseline, batch_size=7, seed=3)
+    name = HOOKS["resid"].format(l=1)
+    hs = []
+    for prompt, output in zip(seqs.prompt_ids, seqs.output_ids):
+        with torch.no_grad():
+            _, cache = llama.run_with_cache(torch.tensor([prompt + output]), names_filter=[name])
+        hs.append(cache[name][0, len(prompt) - 1:len(prompt) - 1 + len(output)])
+    width = max(len(o) for o in seqs.output_ids)
+    if baseline == "mean":
+        mean = torch.cat(hs).mean(0)
+        starts = [mean.expand_as(h) for h in hs]
+    else:
+        noise = torch.randn(len(hs), width, llama.cfg.d_model, generator=torch.Generator().manual_seed(3))
+        starts = [noise[s, :len(h)] for s, h in enumerate(hs)]
+    torch.testing.assert_close(result.attributions[:, 0], loop_attributions(llama, "resid", 1, seqs, 4, starts),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_prefix_cache_and_full_sequence_runs_agree(llama, monkeypatch):
+    seqs = sequences(llama)
+    cached = path_attributions(llama, "neuron", [0], seqs, steps=2, batch_size=4)
+    monkeypatch.setattr(paths, "_plain_cache", lambda model: False)
+    full = path_attributions(llama, "neuron", [0], seqs, steps=2, batch_size=4)
+    torch.testing.assert_close(cached.attributions, full.attributions, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(cached.objective_start, full.objective_start, atol=1e-6, rtol=1e-5)
+
+
+def test_batch_size_does_not_change_scores(llama):
+    seqs = sequences(llama)
+    a = path_attributions(llama, "head", [0, 1], seqs, steps=3, batch_size=1).attributions
+    b = path_attributions(llama, "head", [0, 1], seqs, steps=3, batch_size=64).attributions
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind, baseline", [("resid", "mean"), ("neuron", "zero"), ("head", "zero")])
+def test_completeness_error_shrinks_as_q_grows(llama, kind, baseline):
+    """Scores of a layer sum to the objective's change along its path, up to the Riemann error. (A zero
+    baseline on the residual stream of a pre-norm model is excluded: RMSNorm makes the objective jump at
+    alpha = 0, so the scores sum to F(1) - F(0+) instead; see docs/ipg.md.)"""
+    seqs = sequences(llama)
+    errors = []
+    for steps in (2, 8, 64):
+        r = path_attributions(llama, kind, [0, 1], seqs, steps=steps, baseline=baseline, batch_size=64)
+        change = r.objective_end[:, None] - r.objective_start
+        errors.append(float((r.attributions.sum(-1) - change).abs().max()))
+    assert errors[2] < errors[1] < errors[0]
+    assert errors[2] < 0.05 * float(change.abs().max())
+
+
+def test_identical_components_get_identical_scores(tmp_path):
+    folder = write_checkpoint(tmp_path / "sym", "llama", scale=3.0)
+    from transformers import LlamaForCausalLM
+
+    hf = LlamaForCausalLM.from_pretrained(folder)
+    with torch.no_grad():
+        mlp = hf.model.layers[1].mlp  # neurons 5 and 9 identical
+        mlp.gate_proj.weight[9] = mlp.gate_proj.weight[5]
+        mlp.up_proj.weight[9] = mlp.up_proj.weight[5]
+        mlp.down_proj.weight[:, 9] = mlp.down_proj.weight[:, 5]
+        attn, d = hf.model.layers[0].self_attn, hf.config.hidden_size // hf.config.num_attention_heads
+        for proj in (attn.q_proj, attn.k_proj, attn.v_proj):  # heads 0 and 1 identical (4 heads, no GQA)
+            proj.weight[d:2 * d] = proj.weight[:d]
+        attn.o_proj.weight[:, d:2 * d] = attn.o_proj.weight[:, :d]
+    hf.save_pretrained(folder)
+    model = load_model(folder)
+    seqs = sequences(model)
+    neurons = path_attributions(model, "neuron", [1], seqs, steps=3).attributions[:, 0]
+    torch.testing.assert_close(neurons[:, 9], neurons[:, 5], atol=1e-6, rtol=1e-5)
+    heads = path_attributions(model, "head", [0], seqs, steps=3).attributions[:, 0]
+    torch.testing.assert_close(heads[:, 1], heads[:, 0], atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(heads[:, 2], heads[:, 0])
+
+
+def test_group_advantages():
+    a = group_advantages(torch.tensor([[1.0, 0.0, 0.0], [2.0, 2.0, 2.0], [0.3, 0.1, 0.2]], dtype=torch.float64))
+    assert a[1].tolist() == [0.0, 0.0, 0.0]
+    torch.testing.assert_close(a[0], torch.tensor([2.0, -1.0, -1.0], dtype=torch.float64) / math.sqrt(3))
+    assert torch.isfinite(a).all() and a.sum(1).abs().max() < 1e-12
+
+
+@pytest.fixture(scope="module")
+def headroom():
+    return load_model("reasonlens-headroom")
+
+
+def test_zero_advantages_give_zero_scores_and_are_counted(headroom):
+    ipg = IntegratedPolicyGradient(headroom, IPGConfig(kind="head", layers=(2,), n_samples=3, steps=2),
+                                   reward=lambda example, trajectory: 1.0)
+    scores = ipg.attribute(generate(3, hops=1, seed=5))
+    assert scores.values.abs().max() == 0
+    assert scores.meta["n_zero_advantage_groups"] == 3
+    assert torch.isfinite(torch.tensor(scores.meta["advantages"])).all()
+
+
+def test_ipg_on_the_headroom_model(headroom, tmp_path):
+    examples = generate(6, hops=3, seed=21)  # two of the six groups disagree on the headroom model
+    cfg = IPGConfig(kind="neuron", layers=(3, 4), n_samples=4, steps=4)
+    scores = IntegratedPolicyGradient(headroom, cfg).attribute(examples)
+    assert scores.values.shape == (6, 2, headroom.cfg.d_mlp)
+    assert scores.meta["n_zero_advantage_groups"] < 6 and scores.values.abs().sum() > 0
+    informative = [m for m, adv in enumerate(scores.meta["advantages"]) if any(adv)]
+    assert all(scores.values[m].abs().sum() > 0 for m in informative)
+    top = scores.top(10)
+    assert len(top) == 10 and top.kind == "neuron" and set(top.layers) <= {3, 4}
+    best = scores.mean().flatten().topk(10).values
+    assert min(float(scores.mean()[[3, 4].index(l), u]) for l, u in zip(top.layers, top.units)) == float(best.min())
+    loaded = Attribution.load(scores.save(tmp_path / "ipg.pt"))
+    assert loaded.top(10) == top and loaded.meta["method"] == "ipg"
+    raw = IntegratedPolicyGradient(headroom, IPGConfig(kind="neuron", layers=(3,), n_samples=4, steps=1)
+                                   ).attribute(examples)
+    assert raw.meta["method"] == "raw_pg"
+
+
+def test_baselines(headroom):
+    examples = generate(3, hops=1, seed=4)
+    ig = integrated_gradients(headroom, examples, kind="resid", layers=[2], steps=4)
+    assert ig.values.shape == (3, 1, headroom.cfg.d_model) and ig.meta["method"] == "integrated_gradients"
+    act = activation_magnitude(headroom, examples, kind="head", layers=[1, 2])
+    assert act.values.shape == (3, 2, 4) and (act.values > 0).all()
+    r1, r2 = random_selection(headroom, 5, kind="neuron", layers=[1, 2], seed=0), random_selection(
+        headroom, 5, kind="neuron", layers=[1, 2], seed=1)
+    assert len(r1) == 5 and r1 != r2 and set(r1.layers) <= {1, 2}
+
+
+@pytest.mark.parametrize("reward, message", [
+    (lambda e, t: "yes", "must return one real number"),
+    (lambda e, t: float("nan"), "rewards must be finite"),
+    (lambda e, t: None, "must return one real number"),
+])
+def test_bad_rewards(headroom, reward, message):
+    ipg = IntegratedPolicyGradient(headroom, IPGConfig(kind="head", layers=(1,), n_samples=2, steps=1,
+                                                       max_new_tokens=8), reward=reward)
+    with pytest.raises(ReasonlensError, match=message):
+        ipg.attribute(generate(1, hops=1, seed=0))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"n_samples": 1}, "at least 2"),
+    ({"steps": 0}, "steps"),
+    ({"kind": "mlp"}, "unknown component kind"),
+    ({"baseline": "uniform"}, "unknown baseline"),
+    ({"kind": "head", "baseline": "mean"}, "baseline must be 'zero'"),
+])
+def test_bad_config(overrides, message):
+    with pytest.raises(ReasonlensError, match=message):
+        IPGConfig(**overrides)
+
+
+def test_bad_layers_and_empty_support_set(headroom):
+    with pytest.raises(ReasonlensError, match="do not exist"):
+        IntegratedPolicyGradient(headroom, IPGConfig(layers=(9,))).attribute(generate(1, seed=0))
+    with pytest.raises(ReasonlensError, match="support set is empty"):
+        IntegratedPolicyGradient(headroom).attribute([])
