@@ -119,8 +119,8 @@ def _cmd_run_ipg(args: argparse.Namespace) -> None:
     p_values = tuple(args.p) if args.p else ((1, 2, 3, 4) if heads else (2, 4, 8, 16, 32))
     config = IPGStudyConfig(kind=args.kind, layers=tuple(args.layers), n_support=args.n_support, n_eval=args.n_eval,
                             p_values=p_values, dice_p=2 if heads else 16, length_p=2 if heads else 8, seed=args.seed,
-                            batch_size=args.batch_size, support_sizes=tuple(m for m in (5, 10) if m < args.n_support))
-    result = run_ipg_study(model, config, model_name=args.model)
+                            batch_size=args.batch_size, support_sizes=tuple(m for m in (10, 20) if m < args.n_support))
+    result = run_ipg_study(model, config, model_name=args.model, progress=True)
     out = result.save(args.out)
     ipg_report(result).save(out / "report.html")
     summary = result.summary()
@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", required=True)
     i.add_argument("--kind", choices=["resid", "neuron", "head"], default="resid")
     i.add_argument("--layers", nargs="+", type=int, default=[3, 4])
-    i.add_argument("--n-support", type=int, default=20, help="support-set questions (M)")
+    i.add_argument("--n-support", type=int, default=40, help="support-set questions (M)")
     i.add_argument("--n-eval", type=int, default=100, help="held-out questions per accuracy measurement")
     i.add_argument("--p", nargs="+", type=int, default=None,
                    help="numbers of components to steer (default: 2 4 8 16 32; for heads 1 2 3 4)")

@@ -340,7 +340,8 @@ def component_heatmap(scores: Attribution, *, top_k: int | None = None, title: s
     bound = float(abs(z).max()) or 1.0
     text = [[f"{l}{units[u]}" for u in keep] for l in layers]
     fig = go.Figure(go.Heatmap(z=z, x=[units[u] for u in keep], y=layers, text=text, zmid=0, zmin=-bound,
-                               zmax=bound, colorscale="RdBu", hovertemplate="%{text}: %{z:.4g}<extra></extra>"))
+                               zmax=bound, colorscale="RdBu", colorbar_title="score (+ blue)",
+                               hovertemplate="%{text}: %{z:.4g}<extra></extra>"))
     fig.update_layout(title=title + (f" (top {top_k} units)" if top_k is not None else ""), xaxis_title="unit",
                       yaxis_title="layer", template="plotly_white", height=220 + 28 * len(layers))
     fig.update_xaxes(type="category")
@@ -390,16 +391,19 @@ def gamma_sweep(sweep: dict[float, dict[str, float]], *, title: str = "scaling t
     return fig
 
 
-def dice_matrix(names: list[str], matrix: list[list[float]], *, title: str = "Dice overlap"):
-    """Symmetric heatmap of Dice overlaps between selections, values printed in the cells.
+def dice_matrix(table: dict[str, Any], *, title: str = "Dice overlap"):
+    """Symmetric heatmap of Dice overlaps between selections from ``{"names": [...], "matrix": [[...]]}`` (as in
+    ``IPGStudyResult.dice["variants"]``), values printed in the cells; a missing value (None) stays blank.
 
-    >>> dice_matrix(["a", "b"], [[1.0, 0.5], [0.5, 1.0]]).data[0].z
+    >>> dice_matrix({"names": ["a", "b"], "matrix": [[1.0, 0.5], [0.5, 1.0]]}).data[0].z
     ([1.0, 0.5], [0.5, 1.0])
     """
     import plotly.graph_objects as go
 
+    names, matrix = table["names"], table["matrix"]
     fig = go.Figure(go.Heatmap(z=matrix, x=names, y=names, zmin=0, zmax=1, colorscale="Blues",
-                               text=[[f"{v:.2f}" for v in row] for row in matrix], texttemplate="%{text}"))
+                               text=[["" if v is None else f"{v:.2f}" for v in row] for row in matrix],
+                               texttemplate="%{text}"))
     fig.update_layout(title=title, template="plotly_white", height=260 + 40 * len(names), width=300 + 60 * len(names))
     return fig
 

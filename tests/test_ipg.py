@@ -184,9 +184,11 @@ def test_zero_advantages_give_zero_scores_and_are_counted(headroom):
     ipg = IntegratedPolicyGradient(headroom, IPGConfig(kind="head", layers=(2,), n_samples=3, steps=2),
                                    reward=lambda example, trajectory: 1.0)
     scores = ipg.attribute(generate(3, hops=1, seed=5))
-    assert scores.values.abs().max() == 0
+    assert scores.values.abs().max() == 0 and scores.n_informative == 0
     assert scores.meta["n_zero_advantage_groups"] == 3
     assert torch.isfinite(torch.tensor(scores.meta["advantages"])).all()
+    with pytest.raises(ReasonlensError, match="every score is zero"):
+        scores.top(2)
 
 
 def test_ipg_on_the_headroom_model(headroom, tmp_path):
@@ -196,7 +198,10 @@ def test_ipg_on_the_headroom_model(headroom, tmp_path):
     assert scores.values.shape == (6, 2, headroom.cfg.d_mlp)
     assert scores.meta["n_zero_advantage_groups"] < 6 and scores.values.abs().sum() > 0
     informative = [m for m, adv in enumerate(scores.meta["advantages"]) if any(adv)]
-    assert all(scores.values[m].abs().sum() > 0 for m in informative)
+    assert all(scores.values[m].abs().sum() > 0 for m in informative) and scores.n_informative == len(informative)
+    summed, change = scores.completeness()
+    assert summed.shape == change.shape == (6, 2) and bool((change[informative] != 0).all())
+    assert len(scores.meta["texts"]) == 6 and all(len(group) == 4 for group in scores.meta["texts"])
     top = scores.top(10)
     assert len(top) == 10 and top.kind == "neuron" and set(top.layers) <= {3, 4}
     best = scores.mean().flatten().topk(10).values

@@ -80,6 +80,7 @@ def test_selection_labels_and_dice():
     assert s.labels == ["L0H3", "L2H1"] and s.kind == "head" and len(s) == 2
     assert dice(s, Selection.from_labels(["L2H1"])) == pytest.approx(2 / 3)
     assert dice(s, s) == 1.0 and random_dice(5, 100) == 0.05
+    assert repr(s) == "Selection(head: L0H3 L2H1)"
 
 
 @pytest.mark.parametrize("labels, message", [

@@ -113,6 +113,9 @@ class Selection:
     def labels(self) -> list[str]:
         return [f"L{l}{LETTERS[self.kind]}{u}" for l, u in zip(self.layers, self.units)]
 
+    def __repr__(self) -> str:
+        return f"Selection({self.kind}: {' '.join(self.labels)})"
+
     def __len__(self) -> int:
         return len(self.units)
 

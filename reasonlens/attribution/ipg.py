@@ -94,6 +94,19 @@ class Attribution(LabelledTensor):
     def layers(self) -> list[int]:
         return [int(l[1:]) for l in self.axis_labels("layer")]
 
+    @property
+    def n_informative(self) -> int:
+        """Prompts whose scores are not all zero (for IPG: groups whose rewards differ)."""
+        return int(self.values.flatten(1).ne(0).any(1).sum())
+
+    def completeness(self) -> tuple[Float[Tensor, "example layer"], Float[Tensor, "example layer"]]:
+        """``(scores summed over units, objective change along the path)`` per example and layer: equal up to
+        the Riemann error (see :mod:`reasonlens.attribution.paths`)."""
+        if "objective_change" not in self.meta:
+            raise ReasonlensError(f"{self.meta.get('method')!r} scores carry no objective change; completeness applies "
+                                  "to ipg, raw_pg and integrated_gradients")
+        return self.values.sum(-1), torch.tensor(self.meta["objective_change"], dtype=self.values.dtype)
+
     def component_labels(self) -> list[str]:
         """``["L3R0", "L3R1", ...]`` in the order of ``mean().flatten()``."""
         return [f"{l}{u}" for l in self.axis_labels("layer") for u in self.axis_labels("unit")]
@@ -103,6 +116,10 @@ class Attribution(LabelledTensor):
         scores = self.mean().flatten()
         if not isinstance(p, int) or not 0 <= p <= scores.numel():
             raise ReasonlensError(f"p must be an integer in 0..{scores.numel()} (the attributed components), got {p!r}")
+        if p and not bool(scores.ne(0).any()):
+            raise ReasonlensError("every score is zero, so there is no ranking to select from (for IPG: every group "
+                                  "of sampled chains had equal rewards); use more prompts, more samples or a "
+                                  "model with headroom")
         order = torch.sort(scores, descending=True, stable=True).indices[:p]
         n = self.values.shape[-1]
         return Selection(self.kind, tuple(self.layers[int(i) // n] for i in order), tuple(int(i) % n for i in order))
@@ -157,10 +174,11 @@ class IntegratedPolicyGradient:
                            labels={"layer": [f"L{l}" for l in layers], "unit": unit_labels(cfg.kind, units)},
                            meta={"method": "ipg" if cfg.steps > 1 else "raw_pg", "kind": cfg.kind,
                                  "config": {**asdict(cfg), "layers": layers},
-                                 "reward": getattr(self.reward, "__name__", repr(self.reward)),
+                                 "reward": _describe(self.reward),
                                  "rewards": rewards.tolist(), "advantages": advantages.tolist(),
                                  "n_zero_advantage_groups": zero_groups, "objective_change": change.tolist(),
-                                 "texts": [t.text for t in trajectories]})
+                                 "texts": [[t.text for t in trajectories[m * cfg.n_samples:(m + 1) * cfg.n_samples]]
+                                           for m in range(len(examples))]})
 
 
 def group_advantages(rewards: Float[Tensor, "prompt sample"]) -> Float[Tensor, "prompt sample"]:
@@ -210,19 +228,22 @@ def integrated_gradients(model, examples: Sequence[Example], *, kind: str = "res
 
 
 def activation_magnitude(model, examples: Sequence[Example], *, kind: str = "resid",
-                         layers: Sequence[int] | None = None, max_new_tokens: int = 96,
+                         layers: Sequence[int] | None = None, max_new_tokens: int | None = None,
                          batch_size: int = 32) -> Attribution:
     """The activation baseline: mean ``|h_i|`` (heads: mean L2 norm of ``z``) over the positions of each
-    example's greedy chain of thought."""
+    example's greedy chain of thought (``max_new_tokens``: by default the gold chain's length plus 16, as in
+    :func:`~reasonlens.attribution.steering.steer`)."""
     from reasonlens.attribution.components import HOOKS
+    from reasonlens.attribution.steering import decoding_budget
     from reasonlens.generation import GenerationConfig, generate
     from reasonlens.ontology import format_prompt
 
     check_kind(kind)
     examples = _check_examples(examples)
     layers = check_layers(model, range(model.cfg.n_layers) if layers is None else layers)
+    budget = decoding_budget(model, examples) if max_new_tokens is None else max_new_tokens
     gen = generate(model, [format_prompt(e) for e in examples],
-                   GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size))
+                   GenerationConfig(max_new_tokens=budget, batch_size=batch_size))
     names = [HOOKS[kind].format(l=l) for l in layers]
     values = torch.zeros(len(examples), len(layers), n_units(model, kind))
     for i, (prompt, output) in enumerate(zip(gen.prompt_ids, gen.output_ids)):
@@ -249,6 +270,11 @@ def random_selection(model, p: int, *, kind: str = "resid", layers: Sequence[int
         raise ReasonlensError(f"p must be an integer in 0..{n * len(layers)}, got {p!r}")
     picks = torch.randperm(n * len(layers), generator=torch.Generator().manual_seed(seed))[:p]
     return Selection(kind, tuple(layers[int(i) // n] for i in picks), tuple(int(i) % n for i in picks))
+
+
+def _describe(reward) -> str:
+    name = getattr(reward, "__name__", None)
+    return repr(reward) if name in (None, "<lambda>") else name
 
 
 def _check_examples(examples: Sequence[Example]) -> list[Example]:

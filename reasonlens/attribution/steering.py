@@ -34,6 +34,14 @@ class SteeringOutcome:
         return {k: v for k, v in asdict(self).items() if k != "texts"}
 
 
+def decoding_budget(model, examples: Sequence[Example]) -> int:
+    """New tokens to allow: the longest gold chain and answer plus 16."""
+    from reasonlens.model import require_tokenizer
+
+    tok = require_tokenizer(model)
+    return 16 + max(len(tok(" " + e.cot_text + " " + e.answer, add_special_tokens=False)["input_ids"]) for e in examples)
+
+
 def steer(model, examples: Sequence[Example], selection: Selection | None = None, gamma: float = 1.0, *,
           max_new_tokens: int | None = None, batch_size: int = 64, progress: bool = False) -> SteeringOutcome:
     """Greedy-decode every example with ``selection`` scaled by ``gamma`` (None: the unmodified model)."""
@@ -48,9 +56,7 @@ def steer(model, examples: Sequence[Example], selection: Selection | None = None
         selection.check(model)
         hooks = selection.hooks(gamma)
     if max_new_tokens is None:
-        tok = model.tokenizer
-        max_new_tokens = 16 + max(len(tok(" " + e.cot_text + " " + e.answer, add_special_tokens=False)["input_ids"])
-                                  for e in examples)
+        max_new_tokens = decoding_budget(model, examples)
     gen = generate(model, [format_prompt(e) for e in examples],
                    GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size), fwd_hooks=hooks,
                    progress=progress)

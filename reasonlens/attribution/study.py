@@ -52,13 +52,13 @@ class IPGStudyConfig:
     kind: str = "resid"
     layers: tuple[int, ...] = (3, 4)
     task: Variant = Variant("fictional 3-hop", "fictional", 3)
-    n_support: int = 20
+    n_support: int = 40
     n_eval: int = 100
     p_values: tuple[int, ...] = (2, 4, 8, 16, 32)
     enhance_gamma: float = 1.5
     random_seeds: int = 3
     steps: int = 10
-    n_samples: int = 5
+    n_samples: int = 6
     length_p: int = 8
     length_gammas: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0)
     redundant_step_p: float = 0.3
@@ -66,7 +66,7 @@ class IPGStudyConfig:
     variants: tuple[Variant, ...] = (Variant("fictional 2-hop", "fictional", 2),
                                      Variant("fictional 4-hop", "fictional", 4),
                                      Variant("false 3-hop", "false", 3))
-    support_sizes: tuple[int, ...] = (5, 10)
+    support_sizes: tuple[int, ...] = (10, 20)
     seed: int = 0
     batch_size: int = 32
 
@@ -122,7 +122,7 @@ class IPGStudyResult:
 
 
 def run_ipg_study(model, config: IPGStudyConfig | None = None, *, model_name: str = "model",
-                  progress: bool = True) -> IPGStudyResult:
+                  progress: bool = False) -> IPGStudyResult:
     """Run the study on ``model`` (see the module docstring)."""
     import time
 
@@ -191,14 +191,11 @@ def run_ipg_study(model, config: IPGStudyConfig | None = None, *, model_name: st
             questions(variant, c.n_support, 5000 + 100 * i + c.seed), progress=progress)
         scores[f"variant {variant.name}"] = attribution
         sets[variant.name] = attribution.top(c.dice_p)
-    names = list(sets)
     by_size = {f"M={m}": _top_of_first(scores["ipg"], m, c.dice_p) for m in c.support_sizes}
     by_size[f"M={c.n_support}"] = sets[c.task.name]
     dice_result = {
         "p": c.dice_p, "random_expectation": random_dice(c.dice_p, total),
-        "variants": {"names": names, "matrix": [[dice(sets[a], sets[b]) for b in names] for a in names]},
-        "support_sizes": {"names": list(by_size),
-                          "matrix": [[dice(by_size[a], by_size[b]) for b in by_size] for a in by_size]},
+        "variants": _dice_table(sets), "support_sizes": _dice_table(by_size),
     }
     timings["stability"] = time.time() - start
     return IPGStudyResult(model=model_name, config=c, accuracy_original=original.accuracy,
@@ -207,10 +204,17 @@ def run_ipg_study(model, config: IPGStudyConfig | None = None, *, model_name: st
                           scores=scores, timings=timings)
 
 
-def _top_of_first(scores: Attribution, m: int, p: int) -> Selection:
-    """The top-``p`` set from the first ``m`` prompts of a support set."""
+def _top_of_first(scores: Attribution, m: int, p: int) -> Selection | None:
+    """The top-``p`` set from the first ``m`` prompts of a support set (None if none of them is informative)."""
     sub = Attribution(scores.values[:m], axes=scores.axes, labels=scores.labels, meta=scores.meta)
-    return sub.top(p)
+    return sub.top(p) if sub.n_informative else None
+
+
+def _dice_table(sets: dict[str, Selection | None]) -> dict[str, Any]:
+    """``{"names", "matrix"}`` of pairwise Dice overlaps (None where a set is missing)."""
+    names = list(sets)
+    return {"names": names, "matrix": [[None if sets[a] is None or sets[b] is None else dice(sets[a], sets[b])
+                                        for b in names] for a in names]}
 
 
 def ipg_report(result: IPGStudyResult):
@@ -245,9 +249,8 @@ def ipg_report(result: IPGStudyResult):
     report.heading("Stability (Dice of top-p sets)")
     d = result.dice
     report.paragraph(f"top {d['p']} components; two random sets overlap {d['random_expectation']:.3f} on average.")
-    report.figure(plot.dice_matrix(d["variants"]["names"], d["variants"]["matrix"], title="task variants"))
-    report.figure(plot.dice_matrix(d["support_sizes"]["names"], d["support_sizes"]["matrix"],
-                                   title="support-set sizes"))
+    report.figure(plot.dice_matrix(d["variants"], title="task variants"))
+    report.figure(plot.dice_matrix(d["support_sizes"], title="support-set sizes"))
     report.heading("Top components")
     summary = result.summary()
     report.table([[m, " ".join(v)] for m, v in summary["top_components"].items()], header=["method", "top components"])
