@@ -7,7 +7,7 @@ import pytest
 
 from reasonlens.attribution import study
 from reasonlens.attribution.ipg import Attribution
-from reasonlens.attribution.study import METHODS, IPGStudyConfig, Variant, ipg_report, run_ipg_study
+from reasonlens.attribution.study import METHODS, IPGStudyConfig, IPGStudyResult, Variant, ipg_report, run_ipg_study
 from reasonlens.cli import main
 from reasonlens.errors import ReasonlensError
 from reasonlens.model import load_model
@@ -37,6 +37,8 @@ def test_study_measures_every_method_and_setting(result, tmp_path):
     out = result.save(tmp_path)
     assert json.loads((out / "results.json").read_text())["accuracy_original"] == result.accuracy_original
     assert Attribution.load(out / "scores_ipg.pt").top(4) == result.scores["ipg"].top(4)
+    loaded = IPGStudyResult.load(out)
+    assert loaded.summary() == result.summary() and loaded.config == result.config
     html = ipg_report(result).to_html()
     assert "Suppression" in html and "Length control" in html and "Dice" in html
 

@@ -111,6 +111,12 @@ class Attribution(LabelledTensor):
         """``["L3R0", "L3R1", ...]`` in the order of ``mean().flatten()``."""
         return [f"{l}{u}" for l in self.axis_labels("layer") for u in self.axis_labels("unit")]
 
+    def ranked_labels(self, k: int) -> list[str]:
+        """Labels of the ``k`` components with the largest signed mean score, best first."""
+        order = torch.sort(self.mean().flatten(), descending=True, stable=True).indices[:k]
+        labels = self.component_labels()
+        return [labels[int(i)] for i in order]
+
     def top(self, p: int) -> Selection:
         """The ``p`` components with the largest signed mean score (over all attributed layers)."""
         scores = self.mean().flatten()

@@ -108,7 +108,7 @@ class IPGStudyResult:
                 "length_control": {str(g): v for g, v in self.length_control.items()}, "dice": self.dice,
                 "n_zero_advantage_groups": {k: s.meta.get("n_zero_advantage_groups") for k, s in self.scores.items()
                                             if "n_zero_advantage_groups" in s.meta},
-                "top_components": {k: s.top(max(self.config.p_values)).labels for k, s in self.scores.items()},
+                "top_components": {k: s.ranked_labels(max(self.config.p_values)) for k, s in self.scores.items()},
                 "seconds": self.timings}
 
     def save(self, out: str | Path) -> Path:
@@ -119,6 +119,26 @@ class IPGStudyResult:
         for name, scores in self.scores.items():
             scores.save(out / f"scores_{name}.pt")
         return out
+
+    @classmethod
+    def load(cls, out: str | Path) -> IPGStudyResult:
+        """Read a folder written by :meth:`save`."""
+        out = Path(out)
+        if not (out / "results.json").exists():
+            raise ReasonlensError(f"{out} holds no results.json; pass the folder an IPG study was saved to")
+        data = json.loads((out / "results.json").read_text())
+        raw = data["config"]
+        config = IPGStudyConfig(**{**raw, "layers": tuple(raw["layers"]), "task": Variant(**raw["task"]),
+                                   "p_values": tuple(raw["p_values"]), "length_gammas": tuple(raw["length_gammas"]),
+                                   "variants": tuple(Variant(**v) for v in raw["variants"]),
+                                   "support_sizes": tuple(raw["support_sizes"])})
+        scores = {f.stem.removeprefix("scores_"): Attribution.load(f) for f in sorted(out.glob("scores_*.pt"))}
+        return cls(model=data["model"], config=config, accuracy_original=data["accuracy_original"],
+                   mean_steps_original=data["mean_steps_original"],
+                   suppression={m: {int(p): v for p, v in row.items()} for m, row in data["suppression"].items()},
+                   enhancement={m: {int(p): v for p, v in row.items()} for m, row in data["enhancement"].items()},
+                   length_control={float(g): v for g, v in data["length_control"].items()}, dice=data["dice"],
+                   scores=scores, timings=data["seconds"])
 
 
 def run_ipg_study(model, config: IPGStudyConfig | None = None, *, model_name: str = "model",
@@ -253,7 +273,8 @@ def ipg_report(result: IPGStudyResult):
     report.figure(plot.dice_matrix(d["support_sizes"], title="support-set sizes"))
     report.heading("Top components")
     summary = result.summary()
-    report.table([[m, " ".join(v)] for m, v in summary["top_components"].items()], header=["method", "top components"])
+    report.table([[m, " ".join(v)] for m, v in summary["top_components"].items()],
+                 header=["method", "top components, best first"])
     report.paragraph(f"Seconds: {json.dumps({k: round(v, 1) for k, v in result.timings.items()})}")
     return report
 
