@@ -12,7 +12,7 @@ per new token with ``[batch, 1, ...]``. The batch keeps its rows until its last 
 >>> model = load_model("reasonlens-main")
 >>> out = generate(model, ["Q: Every wumpus is wooden. Rex is a wumpus. True or false: Rex is wooden.\\nA:"])
 >>> out.texts
-['rex is a wumpus. each wumpus is wooden. rex is wooden. true']
+['rex is a wumpus. every wumpus is wooden. rex is wooden. true']
 """
 
 from __future__ import annotations

@@ -80,6 +80,8 @@ def path_attributions(model, kind: str, layers: Sequence[int], seqs: PathSequenc
         raise ReasonlensError(f"batch_size must be at least 1, got {batch_size}")
     layers = list(layers)
     n_seq, units = len(seqs.prompt_ids), n_units(model, kind)
+    if n_seq == 0:
+        raise ReasonlensError("no sequences to attribute; pass at least one prompt with its continuation")
     names = [HOOKS[kind].format(l=l) for l in layers]
     runner = _Runner(model, seqs, batch_size)
     width = max(len(o) for o in seqs.output_ids)
