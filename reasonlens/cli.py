@@ -128,6 +128,35 @@ def _cmd_run_ipg(args: argparse.Namespace) -> None:
     print(f"wrote {out / 'results.json'} and {out / 'report.html'}")
 
 
+def _second_seed_model(name: str) -> str | None:
+    """The shipped second-seed model, as the cross-model partner of the shipped main model (else None)."""
+    from reasonlens.model import list_models, model_info
+
+    info = model_info(name)
+    if info is None or info.role == "second-seed":
+        return None
+    return next((m.name for m in list_models() if m.role == "second-seed"), None)
+
+
+def _cmd_run_step_importance(args: argparse.Namespace) -> None:
+    from reasonlens.importance.study import StepImportanceConfig, run_step_importance_study, step_importance_report
+    from reasonlens.model import load_model
+
+    second = args.second_model if args.second_model is not None else _second_seed_model(args.model)
+    config = StepImportanceConfig(kinds=tuple(args.kind), hops=tuple(args.hops), n_per_cell=args.n,
+                                  redundant_step_p=args.redundant_step_p, source=args.source, seed=args.seed,
+                                  batch_size=args.batch_size)
+    result = run_step_importance_study(load_model(args.model), config,
+                                       second_model=load_model(second) if second and second != "none" else None,
+                                       model_name=args.model, second_model_name=second if second != "none" else None,
+                                       progress=True)
+    out = result.save(args.out)
+    step_importance_report(result).save(out / "report.html")
+    summary = result.summary()
+    print(json.dumps({k: summary[k] for k in ("probe_accuracy", "labels_vs_ground_truth", "core_size")}, indent=1))
+    print(f"wrote {out / 'results.json'} and {out / 'report.html'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reasonlens", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -167,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true")
     m.set_defaults(func=_cmd_models)
 
-    r = sub.add_parser("run", help="run a recipe: cot-mechanism (Dutta et al.) or ipg (Integrated Policy Gradient)")
+    r = sub.add_parser("run", help="run a recipe: cot-mechanism (Dutta et al.), ipg (Integrated Policy Gradient) or "
+                                   "step-importance (removability labels and probes)")
     recipes = r.add_subparsers(dest="recipe", required=True)
     c = recipes.add_parser("cot-mechanism", help="activation patching, head roles, circuits, pathways, prior vs context")
     c.add_argument("--model", required=True, help="a shipped model name, a local HF folder or a hub name")
@@ -191,6 +221,23 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--seed", type=int, default=0)
     i.add_argument("--batch-size", type=int, default=32)
     i.set_defaults(func=_cmd_run_ipg)
+
+    si = recipes.add_parser("step-importance", help="label which CoT steps are removable, probe activations for it, "
+                                                    "compare with token baselines and a second model")
+    si.add_argument("--model", required=True, help="a shipped model name, a local HF folder or a hub name")
+    si.add_argument("--out", required=True)
+    si.add_argument("--second-model", default=None,
+                    help="the cross-model partner (default: the shipped second-seed model for a shipped model; "
+                         "'none' to skip)")
+    si.add_argument("--n", type=int, default=60, help="questions per (kind, hops) cell")
+    si.add_argument("--kind", nargs="+", default=["fictional", "false"], help="fictional, true, false")
+    si.add_argument("--hops", nargs="+", type=int, default=[2, 3, 4])
+    si.add_argument("--redundant-step-p", type=float, default=0.5)
+    si.add_argument("--source", choices=["gold", "greedy"], default="gold",
+                    help="label the generator's gold chains (with ground truth) or the model's greedy chains")
+    si.add_argument("--seed", type=int, default=0)
+    si.add_argument("--batch-size", type=int, default=16)
+    si.set_defaults(func=_cmd_run_step_importance)
 
     d = sub.add_parser("demo", help="the main job: evaluate the main reference model and write an HTML report")
     d.add_argument("--out", default="out/demo")

@@ -1,12 +1,12 @@
 """Plot functions. Each returns a ``plotly.graph_objects.Figure`` and never calls ``.show()``, except
-:func:`attention_view`, which returns circuitsvis HTML."""
+:func:`attention_view` (circuitsvis HTML) and :func:`chain_importance` (an HTML fragment)."""
 
 from __future__ import annotations
 
 import re
 from typing import TYPE_CHECKING, Any
 
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
@@ -391,13 +391,7 @@ def gamma_sweep(sweep: dict[float, dict[str, float]], *, title: str = "scaling t
     return fig
 
 
-def dice_matrix(table: dict[str, Any], *, title: str = "Dice overlap"):
-    """Symmetric heatmap of Dice overlaps between selections from ``{"names": [...], "matrix": [[...]]}`` (as in
-    ``IPGStudyResult.dice["variants"]``), values printed in the cells; a missing value (None) stays blank.
-
-    >>> dice_matrix({"names": ["a", "b"], "matrix": [[1.0, 0.5], [0.5, 1.0]]}).data[0].z
-    ([1.0, 0.5], [0.5, 1.0])
-    """
+def _pairwise_heatmap(table: dict[str, Any], title: str):
     import plotly.graph_objects as go
 
     names, matrix = table["names"], table["matrix"]
@@ -406,6 +400,106 @@ def dice_matrix(table: dict[str, Any], *, title: str = "Dice overlap"):
                                texttemplate="%{text}"))
     fig.update_layout(title=title, template="plotly_white", height=260 + 40 * len(names), width=300 + 60 * len(names))
     return fig
+
+
+def dice_matrix(table: dict[str, Any], *, title: str = "Dice overlap"):
+    """Symmetric heatmap of Dice overlaps between selections from ``{"names": [...], "matrix": [[...]]}`` (as in
+    ``IPGStudyResult.dice["variants"]``), values printed in the cells; a missing value (None) stays blank.
+
+    >>> dice_matrix({"names": ["a", "b"], "matrix": [[1.0, 0.5], [0.5, 1.0]]}).data[0].z
+    ([1.0, 0.5], [0.5, 1.0])
+    """
+    return _pairwise_heatmap(table, title)
+
+
+def agreement_matrix(table: dict[str, Any], *, title: str = "probe agreement"):
+    """Heatmap of the fraction of steps two probes label alike, from ``{"names": [...], "matrix": [[...]]}`` (as in
+    ``StepImportanceResult.cross_model["matrix"]``: rows and columns are models).
+
+    >>> agreement_matrix({"names": ["main", "seed1"], "matrix": [[1.0, 0.9], [0.9, 1.0]]}).data[0].x
+    ('main', 'seed1')
+    """
+    return _pairwise_heatmap(table, title)
+
+
+def probe_accuracy_by_layer(per_layer: dict[str, list[float]], bands: dict[str, float] | None = None, *,
+                            title: str = "probe accuracy by layer"):
+    """Probe accuracy against the layer it reads, one line per series (``{"context": [...], ...}``), with
+    each baseline of ``bands`` (``{"tf-idf": 0.7, ...}``) as a dashed horizontal line; chance is dotted.
+
+    >>> fig = probe_accuracy_by_layer({"context": [0.6, 0.8]}, {"tf-idf": 0.7})
+    >>> [t.name for t in fig.data]
+    ['context', 'tf-idf']
+    """
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for name, values in per_layer.items():
+        fig.add_trace(go.Scatter(x=list(range(len(values))), y=list(values), mode="lines+markers", name=name))
+    n_layers = max((len(v) for v in per_layer.values()), default=1)
+    for name, value in (bands or {}).items():
+        fig.add_trace(go.Scatter(x=[-0.3, n_layers - 0.7], y=[value, value], mode="lines", name=name,
+                                 line={"dash": "dash"}))
+    fig.add_hline(y=0.5, line={"dash": "dot", "color": "#999"})
+    fig.update_layout(title=title, xaxis_title="layer (residual stream after the block)", yaxis_title="accuracy",
+                      yaxis_range=[0.3, 1.02], xaxis_dtick=1, template="plotly_white", height=400)
+    return fig
+
+
+def influence_heatmap(influence: Float[Tensor, "step step"], steps: list[str] | None = None, *,
+                      title: str = "influence of step j (column) on step k (row)"):
+    """The step-to-step influence matrix ``I[k, j]`` as a heatmap, steps in chain order (zero above the
+    diagonal by causality); hover shows both steps' text.
+
+    >>> import torch
+    >>> influence_heatmap(torch.tensor([[0.0, 0.0], [0.4, 0.0]]), ["a.", "b."]).data[0].z.shape
+    (2, 2)
+    """
+    import plotly.graph_objects as go
+
+    grid = influence.detach().cpu().float().numpy()
+    n = grid.shape[0]
+    if grid.ndim != 2 or grid.shape[1] != n:
+        raise ReasonlensError(f"influence must be a square [step, step] matrix, got shape {tuple(grid.shape)}")
+    steps = steps if steps is not None else [f"step {i}" for i in range(n)]
+    if len(steps) != n:
+        raise ReasonlensError(f"{len(steps)} step texts for a {n}-step matrix")
+    ticks = [f"{i}" for i in range(n)]
+    hover = [[f"k={k}: {steps[k]}<br>j={j}: {steps[j]}" for j in range(n)] for k in range(n)]
+    fig = go.Figure(go.Heatmap(z=grid, x=ticks, y=ticks, colorscale="Viridis", text=hover,
+                               hovertemplate="%{text}<br>I=%{z:.3g}<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title="source step j", yaxis_title="target step k", yaxis_autorange="reversed",
+                      template="plotly_white", height=300 + 18 * n, width=340 + 18 * n)
+    return fig
+
+
+def chain_importance(steps: list[str], removable: list[float], labels: list[int | None] | None = None) -> str:
+    """A chain as HTML, each step shaded by its predicted probability of being removable (``removable``, 0..1):
+    green for removable, red for important; with ``labels`` (1 removable, 0 important, None unlabelled) each
+    step is also underlined by its label. Returns an HTML fragment (like :func:`attention_view`), for a page
+    or ``IPython.display.HTML``.
+
+    >>> "removable" in chain_importance(["Rex is a cat.", "Rex is red."], [0.9, 0.1], [1, 0])
+    True
+    """
+    import html
+
+    if len(steps) != len(removable) or (labels is not None and len(labels) != len(steps)):
+        raise ReasonlensError(f"{len(steps)} steps but {len(removable)} scores"
+                              + (f" and {len(labels)} labels" if labels is not None else ""))
+    parts = []
+    for i, (step, p) in enumerate(zip(steps, removable)):
+        p = min(max(float(p), 0.0), 1.0)
+        red, green = int(255 - 90 * p), int(165 + 90 * p)
+        colour = f"rgb({red},{green},{int(170 - 40 * abs(p - 0.5))})"
+        label = None if labels is None else labels[i]
+        line = {1: "border-bottom:3px solid #1a7f37", 0: "border-bottom:3px solid #c62828"}.get(label, "")
+        name = {1: "removable", 0: "important", None: "unlabelled"}[label]
+        parts.append(f"<span title='step {i}: P(removable) = {p:.2f}; label: {name}' style='background:{colour};"
+                     f"padding:1px 3px;margin:1px;border-radius:3px;{line}'>{html.escape(step)}</span>")
+    legend = ("<div style='font-size:.85em;color:#555'>shade: predicted P(removable) (green removable, red important);"
+              " underline: the label (green removable, red important)</div>")
+    return "<div style='line-height:2'>" + " ".join(parts) + "</div>" + legend
 
 
 _HEAD = re.compile(r"L(\d+)H(\d+)")

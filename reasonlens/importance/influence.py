@@ -1,0 +1,105 @@
+"""Step-to-step influence: how much a step's input embeddings move the probability of a later step's tokens.
+
+``I[k, j] = ‖ ∂(Σ_{t ∈ s_k} P_t) / ∂E_{s_j} ‖_F`` (the step-importance paper's Eq. 4), with ``P_t`` the
+softmax probability of the actual token ``t`` (predicted from position ``t - 1``) and ``E_{s_j}`` the input
+token embeddings of step ``j`` (the ``hook_embed`` output; GPT-2's separate positional embeddings are not
+differentiated). Self-influence is 0 and ``I[k, j] = 0`` for ``j > k`` (causality).
+
+The gradient comes from a leaf tensor that a forward hook puts in place of ``hook_embed``'s output. The
+sequence is replicated once per target step in one batch, each row's objective its own step's probability
+sum; the rows are independent, so one backward of the summed objectives gives every row's gradient.
+
+>>> from reasonlens.model import load_model
+>>> from reasonlens.ontology import generate
+>>> from reasonlens.importance.chains import chains_from_examples
+>>> model = load_model("reasonlens-main")
+>>> chain = chains_from_examples(model, generate(1, hops=2, seed=3))[0]
+>>> infl = influence_matrix(model, chain)
+>>> below = torch.ones(5, 5, dtype=torch.bool).tril(-1)
+>>> infl.shape, bool(infl[~below].eq(0).all()), bool(infl[below].gt(0).all())
+(torch.Size([5, 5]), True, True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from reasonlens.errors import ReasonlensError
+from reasonlens.importance.chains import Chain
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+InfluenceMethod = Literal["gradient", "gradient_x_input", "integrated_gradients"]
+INFLUENCE_METHODS: tuple[str, ...] = ("gradient", "gradient_x_input", "integrated_gradients")
+
+
+def check_influence_method(method: str) -> None:
+    """A :class:`ReasonlensError` for an unknown influence method."""
+    if method not in INFLUENCE_METHODS:
+        raise ReasonlensError(f"unknown influence method {method!r}; choose from {list(INFLUENCE_METHODS)}")
+
+
+def influence_matrix(model: TransformerBridge, chain: Chain, keep: Sequence[int] | None = None, *,
+                     method: InfluenceMethod = "gradient", ig_steps: int = 5,
+                     batch_size: int = 16) -> Float[Tensor, "step step"]:
+    """``I[k, j]``, the influence of kept step ``j`` on kept step ``k``, over ``x ∘ T`` with ``T`` the steps in
+    ``keep`` (all steps when None), indexed by position in ``T``.
+
+    ``method``: ``"gradient"`` (the gradient's Frobenius norm), ``"gradient_x_input"`` (``‖g ⊙ E‖_F``) or
+    ``"integrated_gradients"`` (``‖(E - b) ⊙ mean_i g(b + α_i (E - b))‖_F`` at the ``ig_steps`` right Riemann
+    points ``α_i = i / ig_steps``, the baseline ``b`` the mean token embedding of the kept steps' tokens; only the
+    step tokens are interpolated). ``batch_size`` bounds the rows (target steps × IG points) per backward.
+    """
+    check_influence_method(method)
+    if ig_steps < 1 or batch_size < 1:
+        raise ReasonlensError(f"ig_steps and batch_size must be at least 1, got {ig_steps!r} and {batch_size!r}")
+    ids, spans = chain.token_ids(keep), chain.spans(keep)
+    n, start = len(spans), chain.prompt_len
+    out = torch.zeros(n, n)
+    alphas = [i / ig_steps for i in range(1, ig_steps + 1)] if method == "integrated_gradients" else [1.0]
+    rows = [(k, a) for k in range(1, n) for a in alphas]
+    device = model.cfg.device
+    tokens = torch.tensor([ids], device=device)
+    summed: dict[int, Tensor] = {}  # target step -> gradient summed over its IG points so far
+    seen: dict[int, int] = {}
+    for lo in range(0, len(rows), batch_size):
+        chunk = rows[lo:lo + batch_size]
+        alpha = torch.tensor([a for _, a in chunk], device=device)
+        store: dict[str, Tensor] = {}
+
+        def inject(act: Tensor, hook: object) -> Tensor:
+            point = act.detach().clone()
+            if method == "integrated_gradients":
+                base = point[0, start:].mean(0)
+                point[:, start:] = base + alpha[:, None, None].to(point.dtype) * (point[:, start:] - base)
+            store["clean"], store["leaf"] = act[0].detach(), point.requires_grad_(True)
+            return store["leaf"]
+
+        with torch.enable_grad(), model.hooks(fwd_hooks=[("hook_embed", inject)]):
+            logits = model(tokens.expand(len(chunk), -1))
+            total = logits.new_zeros((), dtype=torch.float32)
+            for r, (k, _) in enumerate(chunk):
+                a, b = spans[k].start, spans[k].end
+                probs = logits[r, a - 1:b - 1].float().softmax(-1)
+                total = total + probs.gather(-1, tokens[0, a:b, None])[:, 0].sum()
+            (grad,) = torch.autograd.grad(total, store["leaf"])
+        clean = store["clean"].float().cpu()
+        for r, (k, _) in enumerate(chunk):
+            summed[k] = summed.get(k, 0) + grad[r].float().cpu()
+            seen[k] = seen.get(k, 0) + 1
+            if seen[k] < len(alphas):
+                continue
+            g = summed.pop(k) / len(alphas)
+            if method == "gradient_x_input":
+                g = g * clean
+            elif method == "integrated_gradients":
+                g = g * (clean - clean[start:].mean(0))
+            for j in range(k):
+                out[k, j] = torch.linalg.norm(g[spans[j].start:spans[j].end])
+    return out

@@ -1,0 +1,362 @@
+"""Step-importance labels by removability (the step-importance paper's §2.2 pipeline, activation-based variant).
+
+Per chain (``o = s_1 .. s_n`` after the prompt ``x``; sufficiency and attainability as in
+:mod:`reasonlens.importance.scoring`):
+
+1. the full chain must be sufficient (the paper's "complete and correct");
+2. **necessity**: the empty chain must not be (``sufficiency([]) < tau``);
+3. **shortcuts** are removed: steps sufficient on their own, or whose text states the gold label word
+   (``true`` / ``false``, any case, as a word); the remaining chain must still be sufficient;
+4. the **sufficient prefix** ``T_p``: the shortest prefix of the remaining steps that is sufficient (and, with
+   ``use_attainability``, attainable);
+5. **stage 1** (Function 1) prunes ``T_p`` by influence (:func:`~reasonlens.importance.influence.influence_matrix`
+   over ``x ∘ T_p``): from the last step backwards, each kept step keeps the predecessors whose influence on it
+   is at least the value where the descending normalised cumulative sum reaches the threshold. The lowest
+   threshold (the most pruning) whose kept set ``T_inf`` passes wins; prefix steps outside ``T_inf`` are
+   **removable** (label 1);
+6. **stage 2** (Function 2) shrinks ``T_inf`` to ``T*``: steps ranked by mean influence on later kept steps,
+   ascending, are removed one at a time while the rest passes (a failed step is re-queued; the search stops
+   when every queued step failed since the last removal). Steps in ``T*`` are **important** (label 0); steps
+   removed in stage 2 stay unlabelled (``None``).
+
+"Passes" means sufficiency ``>= tau`` and, with ``use_attainability``, attainability ``>= tau``. The random
+variant (``ranking="random"``) skips stage 1 (``T_inf = T_p``, so nothing is labelled removable) and ranks
+stage 2 randomly: the core-size baseline.
+
+>>> from reasonlens.model import load_model
+>>> from reasonlens.ontology import generate
+>>> from reasonlens.importance.chains import chains_from_examples
+>>> model = load_model("reasonlens-main")
+>>> labels = label_steps(model, chains_from_examples(model, generate(4, hops=2, seed=5, redundant_step_p=0.5)))
+>>> sorted(labels.filter_counts)
+['labelled', 'necessary', 'sufficient', 'sufficient_after_shortcuts', 'total']
+>>> all(0 < len(c.core) <= c.prefix_len for c in labels.chains)
+True
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from reasonlens.errors import ReasonlensError
+from reasonlens.importance.chains import Chain
+from reasonlens.importance.influence import InfluenceMethod, check_influence_method, influence_matrix
+from reasonlens.importance.scoring import ScoringConfig, SubsetScorer, stable_seed
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+PRUNING_THRESHOLDS: tuple[float, ...] = (0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99)
+Ranking = Literal["influence", "random"]
+LABELS_FILE, TENSORS_FILE = "labels.json", "influence.pt"
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """How steps are labelled: ``scoring`` (threshold, readout), the ``influence`` method (and ``ig_steps``)
+    and its stage-1 ``thresholds``, the stage-2 ``ranking``, whether subsets must also be attainable, the
+    ``seed`` of the random ranking, and ``batch_size`` (rows per influence backward)."""
+
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    influence: InfluenceMethod = "gradient"
+    ig_steps: int = 5
+    thresholds: tuple[float, ...] = PRUNING_THRESHOLDS
+    ranking: Ranking = "influence"
+    use_attainability: bool = True
+    seed: int = 0
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        check_influence_method(self.influence)
+        if self.ranking not in ("influence", "random"):
+            raise ReasonlensError(f"unknown ranking {self.ranking!r}; choose 'influence' or 'random'")
+        if not self.thresholds or any(not 0.0 <= t <= 1.0 for t in self.thresholds):
+            raise ReasonlensError(f"thresholds must be a non-empty list of values in [0, 1], got {self.thresholds!r}")
+        object.__setattr__(self, "thresholds", tuple(sorted(float(t) for t in self.thresholds)))
+        if self.ig_steps < 1 or self.batch_size < 1:
+            raise ReasonlensError(f"ig_steps and batch_size must be at least 1, got {self.ig_steps!r} and "
+                                  f"{self.batch_size!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LabelConfig:
+        return cls(**{**d, "scoring": ScoringConfig(**d["scoring"]), "thresholds": tuple(d["thresholds"])})
+
+
+@dataclass
+class ChainLabels:
+    """The labels of one chain (``index``: its position in the chains given to :func:`label_steps`).
+
+    ``labels`` has one entry per step of the chain: 1 removable (in the prefix, outside ``t_inf``), 0 important
+    (in ``core``), ``None`` otherwise (shortcuts, steps after the prefix, stage-2 removals). ``prefix``,
+    ``shortcut_steps``, ``t_inf`` and ``core`` are chain step indices; ``influence`` is the influence matrix over
+    the prefix steps (``None`` for the random ranking); ``threshold`` is the stage-1 threshold chosen (``None``
+    when stage 1 was skipped or no threshold's mask passed, so ``t_inf`` is the whole prefix); ``scores`` holds
+    the sufficiency / attainability of the subsets the pipeline decided on.
+    """
+
+    index: int
+    chain: Chain
+    labels: list[int | None]
+    prefix: list[int]
+    shortcut_steps: list[int]
+    t_inf: list[int]
+    core: list[int]
+    influence: Float[Tensor, "step step"] | None
+    threshold: float | None
+    scores: dict[str, float]
+
+    @property
+    def prefix_len(self) -> int:
+        return len(self.prefix)
+
+
+@dataclass
+class StepLabels:
+    """Labels of every chain that passed the filters, the config, ``filter_counts`` (chains left after each
+    filter, as the paper's Table 4: ``total``, ``sufficient``, ``necessary``, ``sufficient_after_shortcuts``,
+    ``labelled``) and ``dropped`` (``(index, reason)`` of each chain that did not pass)."""
+
+    chains: list[ChainLabels]
+    config: LabelConfig
+    filter_counts: dict[str, int]
+    dropped: list[tuple[int, str]] = field(default_factory=list)
+
+    def _require_chains(self) -> None:
+        if not self.chains:
+            raise ReasonlensError(f"no chain passed the filters ({self.filter_counts}); label more chains, or use a "
+                                  "model that answers them correctly with and only with its chain")
+
+    def core_size(self) -> float:
+        """Mean of ``|T*| / |prefix|`` over the labelled chains (the paper's Table 1, as a fraction)."""
+        self._require_chains()
+        return sum(len(c.core) / c.prefix_len for c in self.chains) / len(self.chains)
+
+    def records(self) -> list[dict[str, Any]]:
+        """One dict per labelled step: ``chain`` (its chain's ``index``), ``step``, ``text``, ``label``,
+        ``role``, ``position`` (``step / len(chain)``) and ``n_tokens``."""
+        return [{"chain": c.index, "step": i, "text": c.chain.steps[i], "label": label, "role": c.chain.roles[i],
+                 "position": i / len(c.chain), "n_tokens": len(c.chain.step_ids[i])}
+                for c in self.chains for i, label in enumerate(c.labels) if label is not None]
+
+    def agreement_with_ground_truth(self) -> dict[str, float]:
+        """Label 1 (removable) against the generator's ``"redundant"`` role.
+
+        Over the prefix steps that are labelled or redundant (so unlabelled redundant steps count as missed,
+        and steps outside the prefixes are left out): ``precision`` = redundant among the removable,
+        ``recall`` = removable among the redundant (NaN when there are none), ``n_removable``, ``n_redundant``.
+        """
+        self._require_chains()
+        both = removable = redundant = 0
+        for c in self.chains:
+            for i in c.prefix:
+                is_removable, is_redundant = c.labels[i] == 1, c.chain.roles[i] == "redundant"
+                removable += is_removable
+                redundant += is_redundant
+                both += is_removable and is_redundant
+        return {"precision": both / removable if removable else math.nan,
+                "recall": both / redundant if redundant else math.nan,
+                "n_removable": removable, "n_redundant": redundant}
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``folder/labels.json`` (config, counts, chains, labels, scores) and ``folder/influence.pt``."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = [{"index": c.index, "chain": c.chain.to_dict(), "labels": c.labels, "prefix": c.prefix,
+                 "shortcut_steps": c.shortcut_steps, "t_inf": c.t_inf, "core": c.core, "threshold": c.threshold,
+                 "scores": c.scores} for c in self.chains]
+        (folder / LABELS_FILE).write_text(json.dumps(
+            {"config": self.config.to_dict(), "filter_counts": self.filter_counts,
+             "dropped": [list(d) for d in self.dropped], "chains": rows}))
+        torch.save({str(c.index): c.influence for c in self.chains if c.influence is not None},
+                   folder / TENSORS_FILE)
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> StepLabels:
+        """Read a folder written by :meth:`save`."""
+        folder = Path(folder)
+        if not (folder / LABELS_FILE).is_file():
+            raise ReasonlensError(f"{folder} has no {LABELS_FILE}; pass a folder written by StepLabels.save")
+        data = json.loads((folder / LABELS_FILE).read_text())
+        tensors = torch.load(folder / TENSORS_FILE, weights_only=True)
+        chains = [ChainLabels(index=r["index"], chain=Chain.from_dict(r["chain"]), labels=r["labels"],
+                              prefix=r["prefix"], shortcut_steps=r["shortcut_steps"], t_inf=r["t_inf"], core=r["core"],
+                              influence=tensors.get(str(r["index"])), threshold=r["threshold"], scores=r["scores"])
+                  for r in data["chains"]]
+        return cls(chains=chains, config=LabelConfig.from_dict(data["config"]), filter_counts=data["filter_counts"],
+                   dropped=[(int(i), str(reason)) for i, reason in data["dropped"]])
+
+
+def influence_kept(infl: Float[Tensor, "step step"], threshold: float) -> list[int]:
+    """Stage 1 (Function 1) at one threshold: the positions kept from the last one backwards (each kept step
+    keeps every predecessor whose influence on it is at least the value where the descending normalised
+    cumulative sum reaches ``threshold``; a step whose predecessors all have zero influence keeps them all).
+
+    >>> infl = torch.tensor([[0.0, 0, 0, 0], [1, 0, 0, 0], [3, 1, 0, 0], [1, 1, 8, 0]])
+    >>> influence_kept(infl, 0.5), influence_kept(infl, 0.95)
+    ([0, 2, 3], [0, 1, 2, 3])
+    """
+    n = infl.shape[0]
+    kept = {n - 1}
+    for k in range(n - 1, 0, -1):
+        if k not in kept:
+            continue
+        values = infl[k, :k]
+        total = values.sum()
+        if total <= 0:
+            kept.update(range(k))
+            continue
+        ordered = values.sort(descending=True).values
+        reach = int(torch.searchsorted(ordered.cumsum(0) / total, torch.tensor(threshold, dtype=ordered.dtype)))
+        cutoff = ordered[min(reach, k - 1)]
+        kept.update(j for j in range(k) if values[j] >= cutoff)
+    return sorted(kept)
+
+
+def _states_label(step: str, label: bool) -> bool:
+    return re.search(rf"(?<!\w){'true' if label else 'false'}(?!\w)", step, re.IGNORECASE) is not None
+
+
+class _Search:
+    """The filters and both stages for one chain, every subset scored through one memoising scorer."""
+
+    def __init__(self, model: TransformerBridge, chain: Chain, config: LabelConfig) -> None:
+        self.model, self.chain, self.config = model, chain, config
+        self.scorer = SubsetScorer(model, chain, config.scoring)
+        self.scores: dict[str, float] = {}
+
+    def passes(self, keeps: Sequence[Sequence[int]]) -> list[bool]:
+        tau = self.config.scoring.tau
+        suff, attn = self.scorer.scores(keeps)
+        return [s >= tau and (not self.config.use_attainability or a >= tau)
+                for s, a in zip(suff.tolist(), attn.tolist())]
+
+    def record(self, name: str, keep: Sequence[int]) -> None:
+        suff, attn = self.scorer.scores([keep])
+        self.scores[f"{name}_sufficiency"], self.scores[f"{name}_attainability"] = float(suff[0]), float(attn[0])
+
+    def filters(self) -> tuple[str | None, list[int], list[int]]:
+        """``(the first stage failed, or None, shortcut steps, prefix)``."""
+        chain, tau = self.chain, self.config.scoring.tau
+        n = len(chain)
+        suff, _ = self.scorer.scores([range(n), [], *([i] for i in range(n))])
+        self.scores.update(full_sufficiency=float(suff[0]), empty_sufficiency=float(suff[1]))
+        if suff[0] < tau:
+            return "sufficient", [], []
+        if suff[1] >= tau:
+            return "necessary", [], []
+        shortcuts = [i for i in range(n) if suff[2 + i] >= tau or _states_label(chain.steps[i], chain.label)]
+        rest = [i for i in range(n) if i not in shortcuts]
+        if not rest:
+            return "sufficient_after_shortcuts", shortcuts, []
+        prefixes = [rest[:p] for p in range(1, len(rest) + 1)]
+        ok = self.passes(prefixes)
+        rest_suff = float(self.scorer.scores([rest])[0][0])
+        self.scores["after_shortcuts_sufficiency"] = rest_suff
+        if rest_suff < tau:
+            return "sufficient_after_shortcuts", shortcuts, []
+        if not any(ok):
+            return "labelled", shortcuts, []
+        prefix = prefixes[ok.index(True)]
+        self.record("prefix", prefix)
+        return None, shortcuts, prefix
+
+    def stage1(self, prefix: list[int], infl: Tensor) -> tuple[list[int], float | None]:
+        masks = [[prefix[p] for p in influence_kept(infl, t)] for t in self.config.thresholds]
+        ok = self.passes(masks)
+        if not any(ok):
+            return prefix, None
+        return masks[ok.index(True)], self.config.thresholds[ok.index(True)]
+
+    def stage2(self, t_inf: list[int], queue: list[int]) -> list[int]:
+        """Function 2, each round scoring every queued removal at once (the first that passes, in queue order,
+        is the one a one-at-a-time search would take)."""
+        current = list(t_inf)
+        while queue:
+            ok = self.passes([[s for s in current if s != step] for step in queue])
+            if not any(ok):
+                break
+            m = ok.index(True)
+            current.remove(queue[m])
+            queue = queue[m + 1:] + queue[:m]
+        return current
+
+    def ranking(self, t_inf: list[int], prefix: list[int], infl: Tensor | None) -> list[int]:
+        if infl is None:
+            gen = torch.Generator().manual_seed(stable_seed("ranking", self.config.seed, self.chain.prompt_ids,
+                                                            self.chain.step_ids))
+            return [t_inf[i] for i in torch.randperm(len(t_inf), generator=gen).tolist()]
+        pos = [prefix.index(s) for s in t_inf]
+        sub = infl[pos][:, pos]  # influence among T_inf: rows targets, columns sources
+        means = [float(sub[:, c].sum() / max(int(sub[:, c].count_nonzero()), 1)) for c in range(len(pos))]
+        return [t_inf[c] for c in sorted(range(len(pos)), key=lambda c: means[c])]
+
+    def run(self, index: int) -> ChainLabels | str:
+        reason, shortcuts, prefix = self.filters()
+        if reason is not None:
+            return reason
+        cfg = self.config
+        infl, threshold, t_inf = None, None, prefix
+        if cfg.ranking == "influence":
+            infl = influence_matrix(self.model, self.chain, prefix, method=cfg.influence, ig_steps=cfg.ig_steps,
+                                    batch_size=cfg.batch_size)
+            t_inf, threshold = self.stage1(prefix, infl)
+        self.record("t_inf", t_inf)
+        core = self.stage2(t_inf, self.ranking(t_inf, prefix, infl))
+        self.record("core", core)
+        labels: list[int | None] = [None] * len(self.chain)
+        for i in prefix:
+            labels[i] = 0 if i in core else None if i in t_inf else 1
+        return ChainLabels(index=index, chain=self.chain, labels=labels, prefix=prefix, shortcut_steps=shortcuts,
+                           t_inf=t_inf, core=core, influence=infl, threshold=threshold, scores=dict(self.scores))
+
+
+_STAGES = ("sufficient", "necessary", "sufficient_after_shortcuts", "labelled")
+_DROP_REASONS = {"sufficient": "the full chain is not sufficient",
+                 "necessary": "not necessary: the empty chain is sufficient",
+                 "sufficient_after_shortcuts": "not sufficient after shortcut removal",
+                 "labelled": "no prefix is both sufficient and attainable"}
+
+
+def label_steps(model: TransformerBridge, chains: Sequence[Chain], config: LabelConfig = LabelConfig(), *,
+                progress: bool = False) -> StepLabels:
+    """Label the steps of ``chains`` by removability (see the module docstring for the pipeline).
+
+    Chains with one step cannot be pruned and are dropped (reason ``"one step"``); a :class:`ReasonlensError`
+    when ``chains`` is empty or every chain has one step.
+    """
+    from tqdm.auto import tqdm
+
+    if not chains:
+        raise ReasonlensError("no chains: pass at least one Chain (reasonlens.importance.chains.chains_from_examples)")
+    if all(len(c) < 2 for c in chains):
+        raise ReasonlensError("every chain has a single step, and a one-step chain has nothing to prune; pass "
+                              "chains of two or more steps")
+    counts = {"total": len(chains), **{s: 0 for s in _STAGES}}
+    done, dropped = [], []
+    for index, chain in enumerate(tqdm(chains, desc="label steps", unit="chain", disable=not progress)):
+        if len(chain) < 2:
+            dropped.append((index, "one step"))
+            continue
+        result = _Search(model, chain, config).run(index)
+        passed = _STAGES if isinstance(result, ChainLabels) else _STAGES[:_STAGES.index(result)]
+        for stage in passed:
+            counts[stage] += 1
+        if isinstance(result, ChainLabels):
+            done.append(result)
+        else:
+            dropped.append((index, _DROP_REASONS[result]))
+    return StepLabels(chains=done, config=config, filter_counts=counts, dropped=dropped)

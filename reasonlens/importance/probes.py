@@ -1,0 +1,425 @@
+"""Step-importance probes: classifiers that read a step's activations and say whether it is removable
+(label 1) or important (label 0), as in §2.3 of the method notes.
+
+Architectures: ``linear`` (d -> 1) and ``mlp`` (d -> hidden -> ReLU -> 1) read the layer-averaged vector;
+``lw_linear`` (L·d -> 1) and ``lw_mlp`` (L·d -> hidden -> ReLU -> 1, the paper's default) read all layers
+side by side. Two-dimensional features ``[step, feature]`` (one layer, surface features) are read as they are.
+
+Protocol, once per seed: the larger class is subsampled to the size of the smaller one, the kept steps are
+split 80/20 (stratified), inputs are standardised with training-split statistics, and the probe is trained
+with BCE-with-logits (``pos_weight = n_neg / n_pos``), AdamW and a cosine schedule over the epochs. Two
+accuracies are reported:
+
+- ``best_epoch_accuracy``: the paper's number, the best test accuracy over epochs of a probe trained on the
+  whole training split. It selects the epoch on the test split, so it is optimistic.
+- ``held_out_accuracy``: a second probe is trained on the training split less a validation slice, its epoch
+  is chosen on that slice (the last epoch with the best validation accuracy), and the test split is scored
+  once.
+
+The held-out probe of the first seed is the one kept for predictions.
+
+>>> g = torch.Generator().manual_seed(0)
+>>> labels = torch.arange(60) % 2
+>>> features = torch.randn(60, 3, 8, generator=g) + 2.0 * labels[:, None, None]
+>>> result = train_probe(features, labels, ProbeConfig(epochs=10, lr=1e-2, seeds=(42,)))
+>>> result.held_out_accuracy
+1.0
+>>> agreement(result.predict(features), labels)
+1.0
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import dataclasses
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from reasonlens.errors import ReasonlensError
+from reasonlens.results import LabelledTensor
+
+Arch = Literal["linear", "mlp", "lw_linear", "lw_mlp"]
+ARCHS: tuple[str, ...] = ("linear", "mlp", "lw_linear", "lw_mlp")
+MIN_PER_CLASS = 10
+LAYER_METRICS: tuple[str, ...] = ("best_epoch_accuracy", "held_out_accuracy")
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Probe architecture and training (defaults: the paper's LW-MLP protocol). ``validation_fraction`` of the
+    training split selects the epoch of the held-out probe; ``device`` is where probes train."""
+
+    arch: Arch = "lw_mlp"
+    hidden: int = 128
+    epochs: int = 30
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    batch_size: int = 32
+    seeds: Sequence[int] = (42, 43, 44)
+    test_fraction: float = 0.2
+    validation_fraction: float = 0.2
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ReasonlensError(f"unknown probe arch {self.arch!r}; choose from {ARCHS}")
+        for name in ("hidden", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ReasonlensError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.seeds:
+            raise ReasonlensError("no seeds given; pass at least one, e.g. seeds=(42,)")
+        for name in ("test_fraction", "validation_fraction"):
+            if not 0 < getattr(self, name) < 1:
+                raise ReasonlensError(f"{name} must be in (0, 1), got {getattr(self, name)}")
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+
+
+# ---------------------------------------------------------------------------------------------------------- encoders
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Turns probe inputs (a feature tensor, or texts) into the flat float matrix a probe net reads."""
+
+    def encode(self, inputs: Any) -> Float[Tensor, "step n_in"]: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def _flat(features: Tensor, arch: str) -> Tensor:
+    if features.ndim == 3:
+        return features.mean(1) if arch in ("linear", "mlp") else features.reshape(len(features), -1)
+    return features
+
+
+@dataclass
+class Standardiser:
+    """Flattens features for ``arch`` (layer average or concatenation) and standardises them with the
+    training split's mean and std (a constant feature is centred only). ``shape`` is one step's feature shape."""
+
+    arch: str
+    shape: tuple[int, ...]
+    mean: Tensor
+    std: Tensor
+
+    @classmethod
+    def fit(cls, features: Tensor, arch: str) -> Standardiser:
+        flat = _flat(features.float(), arch)
+        std = flat.std(0, unbiased=False)
+        return cls(arch, tuple(features.shape[1:]), flat.mean(0), torch.where(std > 1e-8, std, torch.ones_like(std)))
+
+    def encode(self, inputs: Tensor) -> Tensor:
+        if tuple(inputs.shape[1:]) != self.shape:
+            raise ReasonlensError(f"this probe reads features of shape [step, {', '.join(map(str, self.shape))}], "
+                                  f"got {list(inputs.shape)}; pass features made like the training ones")
+        return (_flat(inputs.float(), self.arch) - self.mean) / self.std
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "standardiser", "arch": self.arch, "shape": list(self.shape), "mean": _pack(self.mean),
+                "std": _pack(self.std)}
+
+
+def _pack(t: Tensor) -> dict[str, Any]:
+    data = t.detach().cpu().float().contiguous().numpy().tobytes()
+    return {"shape": list(t.shape), "float32": base64.b64encode(data).decode("ascii")}
+
+
+def _unpack(d: dict[str, Any]) -> Tensor:
+    data = np.frombuffer(base64.b64decode(d["float32"]), dtype=np.float32).copy()
+    return torch.from_numpy(data).reshape(d["shape"])
+
+
+def _encoder_from_dict(d: dict[str, Any]) -> Encoder:
+    if d["kind"] == "standardiser":
+        return Standardiser(d["arch"], tuple(d["shape"]), _unpack(d["mean"]), _unpack(d["std"]))
+    from reasonlens.importance.controls import TfidfEncoder
+
+    return TfidfEncoder.from_dict(d)
+
+
+# ---------------------------------------------------------------------------------------------------------- probes
+
+
+def _net(arch: str, n_in: int, hidden: int) -> torch.nn.Module:
+    if arch in ("linear", "lw_linear"):
+        return torch.nn.Sequential(torch.nn.Linear(n_in, 1))
+    return torch.nn.Sequential(torch.nn.Linear(n_in, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 1))
+
+
+@dataclass
+class Probe:
+    """A trained probe: its ``encoder`` (inputs -> flat matrix) and ``net`` (matrix -> one logit per step)."""
+
+    encoder: Encoder
+    net: torch.nn.Module
+    arch: str
+    n_in: int
+    hidden: int
+
+    def logits(self, inputs: Any) -> Float[Tensor, " step"]:
+        """One logit per step (positive = removable)."""
+        x = self.encoder.encode(inputs)
+        device = next(self.net.parameters()).device
+        self.net.eval()
+        with torch.no_grad():
+            return self.net(x.to(device)).squeeze(-1).cpu()
+
+    def predict(self, inputs: Any) -> Int[Tensor, " step"]:
+        """1 (removable) or 0 (important) per step."""
+        return (self.logits(inputs) > 0).long()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"encoder": self.encoder.to_dict(), "arch": self.arch, "n_in": self.n_in, "hidden": self.hidden,
+                "state": {k: _pack(v) for k, v in self.net.state_dict().items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Probe:
+        net = _net(d["arch"], d["n_in"], d["hidden"])
+        net.load_state_dict({k: _unpack(v) for k, v in d["state"].items()})
+        return cls(_encoder_from_dict(d["encoder"]), net, d["arch"], d["n_in"], d["hidden"])
+
+
+@dataclass
+class SeedRun:
+    """One seed: ``n_per_class`` steps of each class after balancing, the paper's best-over-epochs test
+    accuracy (``best_epoch``, 1-based) and the held-out one (``selected_epoch`` chosen on the validation slice,
+    where it scored ``validation_accuracy``); ``test_index`` are the test rows, ``test_curve`` the paper probe's
+    test accuracy after each epoch."""
+
+    seed: int
+    n_per_class: int
+    best_epoch_accuracy: float
+    best_epoch: int
+    held_out_accuracy: float
+    selected_epoch: int
+    validation_accuracy: float
+    test_index: list[int]
+    test_curve: list[float]
+
+
+@dataclass
+class ProbeResult:
+    """Per-seed runs, the first seed's held-out probe and its ``predictions`` on every step it was trained
+    from; means and (population) standard deviations over seeds."""
+
+    config: ProbeConfig
+    runs: list[SeedRun]
+    probe: Probe
+    predictions: Int[Tensor, " step"]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def _stat(self, name: str) -> tuple[float, float]:
+        values = np.array([getattr(r, name) for r in self.runs])
+        return float(values.mean()), float(values.std())
+
+    @property
+    def best_epoch_accuracy(self) -> float:
+        """Mean over seeds of the best test accuracy over epochs (the paper's protocol; optimistic)."""
+        return self._stat("best_epoch_accuracy")[0]
+
+    @property
+    def best_epoch_std(self) -> float:
+        return self._stat("best_epoch_accuracy")[1]
+
+    @property
+    def held_out_accuracy(self) -> float:
+        """Mean over seeds of the test accuracy at the epoch chosen on the validation slice."""
+        return self._stat("held_out_accuracy")[0]
+
+    @property
+    def held_out_std(self) -> float:
+        return self._stat("held_out_accuracy")[1]
+
+    def summary(self) -> dict[str, float]:
+        return {"best_epoch_accuracy": self.best_epoch_accuracy, "best_epoch_std": self.best_epoch_std,
+                "held_out_accuracy": self.held_out_accuracy, "held_out_std": self.held_out_std}
+
+    def predict(self, inputs: Any) -> Int[Tensor, " step"]:
+        """The first seed's held-out probe on new inputs (features shaped like the training ones, or texts)."""
+        return self.probe.predict(inputs)
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``path`` (JSON: config, runs, predictions, the probe's weights as base64 float32)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {"config": dataclasses.asdict(self.config), "runs": [dataclasses.asdict(r) for r in self.runs],
+                "probe": self.probe.to_dict(), "predictions": self.predictions.tolist(), "meta": self.meta}
+        path.write_text(json.dumps(data))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ProbeResult:
+        """Read a file written by :meth:`save`."""
+        data = json.loads(Path(path).read_text())
+        return cls(ProbeConfig(**data["config"]), [SeedRun(**r) for r in data["runs"]], Probe.from_dict(data["probe"]),
+                   torch.tensor(data["predictions"], dtype=torch.long), data["meta"])
+
+
+# ---------------------------------------------------------------------------------------------------------- training
+
+
+def _check_labels(labels: Tensor, n_inputs: int) -> None:
+    if len(labels) != n_inputs:
+        raise ReasonlensError(f"{n_inputs} feature rows but {len(labels)} labels; pass one label per step")
+    values = set(labels.tolist())
+    if not values <= {0, 1}:
+        raise ReasonlensError(f"labels must be 0 (important) or 1 (removable), got {sorted(values - {0, 1})}")
+    counts = labels.bincount(minlength=2).tolist()
+    if 0 in counts:
+        raise ReasonlensError(f"all {len(labels)} steps have label {labels[0].item()}; a probe needs both removable "
+                              "(1) and important (0) steps")
+    if min(counts) < MIN_PER_CLASS:
+        raise ReasonlensError(f"{counts[0]} important and {counts[1]} removable steps; a probe needs at least "
+                              f"{MIN_PER_CLASS} of each class, label more steps")
+
+
+def balanced_split(labels: Int[Tensor, " step"], seed: int,
+                   test_fraction: float = 0.2) -> tuple[Int[Tensor, " train"], Int[Tensor, " test"]]:
+    """Row indices of a seeded, class-balanced (larger class subsampled), stratified train / test split.
+
+    >>> train, test = balanced_split(torch.tensor([0] * 30 + [1] * 20), seed=42)
+    >>> len(train), len(test), torch.tensor([0] * 30 + [1] * 20)[test].sum().item()
+    (32, 8, 4)
+    """
+    from sklearn.model_selection import train_test_split
+
+    rng = np.random.RandomState(seed)
+    y = labels.numpy()
+    n = int(min((y == 0).sum(), (y == 1).sum()))
+    keep = np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), n, replace=False) for c in (0, 1)]))
+    train, test = train_test_split(keep, test_size=test_fraction, stratify=y[keep], random_state=seed)
+    return torch.as_tensor(np.sort(train)), torch.as_tensor(np.sort(test))
+
+
+def _accuracy(net: torch.nn.Module, x: Tensor, y: Tensor) -> float:
+    net.eval()
+    with torch.no_grad():
+        return ((net(x).squeeze(-1) > 0).long() == y).float().mean().item()
+
+
+def _fit(x: Tensor, y: Tensor, evals: list[tuple[Tensor, Tensor]], config: ProbeConfig, seed: int,
+         select_on: int | None) -> tuple[torch.nn.Module, list[list[float]], int]:
+    """Train a probe on ``(x, y)``; the accuracy on each eval set after each epoch; with ``select_on``, the net
+    is returned at the last epoch with the best accuracy on that eval set (ties go to the longer-trained net)
+    and that epoch, else as trained."""
+    device = torch.device(config.device)
+    x, y = x.to(device), y.to(device)
+    evals = [(ex.to(device), ey.to(device)) for ex, ey in evals]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = _net(config.arch, x.shape[1], config.hidden).to(device)
+    n_pos = int(y.sum())
+    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(y) - n_pos) / n_pos, device=device))
+    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.epochs)
+    shuffle = torch.Generator().manual_seed(seed)
+    curves: list[list[float]] = [[] for _ in evals]
+    best, best_state, best_epoch = -1.0, None, config.epochs
+    for epoch in range(1, config.epochs + 1):
+        net.train()
+        for rows in torch.randperm(len(y), generator=shuffle).split(config.batch_size):
+            rows = rows.to(device)
+            opt.zero_grad()
+            loss_fn(net(x[rows]).squeeze(-1), y[rows].float()).backward()
+            opt.step()
+        schedule.step()
+        for curve, (ex, ey) in zip(curves, evals):
+            curve.append(_accuracy(net, ex, ey))
+        if select_on is not None and curves[select_on][-1] >= best:
+            best, best_state, best_epoch = curves[select_on][-1], copy.deepcopy(net.state_dict()), epoch
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    return net, curves, best_epoch
+
+
+def _train(inputs: Any, labels: Tensor, take: Callable[[Any, Tensor], Any], make_encoder: Callable[[Any], Encoder],
+           config: ProbeConfig, progress: bool) -> ProbeResult:
+    """The protocol of this module for any inputs: ``take(inputs, rows)`` selects rows, ``make_encoder(train
+    inputs)`` fits the encoder (standardiser, TF-IDF vectorizer) on a training split only."""
+    from sklearn.model_selection import train_test_split
+    from tqdm.auto import tqdm
+
+    labels = labels.long().cpu()
+    runs, first = [], None
+    for seed in tqdm(config.seeds, desc="probe seeds", unit="seed", disable=not progress):
+        train, test = balanced_split(labels, seed, config.test_fraction)
+        encoder = make_encoder(take(inputs, train))
+        _, (test_curve,), _ = _fit(encoder.encode(take(inputs, train)), labels[train],
+                                   [(encoder.encode(take(inputs, test)), labels[test])], config, seed, None)
+        fit_rows, val_rows = (torch.as_tensor(np.sort(r)) for r in train_test_split(
+            train.numpy(), test_size=config.validation_fraction, stratify=labels[train].numpy(), random_state=seed))
+        encoder = make_encoder(take(inputs, fit_rows))
+        net, (val_curve,), epoch = _fit(encoder.encode(take(inputs, fit_rows)), labels[fit_rows],
+                                        [(encoder.encode(take(inputs, val_rows)), labels[val_rows])], config, seed, 0)
+        net = net.cpu()
+        runs.append(SeedRun(seed=seed, n_per_class=int(labels[train].sum() + labels[test].sum()),
+                            best_epoch_accuracy=max(test_curve), best_epoch=int(np.argmax(test_curve)) + 1,
+                            held_out_accuracy=_accuracy(net, encoder.encode(take(inputs, test)), labels[test]),
+                            selected_epoch=epoch, validation_accuracy=val_curve[epoch - 1],
+                            test_index=test.tolist(), test_curve=test_curve))
+        if first is None:
+            first = Probe(encoder, net, config.arch, net[0].in_features, config.hidden)
+    return ProbeResult(config, runs, first, first.predict(inputs),
+                       {"n_steps": len(labels), "n_removable": int(labels.sum())})
+
+
+def _take_rows(features: Tensor, rows: Tensor) -> Tensor:
+    return features[rows]
+
+
+def train_probe(features: Float[Tensor, "step layer d_model"] | Float[Tensor, "step feature"],
+                labels: Int[Tensor, " step"], config: ProbeConfig = ProbeConfig(), *,
+                progress: bool = False) -> ProbeResult:
+    """Train and score a probe on ``features`` (from :func:`~reasonlens.importance.activations.step_activations`,
+    or any ``[step, feature]`` matrix) with ``labels`` (1 = removable), once per seed of ``config``.
+
+    Raises :class:`ReasonlensError` when a class is missing or has fewer than ``MIN_PER_CLASS`` steps.
+    """
+    _check_labels(labels, len(features))
+    arch = config.arch
+    return _train(features.float().cpu(), labels, _take_rows, lambda x: Standardiser.fit(x, arch), config, progress)
+
+
+def probe_by_layer(features: Float[Tensor, "step layer d_model"], labels: Int[Tensor, " step"],
+                   config: ProbeConfig = ProbeConfig(), *, layer_labels: Sequence[str] | None = None,
+                   progress: bool = False) -> LabelledTensor:
+    """A single-layer probe per layer: accuracies ``[seed, metric, layer]`` (metrics ``best_epoch_accuracy``,
+    ``held_out_accuracy``); ``values.mean(0)`` averages the seeds. ``layer_labels`` name the layers
+    (default ``"0", "1", ...``: the positions in ``features``, not necessarily model layers)."""
+    from tqdm.auto import tqdm
+
+    _check_labels(labels, len(features))
+    n_layers = features.shape[1]
+    names = list(layer_labels) if layer_labels is not None else [str(l) for l in range(n_layers)]
+    if len(names) != n_layers:
+        raise ReasonlensError(f"{len(names)} layer labels for {n_layers} layers; pass one per layer")
+    values = torch.zeros(len(config.seeds), len(LAYER_METRICS), n_layers)
+    for l in tqdm(range(n_layers), desc="layers", unit="layer", disable=not progress):
+        result = train_probe(features[:, l], labels, config)
+        for s, run in enumerate(result.runs):
+            values[s, :, l] = torch.tensor([getattr(run, m) for m in LAYER_METRICS])
+    return LabelledTensor(values, axes=("seed", "metric", "layer"),
+                          labels={"seed": [str(s) for s in config.seeds], "metric": list(LAYER_METRICS),
+                                  "layer": names},
+                          meta={"config": dataclasses.asdict(config)})
+
+
+def agreement(pred_a: Int[Tensor, " step"], pred_b: Int[Tensor, " step"]) -> float:
+    """The fraction of steps given the same label by two probes.
+
+    >>> agreement(torch.tensor([1, 0, 1, 1]), torch.tensor([1, 1, 1, 0]))
+    0.5
+    """
+    if len(pred_a) != len(pred_b) or len(pred_a) == 0:
+        raise ReasonlensError(f"predictions of {len(pred_a)} and {len(pred_b)} steps; pass two non-empty label "
+                              "tensors over the same steps")
+    return (pred_a.long() == pred_b.long()).float().mean().item()

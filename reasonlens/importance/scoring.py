@@ -1,0 +1,252 @@
+"""Sufficiency and attainability of step subsequences (the step-importance paper's Eqs. 1-2), batched.
+
+A subsequence ``T`` of a :class:`~reasonlens.importance.chains.Chain` is a list of kept step indices (``[]`` is
+the empty chain). Every readout here runs all subsets of one chain through the model in left-padded batches
+(attention mask and position ids counted from each row's first real token, as :mod:`reasonlens.generation`
+decodes), one forward per ``batch_size`` rows.
+
+**Answer readout.** The paper appends an answer-eliciting suffix ``σ`` (``So the answer is \\boxed{``) and
+samples an answer. The reference models answer right after the last step, so here the readout is the
+next-token distribution after ``x ∘ T ∘ σ`` **restricted to the two label tokens** (a softmax over the logits
+of ``true`` and ``false`` only): the restriction forces an answer wherever the model stands, which plays the
+suffix's part; ``ScoringConfig.suffix`` (default empty) can still add a textual one.
+
+**Necessity** is "the empty chain is not sufficient": ``sufficiency([]) < tau``. The paper asks the model
+to be wrong in 4 of 5 samples without a chain; with two labels chance is 50 %, so its adaptation is that the
+empty chain does not reach the sufficiency threshold.
+
+>>> from reasonlens.model import load_model
+>>> from reasonlens.ontology import generate
+>>> from reasonlens.importance.chains import chains_from_examples
+>>> model = load_model("reasonlens-main")
+>>> chain = chains_from_examples(model, generate(1, hops=2, seed=3))[0]
+>>> suff, attn = SubsetScorer(model, chain).scores([[0, 1, 2, 3, 4], []])
+>>> bool(suff[0] > 0.8), attn.tolist()
+(True, [1.0, 0.0])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from reasonlens.errors import ReasonlensError
+from reasonlens.generation import left_pad, left_padded_positions
+from reasonlens.importance.chains import Chain
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+SufficiencyMode = Literal["deterministic", "sampled"]
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """How subsets are scored.
+
+    - ``tau``: the sufficiency / attainability threshold (paper: 0.8).
+    - ``mode``: ``"deterministic"`` scores sufficiency as the restricted P(gold label); ``"sampled"`` as the
+      fraction of ``k_samples`` labels drawn from the restricted distribution at ``temperature`` that equal
+      the gold one (paper Eq. 1), seeded by ``seed``, the chain and the subset (reproducible, independent of
+      batching and call order).
+    - ``suffix``: text appended after the kept steps before the readout (encoded without special tokens).
+    - ``batch_size``: rows per forward.
+    """
+
+    tau: float = 0.8
+    mode: SufficiencyMode = "deterministic"
+    k_samples: int = 10
+    temperature: float = 0.6
+    seed: int = 0
+    suffix: str = ""
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.tau <= 1.0:
+            raise ReasonlensError(f"tau must be in (0, 1], got {self.tau!r}")
+        if self.mode not in ("deterministic", "sampled"):
+            raise ReasonlensError(f"unknown sufficiency mode {self.mode!r}; choose 'deterministic' or 'sampled'")
+        if self.k_samples < 1:
+            raise ReasonlensError(f"k_samples must be at least 1, got {self.k_samples!r}")
+        if not self.temperature > 0:
+            raise ReasonlensError(f"temperature must be positive, got {self.temperature!r}")
+        if self.batch_size < 1:
+            raise ReasonlensError(f"batch_size must be at least 1, got {self.batch_size!r}")
+
+
+def encode_suffix(model: TransformerBridge, suffix: str) -> list[int]:
+    """Token ids of ``suffix`` (no special tokens); a :class:`ReasonlensError` when a non-empty suffix encodes
+    to nothing or to unknown tokens."""
+    if not suffix:
+        return []
+    from reasonlens.model import require_tokenizer
+
+    tok = require_tokenizer(model)
+    ids = tok(suffix, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise ReasonlensError(f"the suffix {suffix!r} encodes to no tokens in this tokenizer; pass a suffix with "
+                              "words the tokenizer knows, or '' for none")
+    if tok.unk_token_id is not None and tok.unk_token_id in ids:
+        raise ReasonlensError(f"the suffix {suffix!r} has words this tokenizer does not know (they encode to "
+                              f"{tok.unk_token!r}); use words of its vocabulary, or '' for none")
+    return list(ids)
+
+
+def _pad_id(model: TransformerBridge) -> int:
+    tok = model.tokenizer
+    if tok is not None and tok.pad_token_id is not None:
+        return int(tok.pad_token_id)
+    if tok is not None and tok.eos_token_id is not None:
+        return int(tok.eos_token_id)
+    return 0
+
+
+def _forward_rows(model: TransformerBridge, rows: Sequence[Sequence[int]], spans: Sequence[tuple[int, int]],
+                  answer_ids: tuple[int, int],
+                  batch_size: int) -> tuple[Float[Tensor, "row 2"], Float[Tensor, " row"]]:
+    """For each row: the logits of the two answer tokens after its last token, and the mean negative
+    log-likelihood of its tokens ``span[0]:span[1]`` (teacher-forced; NaN for an empty span)."""
+    from reasonlens.model import context_length
+
+    if batch_size < 1:
+        raise ReasonlensError(f"batch_size must be at least 1, got {batch_size!r}")
+    longest = max(map(len, rows))
+    if longest > context_length(model):
+        raise ReasonlensError(f"a subset is {longest} tokens but the model attends over {context_length(model)}; "
+                              "use shorter chains or a model with a longer context")
+    device = model.cfg.device
+    answer = torch.tensor(answer_ids, device=device)
+    pairs, nlls = [], []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        ids, mask = left_pad(chunk, _pad_id(model))
+        positions = left_padded_positions(mask)
+        with torch.no_grad():
+            logits = model(ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device))
+        pairs.append(logits[:, -1, answer].float().cpu())
+        for r, (row, (a, b)) in enumerate(zip(chunk, spans[start:start + batch_size])):
+            if b <= a:
+                nlls.append(torch.tensor(math.nan, dtype=torch.float64))
+                continue
+            off = ids.shape[1] - len(row)
+            logp = logits[r, off + a - 1:off + b - 1].double().log_softmax(-1)
+            nlls.append(-logp.gather(-1, ids[r, off + a:off + b, None].to(device)).mean().cpu())
+    pair = torch.cat(pairs)
+    if not torch.isfinite(pair).all():
+        raise ReasonlensError("the model's answer logits are NaN or infinite for some subsets; check the model's "
+                              "weights and dtype (float32 is the safe choice)")
+    return pair, torch.stack(nlls)
+
+
+def stable_seed(*parts: object) -> int:
+    """A 63-bit seed that depends only on ``parts`` (JSON-serialisable), the same in every process."""
+    key = json.dumps(parts).encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & (2**63 - 1)
+
+
+def _check_keeps(chain: Chain, keeps: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
+    out = []
+    for keep in keeps:
+        kept = sorted(set(int(k) for k in keep))
+        if kept and not (0 <= kept[0] and kept[-1] < len(chain)):
+            raise ReasonlensError(f"step indices {list(keep)} are outside this chain's {len(chain)} steps "
+                                  f"(valid: 0..{len(chain) - 1})")
+        out.append(tuple(kept))
+    return out
+
+
+def answer_probabilities(model: TransformerBridge, chain: Chain, keeps: Sequence[Sequence[int]], *,
+                         suffix_ids: Sequence[int] = (), batch_size: int = 32) -> Float[Tensor, " subset"]:
+    """P(gold label | x ∘ T ∘ σ) for each subset ``T`` in ``keeps``, restricted to the two answer tokens
+    (a softmax over their two logits at the last position)."""
+    kept = _check_keeps(chain, keeps)
+    if not kept:
+        return torch.zeros(0)
+    rows = [chain.token_ids(k, suffix_ids) for k in kept]
+    pair, _ = _forward_rows(model, rows, [(0, 0)] * len(rows), chain.answer_ids, batch_size)
+    return pair.softmax(-1)[:, 0 if chain.label else 1]
+
+
+class SubsetScorer:
+    """Sufficiency and attainability of subsets of one chain, memoised per subset.
+
+    One :meth:`scores` call runs every subset not seen before in one batched pass, together (on the first
+    call) with the two attainability references: the full chain ``o`` and ``σ ∘ a*`` (the suffix then the
+    gold answer token, right after the prompt).
+    """
+
+    def __init__(self, model: TransformerBridge, chain: Chain, config: ScoringConfig = ScoringConfig()) -> None:
+        self.model, self.chain, self.config = model, chain, config
+        self.suffix_ids = encode_suffix(model, config.suffix)
+        self._seen: dict[tuple[int, ...], tuple[float, float]] = {}
+        self._reference: tuple[float, float] | None = None  # PPL(o|x), PPL(σ∘a*|x)
+
+    def _sufficiency(self, pair: Float[Tensor, "row 2"], kept: list[tuple[int, ...]]) -> list[float]:
+        gold = 0 if self.chain.label else 1
+        cfg = self.config
+        if cfg.mode == "deterministic":
+            return pair.softmax(-1)[:, gold].tolist()
+        p = (pair / cfg.temperature).softmax(-1)[:, gold]
+        out = []
+        for prob, keep in zip(p.tolist(), kept):
+            gen = torch.Generator().manual_seed(stable_seed(cfg.seed, self.chain.prompt_ids, self.chain.step_ids, keep))
+            out.append(float((torch.rand(cfg.k_samples, generator=gen, dtype=torch.float64) < prob).double().mean()))
+        return out
+
+    @staticmethod
+    def _attainability(ppl: float, keep: tuple[int, ...], reference: tuple[float, float]) -> float:
+        ppl_o, ppl_answer = reference
+        return 1.0 - (ppl - ppl_o) / (ppl_answer - ppl_o) if keep else 0.0
+
+    def scores(self, keeps: Sequence[Sequence[int]]) -> tuple[Float[Tensor, " subset"], Float[Tensor, " subset"]]:
+        """``(sufficiency, attainability)`` of each subset in ``keeps`` (step indices; ``[]`` = empty chain).
+
+        Attainability is ``1 - (PPL(T|x) - PPL(o|x)) / (PPL(σ∘a*|x) - PPL(o|x))`` with ``PPL(T|x)`` the
+        exponentiated mean teacher-forced NLL of ``T``'s tokens after the prompt; it is 0 for ``[]``.
+        """
+        kept = _check_keeps(self.chain, keeps)
+        chain, full = self.chain, tuple(range(len(self.chain)))
+        todo = list(dict.fromkeys(k for k in kept if k not in self._seen))
+        if self._reference is None and full not in todo:
+            todo.append(full)
+        if todo:
+            rows = [chain.token_ids(k, self.suffix_ids) for k in todo]
+            spans = [(chain.prompt_len, chain.prompt_len + sum(len(chain.step_ids[i]) for i in k)) for k in todo]
+            if self._reference is None:
+                answer_row = chain.prompt_ids + self.suffix_ids + [chain.gold_answer_id]
+                rows.append(answer_row)
+                spans.append((chain.prompt_len, len(answer_row)))
+            pair, nll = _forward_rows(self.model, rows, spans, chain.answer_ids, self.config.batch_size)
+            ppl = nll.exp().tolist()
+            if self._reference is None:
+                self._reference = (ppl[todo.index(full)], ppl[-1])
+                ppl_o, ppl_answer = self._reference
+                if not (math.isfinite(ppl_answer - ppl_o) and ppl_answer != ppl_o):
+                    raise ReasonlensError(
+                        f"attainability is undefined for this chain: PPL(σ∘a*|x) = {ppl_answer:.4g} and PPL(o|x) = "
+                        f"{ppl_o:.4g} (their difference must be finite and non-zero); check the model's weights "
+                        "and dtype")
+            for k, s, p in zip(todo, self._sufficiency(pair[:len(todo)], todo), ppl):
+                self._seen[k] = (s, self._attainability(p, k, self._reference))
+        out = torch.tensor([self._seen[k] for k in kept], dtype=torch.float64).reshape(len(kept), 2)
+        return out[:, 0].float(), out[:, 1].float()
+
+
+def sufficiency(model: TransformerBridge, chain: Chain, keeps: Sequence[Sequence[int]],
+                config: ScoringConfig = ScoringConfig()) -> Float[Tensor, " subset"]:
+    """Sufficiency of each subset (see :class:`ScoringConfig` for the deterministic and sampled modes)."""
+    return SubsetScorer(model, chain, config).scores(keeps)[0]
+
+
+def attainability(model: TransformerBridge, chain: Chain, keeps: Sequence[Sequence[int]],
+                  config: ScoringConfig = ScoringConfig()) -> Float[Tensor, " subset"]:
+    """Attainability of each subset (paper Eq. 2; 1 for the full chain, 0 for the empty one)."""
+    return SubsetScorer(model, chain, config).scores(keeps)[1]

@@ -1,0 +1,375 @@
+"""The step-importance experiments of Nikankin et al. (2026) on a reference model, as one recipe
+(``reasonlens run step-importance``).
+
+1. **Labels.** Chains of thought (the generator's gold chains, which carry redundant steps whose removability
+   the generator knows, or the model's greedy chains) are labelled by removability: filters, sufficient
+   prefix, stage 1 (influence threshold sweep: removable steps) and stage 2 (greedy removal: the core ``T*``,
+   important steps). The random-ranking variant gives the core-size baseline. The labels are checked against
+   the generator's ground truth (precision and recall of "removable" vs "redundant").
+2. **Probes** on the residual stream after every block, pooled over each step's tokens: the layer-wise MLP
+   (the paper's default) and the other architectures; controls with the same classifier: context-free
+   activations, TF-IDF n-grams, surface features (with their correlation to the probe's predictions), a
+   randomly initialised model of the same architecture; one probe per layer and per pooled position.
+3. **Cross-model**: the same chains and labels, probed on a second model's activations (accuracy and
+   agreement with the first model's probe, against a random-init model).
+
+>>> StepImportanceConfig().hops
+(2, 3, 4)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from reasonlens.errors import ReasonlensError
+from reasonlens.importance.activations import POOLINGS, StepSet, step_activations
+from reasonlens.importance.chains import Chain
+from reasonlens.importance.controls import (
+    cross_model,
+    surface_correlations,
+    surface_features,
+    train_text_probe,
+)
+from reasonlens.importance.labels import LabelConfig, StepLabels, label_steps
+from reasonlens.importance.probes import ProbeConfig, ProbeResult, agreement, probe_by_layer, train_probe
+from reasonlens.importance.scoring import ScoringConfig
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+ARCHITECTURES: tuple[str, ...] = ("lw_mlp", "lw_linear", "mlp", "linear")
+CONTROLS: tuple[str, ...] = ("context", "no_context", "tfidf", "surface", "random_init")
+# Beyond the issue's controls: the surface regression without the generator's role tags, which on generator
+# labels are the label itself ("redundant").
+EXTRA_CONTROLS: tuple[str, ...] = ("surface_no_role",)
+
+
+@dataclass(frozen=True)
+class StepImportanceConfig:
+    """What the study runs (defaults: a few minutes on one CPU core for the reference models).
+
+    ``n_per_cell`` questions per (kind, hops) cell, with a redundant step at each hop boundary with probability
+    ``redundant_step_p``; ``source`` "gold" (the generator's chains, with ground truth) or "greedy" (the
+    model's own chains); ``labels`` and ``probe`` configure the pipeline and the probes."""
+
+    kinds: tuple[str, ...] = ("fictional", "false")
+    hops: tuple[int, ...] = (2, 3, 4)
+    n_per_cell: int = 60
+    redundant_step_p: float = 0.5
+    source: str = "gold"
+    labels: LabelConfig = field(default_factory=LabelConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    seed: int = 0
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if self.n_per_cell < 1 or not self.kinds or not self.hops:
+            raise ReasonlensError("n_per_cell must be at least 1, and kinds and hops non-empty")
+        if self.source not in ("gold", "greedy"):
+            raise ReasonlensError(f"unknown chain source {self.source!r}; choose 'gold' or 'greedy'")
+
+
+LABEL_SOURCES: tuple[str, ...] = ("removability", "generator")
+
+
+@dataclass
+class ProbeSuite:
+    """The probes and controls trained on one labelled step set: ``probes`` by name (:data:`CONTROLS`,
+    ``"arch <name>"``, ``"position <pooling>"``), single-layer accuracies ``per_layer`` (``{"context": [...],
+    "no_context": [...]}``), ``surface_correlation`` (|r| of each surface feature with the context probe's
+    predictions), ``cross_model`` (empty without a second model) and ``removable_probability`` (the context
+    probe's P(removable) of every step, in ``steps.items`` order)."""
+
+    steps: StepSet
+    probes: dict[str, ProbeResult]
+    per_layer: dict[str, list[float]]
+    surface_correlation: dict[str, float]
+    cross_model: dict[str, Any]
+    removable_probability: list[float]
+
+    def summary(self) -> dict[str, Any]:
+        held = {name: r.held_out_accuracy for name, r in self.probes.items()}
+        labels = self.steps.labels
+        return {
+            "n_steps": {"removable": int(labels.sum()), "important": int((labels == 0).sum())},
+            "probe_accuracy": {name: held[name] for name in (*CONTROLS, *EXTRA_CONTROLS)},
+            "probe_accuracy_best_epoch": {name: r.best_epoch_accuracy for name, r in self.probes.items()},
+            "probe_accuracy_std": {name: r.held_out_std for name, r in self.probes.items()},
+            "architectures": {arch: held[f"arch {arch}"] for arch in ARCHITECTURES},
+            "positions": {p: held[f"position {p}"] for p in POOLINGS},
+            "per_layer": self.per_layer,
+            "surface_correlation": self.surface_correlation,
+            "cross_model": {k: v for k, v in self.cross_model.items() if k != "results"},
+        }
+
+
+@dataclass
+class StepImportanceResult:
+    """Everything the study measured; :meth:`summary` is ``results.json``.
+
+    ``labels`` (and ``random_labels``, the random-ranking baseline) come from the removability pipeline;
+    ``suites["removability"]`` probes them and ``suites["generator"]`` probes the generator's ground truth
+    (redundant steps removable, proof steps important) on the same chains. A suite is missing where its labels
+    have too few steps of a class (``skipped`` says why)."""
+
+    model: str
+    second_model: str | None
+    config: StepImportanceConfig
+    labels: StepLabels
+    random_labels: StepLabels
+    suites: dict[str, ProbeSuite]
+    skipped: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """``results.json``: the removability labels' probe results at the top level (``probe_accuracy``,
+        ``cross_model``, ...), the generator labels' under ``generator_labels``, then ``labels_vs_ground_truth``
+        and ``core_size``."""
+        main = self.suites["removability"].summary() if "removability" in self.suites else \
+            {"probe_accuracy": dict.fromkeys((*CONTROLS, *EXTRA_CONTROLS)),
+             "cross_model": dict.fromkeys(("accuracy", "agreement", "random_init_agreement"))}
+        return {
+            "model": self.model, "second_model": self.second_model, "config": _jsonable(asdict(self.config)),
+            "filter_counts": self.labels.filter_counts, **main,
+            "generator_labels": self.suites["generator"].summary() if "generator" in self.suites else None,
+            "skipped": self.skipped,
+            "labels_vs_ground_truth": self.labels.agreement_with_ground_truth() if self.labels.chains else None,
+            "core_size": {"activation": self.labels.core_size(), "random": self.random_labels.core_size()}
+            if self.labels.chains else None,
+            "seconds": self.timings,
+        }
+
+    def save(self, out: str | Path) -> Path:
+        """Write ``results.json``, the labels (``labels/``, ``random_labels/``) and every probe
+        (``probes/<label source>/<name>.json``)."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(self.summary(), indent=1))
+        self.labels.save(out / "labels")
+        self.random_labels.save(out / "random_labels")
+        for source, suite in self.suites.items():
+            for name, probe in suite.probes.items():
+                probe.save(out / "probes" / source / f"{name}.json")
+            (out / "probes" / source / "steps.json").write_text(json.dumps(
+                {"chains": [chain.to_dict() for chain in suite.steps.chains], "items": suite.steps.items,
+                 "removable_probability": suite.removable_probability}))
+        return out
+
+    @classmethod
+    def load(cls, out: str | Path) -> StepImportanceResult:
+        """Read a folder written by :meth:`save`."""
+        out = Path(out)
+        if not (out / "results.json").exists():
+            raise ReasonlensError(f"{out} holds no results.json; pass the folder a step-importance study was saved to")
+        data = json.loads((out / "results.json").read_text())
+        raw = data["config"]
+        config = StepImportanceConfig(
+            kinds=tuple(raw["kinds"]), hops=tuple(raw["hops"]), n_per_cell=raw["n_per_cell"],
+            redundant_step_p=raw["redundant_step_p"], source=raw["source"],
+            labels=LabelConfig.from_dict(raw["labels"]),
+            probe=ProbeConfig(**{**raw["probe"], "seeds": tuple(raw["probe"]["seeds"])}),
+            seed=raw["seed"], batch_size=raw["batch_size"])
+        labels = StepLabels.load(out / "labels")
+        suites = {}
+        for source in LABEL_SOURCES:
+            summary = data if source == "removability" else data["generator_labels"]
+            folder = out / "probes" / source
+            if source in data["skipped"] or summary is None:
+                continue
+            stored = json.loads((folder / "steps.json").read_text())
+            suites[source] = ProbeSuite(
+                steps=StepSet([Chain.from_dict(d) for d in stored["chains"]], [tuple(i) for i in stored["items"]]),
+                probes={f.stem: ProbeResult.load(f) for f in sorted(folder.glob("*.json")) if f.stem != "steps"},
+                per_layer=summary["per_layer"], surface_correlation=summary["surface_correlation"],
+                cross_model=summary["cross_model"], removable_probability=stored["removable_probability"])
+        return cls(model=data["model"], second_model=data["second_model"], config=config, labels=labels,
+                   random_labels=StepLabels.load(out / "random_labels"), suites=suites, skipped=data["skipped"],
+                   timings=data["seconds"])
+
+
+def step_set(labels: StepLabels) -> StepSet:
+    """The labelled steps of ``labels`` (removable 1, important 0) as a :class:`StepSet` for the probes."""
+    labels._require_chains()
+    return StepSet.from_labels([c.chain for c in labels.chains], [c.labels for c in labels.chains])
+
+
+def generator_step_set(chains: list[Chain]) -> StepSet:
+    """The generator's ground truth as labels: steps tagged ``"redundant"`` removable (1), the other tagged
+    steps (premise and rule copies, derived facts: the proof) important (0); untagged steps (greedy chains
+    that leave the gold chain) unlabelled."""
+    return StepSet.from_labels(chains, [[None if r is None else int(r == "redundant") for r in c.roles]
+                                        for c in chains])
+
+
+def probe_suite(model: TransformerBridge, steps: StepSet, config: ProbeConfig = ProbeConfig(), *,
+                second_model: TransformerBridge | None = None, names: tuple[str, str] = ("model", "second"),
+                seed: int = 0, batch_size: int = 16, progress: bool = False) -> ProbeSuite:
+    """Every probe and control of the study on one labelled step set (see :class:`ProbeSuite`)."""
+    from reasonlens.importance.controls import SURFACE_PROBE_CONFIG, random_init_model
+
+    y = steps.labels
+
+    def activations(m: TransformerBridge, **kw: Any) -> torch.Tensor:
+        return step_activations(m, steps, batch_size=batch_size, progress=progress, **kw)
+
+    def linear(c: ProbeConfig) -> ProbeConfig:
+        return replace(c, arch="linear")
+
+    features, alone = activations(model), activations(model, context=False)
+    probes: dict[str, ProbeResult] = {"context": train_probe(features, y, config)}
+    for arch in ARCHITECTURES:
+        probes[f"arch {arch}"] = probes["context"] if arch == config.arch else \
+            train_probe(features, y, replace(config, arch=arch))
+    probes["no_context"] = train_probe(alone, y, config)
+    probes["tfidf"] = train_text_probe(steps.texts, y)
+    surface, surface_names = surface_features(steps)
+    surface_config = replace(SURFACE_PROBE_CONFIG, seeds=config.seeds)
+    probes["surface"] = train_probe(surface, y, surface_config)
+    no_role = [i for i, name in enumerate(surface_names) if not name.startswith("role_")]
+    probes["surface_no_role"] = train_probe(surface[:, no_role], y, surface_config)
+    probes["random_init"] = train_probe(activations(random_init_model(model, seed)), y, config)
+    for pooling in POOLINGS:
+        probes[f"position {pooling}"] = probes["context"] if pooling == "mean" else \
+            train_probe(activations(model, pooling=pooling), y, config)
+    per_layer = {"context": probe_by_layer(features, y, linear(config)).values.mean(0)[1].tolist(),
+                 "no_context": probe_by_layer(alone, y, linear(config)).values.mean(0)[1].tolist()}
+    correlation = dict(surface_correlations(surface, surface_names, probes["context"].predictions.float()))
+    probability = torch.sigmoid(probes["context"].probe.logits(features)).tolist()
+    transfer: dict[str, Any] = {}
+    if second_model is not None:
+        transfer = cross_model(model, second_model, steps, config, features_a=features, batch_size=batch_size,
+                               random_init_seed=seed, progress=progress)
+        results = transfer["results"]
+        test = torch.tensor(results["a"].runs[0].test_index)
+        preds = {name: results[key].predictions[test]
+                 for name, key in ((names[0], "a"), (names[1], "b"), ("random init", "random_init"))}
+        transfer["accuracy"] = transfer["accuracy_b"]
+        transfer["matrix"] = {"names": list(preds), "matrix": [[agreement(preds[a], preds[b]) for b in preds]
+                                                                for a in preds]}
+    return ProbeSuite(steps=steps, probes=probes, per_layer=per_layer, surface_correlation=correlation,
+                      cross_model=transfer, removable_probability=probability)
+
+
+def run_step_importance_study(model: TransformerBridge, config: StepImportanceConfig | None = None, *,
+                              second_model: TransformerBridge | None = None, model_name: str = "model",
+                              second_model_name: str | None = None, progress: bool = False) -> StepImportanceResult:
+    """Run the study on ``model`` (see the module docstring); ``second_model`` (same vocabulary) adds the
+    cross-model transfer."""
+    from reasonlens.importance.chains import chains_from_examples
+    from reasonlens.importance.probes import MIN_PER_CLASS
+    from reasonlens.ontology import generate
+
+    c = config or StepImportanceConfig()
+    timings: dict[str, float] = {}
+    start = time.time()
+    cells = [(kind, hops) for kind in c.kinds for hops in c.hops]
+    examples = [e for i, (kind, hops) in enumerate(cells)
+                for e in generate(c.n_per_cell, kind=kind, hops=hops, seed=7000 + 100 * c.seed + i,
+                                  redundant_step_p=c.redundant_step_p)]
+    chains = chains_from_examples(model, examples, source=c.source, batch_size=c.batch_size, progress=progress)
+    labels = label_steps(model, chains, c.labels, progress=progress)
+    random_labels = label_steps(model, chains, replace(c.labels, ranking="random"), progress=progress)
+    timings["labels"] = time.time() - start
+
+    sets = {"removability": step_set(labels) if labels.chains else None, "generator": generator_step_set(chains)}
+    suites, skipped = {}, {}
+    for source, steps in sets.items():
+        start = time.time()
+        if steps is None:
+            skipped[source] = f"no chain passed the filters ({labels.filter_counts}): label more chains (n_per_cell)"
+            continue
+        counts = [int((steps.labels == k).sum()) for k in (0, 1)]
+        if min(counts) < MIN_PER_CLASS:
+            skipped[source] = (f"{counts[1]} removable and {counts[0]} important steps; a probe needs at least "
+                               f"{MIN_PER_CLASS} of each: label more chains (n_per_cell)")
+            continue
+        suites[source] = probe_suite(model, steps, c.probe, second_model=second_model,
+                                     names=(model_name, second_model_name or "second"), seed=c.seed,
+                                     batch_size=c.batch_size, progress=progress)
+        timings[f"probes ({source} labels)"] = time.time() - start
+    return StepImportanceResult(model=model_name, second_model=second_model_name, config=c, labels=labels,
+                                random_labels=random_labels, suites=suites, skipped=skipped, timings=timings)
+
+
+def step_importance_report(result: StepImportanceResult):
+    """One self-contained HTML page: the tables and figures of the study."""
+    from reasonlens import plot
+    from reasonlens.report import HtmlReport
+
+    s = result.summary()
+    c = result.config
+    report = HtmlReport(f"Step importance: {result.model}")
+    report.paragraph(
+        f"{c.n_per_cell} questions per cell ({', '.join(c.kinds)}; {', '.join(map(str, c.hops))} hops), "
+        f"{c.source} chains with a redundant step at each hop boundary with probability {c.redundant_step_p}. "
+        f"Sufficiency: {c.labels.scoring.mode} readout of the two labels right after the kept steps, tau = "
+        f"{c.labels.scoring.tau}; influence: {c.labels.influence}. Probes: {c.probe.arch}, {c.probe.epochs} epochs, "
+        f"seeds {list(c.probe.seeds)}; accuracies are on balanced classes (chance 0.5) and held out (the epoch is "
+        "chosen on a validation slice of the training split); the paper's protocol (best test accuracy over "
+        "epochs, optimistic) is in the last column.")
+    report.heading("Removability labels")
+    report.table([[k, v] for k, v in s["filter_counts"].items()], header=["chains left after", "count"])
+    gt = s["labels_vs_ground_truth"]
+    records = result.labels.records()
+    report.paragraph(
+        f"{sum(r['label'] == 1 for r in records)} removable and {sum(r['label'] == 0 for r in records)} important "
+        f"steps. Against the generator's redundant steps: precision {gt['precision']:.3f}, recall {gt['recall']:.3f} "
+        f"({gt['n_removable']} removable, {gt['n_redundant']} redundant in the prefixes). Core size (|T*| / "
+        f"|prefix|): activation-based {s['core_size']['activation']:.3f}, random greedy {s['core_size']['random']:.3f}.")
+    first = next((cl for cl in result.labels.chains if cl.influence is not None and cl.prefix_len > 2), None)
+    if first is not None:
+        report.figure(plot.influence_heatmap(first.influence, [first.chain.steps[i] for i in first.prefix]))
+    for source, reason in result.skipped.items():
+        report.paragraph(f"No probes on the {source} labels: {reason}.")
+    for source, suite in result.suites.items():
+        title = {"removability": "the removability labels", "generator": "the generator's labels (redundant = "
+                 "removable, proof steps = important)"}[source]
+        report.heading(f"Probes on {title}")
+        summary = suite.summary()
+        report.paragraph(f"{summary['n_steps']['removable']} removable and {summary['n_steps']['important']} "
+                         "important steps.")
+        report.table([[name, r.held_out_accuracy, r.held_out_std, r.best_epoch_accuracy]
+                      for name, r in suite.probes.items()],
+                     header=["probe", "held-out accuracy", "std over seeds", "best over epochs (paper)"])
+        bands = {("all layers" if k == "context" else k): v for k, v in summary["probe_accuracy"].items()
+                 if k in ("context", "tfidf", "surface_no_role", "random_init")}
+        report.figure(plot.probe_accuracy_by_layer(suite.per_layer, bands, title=f"single-layer linear probes, {source}"
+                                                                                 " labels"))
+        report.table([[k, v] for k, v in sorted(suite.surface_correlation.items(), key=lambda kv: -kv[1])],
+                     header=["surface feature", "|r| with the context probe's predictions"])
+        if summary["cross_model"]:
+            cm = summary["cross_model"]
+            report.paragraph(
+                f"Cross-model: the chains and labels, probed on {result.second_model}'s activations: accuracy "
+                f"{cm['accuracy']:.3f} ({result.model}: {cm['accuracy_a']:.3f}, random init: "
+                f"{cm['random_init_accuracy']:.3f}); agreement with {result.model}'s probe {cm['agreement']:.3f} "
+                f"(random init: {cm['random_init_agreement']:.3f}) on {cm['n_test']} test steps.")
+            report.figure(plot.agreement_matrix(cm["matrix"], title=f"probe agreement, {source} labels"))
+        report.paragraph("Chains shaded by the context probe's P(removable), underlined by their label:")
+        by_chain: dict[int, dict[int, float]] = {}
+        for (chain, step, _), p in zip(suite.steps.items, suite.removable_probability):
+            by_chain.setdefault(chain, {})[step] = p
+        for chain_index in list(by_chain)[:4]:
+            chain = suite.steps.chains[chain_index]
+            labels = [None] * len(chain)
+            for ch, step, label in suite.steps.items:
+                if ch == chain_index:
+                    labels[step] = label
+            report.paragraph(plot.chain_importance(chain.steps, [by_chain[chain_index].get(i, 0.5)
+                                                                 for i in range(len(chain))], labels), raw_html=True)
+    report.paragraph(f"Seconds: {json.dumps({k: round(v, 1) for k, v in result.timings.items()})}")
+    return report
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
+
+
+__all__ = ["StepImportanceConfig", "StepImportanceResult", "ScoringConfig", "run_step_importance_study",
+           "step_importance_report", "step_set"]

@@ -1,0 +1,116 @@
+"""The step-importance study recipe and its CLI on the shipped models, at a small scale."""
+
+import json
+import math
+from dataclasses import dataclass, field
+
+import pytest
+
+from reasonlens.cli import main
+from reasonlens.errors import ReasonlensError
+from reasonlens.importance import study
+from reasonlens.importance.chains import chains_from_examples
+from reasonlens.importance.probes import ProbeConfig
+from reasonlens.importance.study import (
+    CONTROLS,
+    StepImportanceConfig,
+    StepImportanceResult,
+    generator_step_set,
+    run_step_importance_study,
+    step_importance_report,
+)
+from reasonlens.model import load_model
+from reasonlens.ontology import generate
+
+FAST_PROBE = ProbeConfig(epochs=4, seeds=(42, 43))
+SMALL = dict(kinds=("fictional",), hops=(2, 3), n_per_cell=32, probe=FAST_PROBE)
+
+
+@pytest.fixture(scope="module")
+def main_model():
+    return load_model("reasonlens-main")
+
+
+@pytest.fixture(scope="module")
+def result(main_model):
+    return run_step_importance_study(main_model, StepImportanceConfig(**SMALL), second_model=load_model("reasonlens-seed1"),
+                                     model_name="main", second_model_name="seed1")
+
+
+def test_results_hold_every_field_the_recipe_promises(result):
+    s = result.summary()
+    assert s["filter_counts"]["total"] == 64 >= s["filter_counts"]["labelled"] == len(result.labels.chains) > 0
+    assert set(s["probe_accuracy"]) >= set(CONTROLS)
+    for name in CONTROLS:
+        assert 0 <= s["probe_accuracy"][name] <= 1
+        assert 0 <= s["generator_labels"]["probe_accuracy"][name] <= 1
+    for key in ("accuracy", "agreement", "random_init_agreement"):
+        assert 0 <= s["cross_model"][key] <= 1
+    assert set(s["labels_vs_ground_truth"]) >= {"precision", "recall"}
+    assert all(0 < s["core_size"][k] <= 1 for k in ("activation", "random"))
+    # Every labelled step of the removability suite is a labelled step of the pipeline.
+    steps = result.suites["removability"].steps
+    assert len(steps) == sum(label is not None for c in result.labels.chains for label in c.labels)
+    # The generator's role tags are the generator labels, so the surface regression with them is exact.
+    assert s["generator_labels"]["probe_accuracy"]["surface"] == 1.0
+    assert len(s["generator_labels"]["per_layer"]["context"]) == 6
+    assert s["generator_labels"]["cross_model"]["matrix"]["names"] == ["main", "seed1", "random init"]
+    json.dumps(s)
+
+
+def test_save_load_and_report(result, tmp_path):
+    result.save(tmp_path)
+    again = StepImportanceResult.load(tmp_path)
+    assert json.dumps(again.summary(), sort_keys=True) == json.dumps(result.summary(), sort_keys=True)
+    assert again.suites["generator"].steps.items == result.suites["generator"].steps.items
+    html = step_importance_report(again).to_html()
+    assert "Step importance: main" in html and "P(removable)" in html and "Cross-model" in html
+    with pytest.raises(ReasonlensError, match="results.json"):
+        StepImportanceResult.load(tmp_path / "nothing")
+
+
+def test_generator_step_set_follows_the_role_tags(main_model):
+    chains = chains_from_examples(main_model, generate(3, hops=2, seed=4, redundant_step_p=1.0))
+    chains[0].roles[0] = None  # a step the generator does not know, as in a greedy chain
+    steps = generator_step_set(chains)
+    for c, s, label in steps.items:
+        assert label == int(chains[c].roles[s] == "redundant")
+    assert (0, 0) not in {(c, s) for c, s, _ in steps.items}
+    assert len(steps) == sum(len(c) for c in chains) - 1
+
+
+def test_too_few_labels_are_skipped_with_a_reason(main_model):
+    tiny = run_step_importance_study(main_model, StepImportanceConfig(**{**SMALL, "n_per_cell": 3, "hops": (2,)}))
+    assert set(tiny.skipped) == {"removability", "generator"}
+    assert "at least 10" in tiny.skipped["generator"]
+    summary = tiny.summary()
+    assert summary["probe_accuracy"]["context"] is None and summary["generator_labels"] is None
+    if tiny.labels.chains:
+        assert "at least 10" in tiny.skipped["removability"]
+        assert not math.isnan(summary["core_size"]["activation"])
+    else:
+        assert "no chain passed" in tiny.skipped["removability"] and summary["core_size"] is None
+    json.dumps(summary)
+
+
+def test_bad_settings():
+    with pytest.raises(ReasonlensError, match="source"):
+        StepImportanceConfig(source="sampled")
+    with pytest.raises(ReasonlensError, match="n_per_cell"):
+        StepImportanceConfig(n_per_cell=0)
+
+
+def test_cli_recipe_writes_results_and_report(tmp_path, monkeypatch):
+    @dataclass(frozen=True)
+    class Small(StepImportanceConfig):
+        probe: ProbeConfig = field(default_factory=lambda: FAST_PROBE)
+
+    monkeypatch.setattr(study, "StepImportanceConfig", Small)
+    assert main(["run", "step-importance", "--model", "reasonlens-main", "--n", "12", "--kind", "fictional",
+                 "--hops", "3", "--out", str(tmp_path)]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    for key in ("probe_accuracy", "cross_model", "labels_vs_ground_truth", "core_size"):
+        assert key in results
+    assert results["second_model"] == "reasonlens-seed1"  # the shipped second seed, by default
+    assert (tmp_path / "report.html").stat().st_size > 100_000
+    assert main(["run", "step-importance", "--model", "no-such-model", "--out", str(tmp_path)]) == 2
