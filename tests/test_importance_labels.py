@@ -50,6 +50,24 @@ def reference_labels(reference, reference_chains):
     return label_steps(reference, reference_chains)
 
 
+def test_prefix_cache_and_whole_sequence_runs_agree(tiny, tiny_chain, monkeypatch):
+    """Scoring and influence read the prompt from one cached run; without the cache they run it per row."""
+    from reasonlens.generation import SharedPrefix
+
+    n = len(tiny_chain)
+    keeps = [[], list(range(n)), [0], list(range(1, n))]
+    cached = SubsetScorer(tiny, tiny_chain).scores(keeps)
+    cached_influence = {m: influence_matrix(tiny, tiny_chain, method=m, ig_steps=2)
+                        for m in ("gradient", "integrated_gradients")}
+    monkeypatch.setattr(SharedPrefix, "of", classmethod(lambda cls, model, ids: None))
+    whole = SubsetScorer(tiny, tiny_chain).scores(keeps)
+    for a, b in zip(cached, whole):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    for method, matrix in cached_influence.items():
+        torch.testing.assert_close(matrix, influence_matrix(tiny, tiny_chain, method=method, ig_steps=2),
+                                   atol=1e-5, rtol=1e-4)
+
+
 def _last_logits(model, ids):
     with torch.no_grad():
         return model(torch.tensor([ids]))[0]

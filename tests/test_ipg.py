@@ -116,7 +116,7 @@ def test_mean_and_noise_baselines_equal_the_direct_loop(llama, baseline):
 def test_prefix_cache_and_full_sequence_runs_agree(llama, monkeypatch):
     seqs = sequences(llama)
     cached = path_attributions(llama, "neuron", [0], seqs, steps=2, batch_size=4)
-    monkeypatch.setattr(paths, "_plain_cache", lambda model: False)
+    monkeypatch.setattr(paths, "has_plain_kv_cache", lambda model: False)
     full = path_attributions(llama, "neuron", [0], seqs, steps=2, batch_size=4)
     torch.testing.assert_close(cached.attributions, full.attributions, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(cached.objective_start, full.objective_start, atol=1e-6, rtol=1e-5)

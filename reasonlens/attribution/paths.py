@@ -30,7 +30,7 @@ from torch import Tensor
 
 from reasonlens.attribution.components import HOOKS, n_units
 from reasonlens.errors import ReasonlensError
-from reasonlens.generation import left_pad, left_padded_positions
+from reasonlens.generation import has_plain_kv_cache, left_pad, left_padded_positions, pad_token_id
 
 BASELINES: tuple[str, ...] = ("zero", "mean", "noise")
 
@@ -154,10 +154,8 @@ class _Runner:
         self.model, self.seqs = model, seqs
         self.device = model.cfg.device
         self.lengths = torch.tensor([len(o) for o in seqs.output_ids])
-        tok = model.tokenizer
-        self.pad_id = next((t for t in (getattr(tok, "pad_token_id", None), getattr(tok, "eos_token_id", None))
-                            if t is not None), 0)
-        self.cached_prefix = all(len(p) > 1 for p in seqs.prompt_ids) and _plain_cache(model)
+        self.pad_id = pad_token_id(model)
+        self.cached_prefix = all(len(p) > 1 for p in seqs.prompt_ids) and has_plain_kv_cache(model)
         self.prefix_kv: dict[tuple[int, ...], list[tuple[Tensor, Tensor]]] = {}
         if self.cached_prefix:  # each distinct prompt's keys and values, once per run
             prompts = sorted({tuple(p[:-1]) for p in seqs.prompt_ids})
@@ -287,15 +285,3 @@ def _interpolate(act: Tensor, hook: Any, *, leaf: Tensor, offsets: list[int], le
     src_cols = (cols - off).clamp(0, leaf.shape[1] - 1)
     placed = leaf.to(act.dtype).gather(1, src_cols[..., None].expand(-1, -1, leaf.shape[-1]))
     return torch.where(inside[..., None], placed, act)
-
-
-def _plain_cache(model) -> bool:
-    """Whether the model's KV cache is a plain per-layer DynamicCache (so a prompt prefix can be reused)."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
-    ids = torch.zeros(1, 2, dtype=torch.long, device=model.cfg.device)
-    with torch.no_grad():
-        _, cache = model(ids, use_cache=True, return_type="logits_and_cache")
-    return isinstance(cache, DynamicCache) and all(type(layer) is DynamicLayer for layer in cache.layers)
-

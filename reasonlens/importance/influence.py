@@ -5,9 +5,11 @@ softmax probability of the actual token ``t`` (predicted from position ``t - 1``
 token embeddings of step ``j`` (the ``hook_embed`` output; GPT-2's separate positional embeddings are not
 differentiated). Self-influence is 0 and ``I[k, j] = 0`` for ``j > k`` (causality).
 
-The gradient comes from a leaf tensor that a forward hook puts in place of ``hook_embed``'s output. The
-sequence is replicated once per target step in one batch, each row's objective its own step's probability
-sum; the rows are independent, so one backward of the summed objectives gives every row's gradient.
+The gradient comes from a leaf tensor that a forward hook puts in place of ``hook_embed``'s output. Each
+target step is one row of a batch, cut after that step (later tokens cannot matter), each row's objective its
+own step's probability sum; the rows are independent, so one backward of the summed objectives gives every
+row's gradient. The prompt, which no step's embedding can change, runs once without gradients and the rows
+read its cached keys and values (:func:`~reasonlens.generation.run_continuations`).
 
 >>> from reasonlens.model import load_model
 >>> from reasonlens.ontology import generate
@@ -59,13 +61,27 @@ def influence_matrix(model: TransformerBridge, chain: Chain, keep: Sequence[int]
     check_influence_method(method)
     if ig_steps < 1 or batch_size < 1:
         raise ReasonlensError(f"ig_steps and batch_size must be at least 1, got {ig_steps!r} and {batch_size!r}")
+    from reasonlens.generation import SharedPrefix, pad_token_id, run_continuations
+
     ids, spans = chain.token_ids(keep), chain.spans(keep)
-    n, start = len(spans), chain.prompt_len
+    n = len(spans)
     out = torch.zeros(n, n)
+    prefix = SharedPrefix.of(model, chain.prompt_ids)
+    start = 0 if prefix is not None else chain.prompt_len  # the first step token's column in a row
+    shift = chain.prompt_len - start  # token position - column
+    rows_ids = ids[chain.prompt_len - start:]
     alphas = [i / ig_steps for i in range(1, ig_steps + 1)] if method == "integrated_gradients" else [1.0]
     rows = [(k, a) for k in range(1, n) for a in alphas]
     device = model.cfg.device
-    tokens = torch.tensor([ids], device=device)
+    embedded: dict[str, Tensor] = {}
+
+    def capture(act: Tensor, hook: object) -> None:
+        embedded["clean"] = act[0].detach()
+
+    with torch.no_grad():
+        run_continuations(model, prefix, [rows_ids], pad_token_id(model), fwd_hooks=[("hook_embed", capture)])
+    clean = embedded["clean"]
+    base = clean[start:].mean(0)
     summed: dict[int, Tensor] = {}  # target step -> gradient summed over its IG points so far
     seen: dict[int, int] = {}
     for lo in range(0, len(rows), batch_size):
@@ -76,30 +92,32 @@ def influence_matrix(model: TransformerBridge, chain: Chain, keep: Sequence[int]
         def inject(act: Tensor, hook: object) -> Tensor:
             point = act.detach().clone()
             if method == "integrated_gradients":
-                base = point[0, start:].mean(0)
                 point[:, start:] = base + alpha[:, None, None].to(point.dtype) * (point[:, start:] - base)
-            store["clean"], store["leaf"] = act[0].detach(), point.requires_grad_(True)
+            store["leaf"] = point.requires_grad_(True)
             return store["leaf"]
 
-        with torch.enable_grad(), model.hooks(fwd_hooks=[("hook_embed", inject)]):
-            logits = model(tokens.expand(len(chunk), -1))
+        cut = [rows_ids[:spans[k].end - shift] for k, _ in chunk]
+        with torch.enable_grad():
+            logits = run_continuations(model, prefix, cut, pad_token_id(model), fwd_hooks=[("hook_embed", inject)])
             total = logits.new_zeros((), dtype=torch.float32)
             for r, (k, _) in enumerate(chunk):
-                a, b = spans[k].start, spans[k].end
+                a, b = spans[k].start - shift, spans[k].end - shift
                 probs = logits[r, a - 1:b - 1].float().softmax(-1)
-                total = total + probs.gather(-1, tokens[0, a:b, None])[:, 0].sum()
+                targets = torch.tensor(rows_ids[a:b], device=device)
+                total = total + probs.gather(-1, targets[:, None])[:, 0].sum()
             (grad,) = torch.autograd.grad(total, store["leaf"])
-        clean = store["clean"].float().cpu()
         for r, (k, _) in enumerate(chunk):
-            summed[k] = summed.get(k, 0) + grad[r].float().cpu()
+            g_row = grad[r, :spans[k].end - shift].float().cpu()
+            summed[k] = summed.get(k, 0) + g_row
             seen[k] = seen.get(k, 0) + 1
             if seen[k] < len(alphas):
                 continue
             g = summed.pop(k) / len(alphas)
+            e = clean[:len(g)].float().cpu()
             if method == "gradient_x_input":
-                g = g * clean
+                g = g * e
             elif method == "integrated_gradients":
-                g = g * (clean - clean[start:].mean(0))
+                g = g * (e - base.float().cpu())
             for j in range(k):
-                out[k, j] = torch.linalg.norm(g[spans[j].start:spans[j].end])
+                out[k, j] = torch.linalg.norm(g[spans[j].start - shift:spans[j].end - shift])
     return out

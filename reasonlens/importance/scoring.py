@@ -39,7 +39,6 @@ from jaxtyping import Float
 from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
-from reasonlens.generation import left_pad, left_padded_positions
 from reasonlens.importance.chains import Chain
 
 if TYPE_CHECKING:
@@ -100,45 +99,43 @@ def encode_suffix(model: TransformerBridge, suffix: str) -> list[int]:
     return list(ids)
 
 
-def _pad_id(model: TransformerBridge) -> int:
-    tok = model.tokenizer
-    if tok is not None and tok.pad_token_id is not None:
-        return int(tok.pad_token_id)
-    if tok is not None and tok.eos_token_id is not None:
-        return int(tok.eos_token_id)
-    return 0
-
-
-def _forward_rows(model: TransformerBridge, rows: Sequence[Sequence[int]], spans: Sequence[tuple[int, int]],
-                  answer_ids: tuple[int, int],
+def _forward_rows(model: TransformerBridge, prompt_ids: Sequence[int], continuations: Sequence[Sequence[int]],
+                  n_scored: Sequence[int], answer_ids: tuple[int, int],
                   batch_size: int) -> tuple[Float[Tensor, "row 2"], Float[Tensor, " row"]]:
-    """For each row: the logits of the two answer tokens after its last token, and the mean negative
-    log-likelihood of its tokens ``span[0]:span[1]`` (teacher-forced; NaN for an empty span)."""
+    """For each continuation ``c`` of the prompt: the logits of the two answer tokens after ``prompt + c``, and the
+    mean negative log-likelihood of the first ``n_scored`` tokens of ``c`` (teacher-forced; NaN for 0).
+
+    The prompt but its last token runs once (:class:`~reasonlens.generation.SharedPrefix`); each row is the
+    last prompt token and its continuation, right-padded, read after the prompt's cached keys and values (the
+    whole prompt per row where the model's cache cannot be reused)."""
+    from reasonlens.generation import SharedPrefix, pad_token_id, run_continuations
     from reasonlens.model import context_length
 
     if batch_size < 1:
         raise ReasonlensError(f"batch_size must be at least 1, got {batch_size!r}")
-    longest = max(map(len, rows))
+    longest = len(prompt_ids) + max(map(len, continuations))
     if longest > context_length(model):
         raise ReasonlensError(f"a subset is {longest} tokens but the model attends over {context_length(model)}; "
                               "use shorter chains or a model with a longer context")
+    prefix = SharedPrefix.of(model, prompt_ids[:-1])
+    lead = list(prompt_ids[-1:]) if prefix is not None else list(prompt_ids)
+    offset = len(lead) - 1  # column of the last prompt token in a row
     device = model.cfg.device
     answer = torch.tensor(answer_ids, device=device)
     pairs, nlls = [], []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
-        ids, mask = left_pad(chunk, _pad_id(model))
-        positions = left_padded_positions(mask)
+    for start in range(0, len(continuations), batch_size):
+        chunk = [lead + list(c) for c in continuations[start:start + batch_size]]
         with torch.no_grad():
-            logits = model(ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device))
-        pairs.append(logits[:, -1, answer].float().cpu())
-        for r, (row, (a, b)) in enumerate(zip(chunk, spans[start:start + batch_size])):
-            if b <= a:
+            logits = run_continuations(model, prefix, chunk, pad_token_id(model))
+        last = torch.tensor([len(row) - 1 for row in chunk], device=device)
+        pairs.append(logits[torch.arange(len(chunk), device=device), last][:, answer].float().cpu())
+        for r, (row, n) in enumerate(zip(chunk, n_scored[start:start + batch_size])):
+            if n == 0:
                 nlls.append(torch.tensor(math.nan, dtype=torch.float64))
                 continue
-            off = ids.shape[1] - len(row)
-            logp = logits[r, off + a - 1:off + b - 1].double().log_softmax(-1)
-            nlls.append(-logp.gather(-1, ids[r, off + a:off + b, None].to(device)).mean().cpu())
+            logp = logits[r, offset:offset + n].double().log_softmax(-1)
+            target = torch.tensor(row[offset + 1:offset + 1 + n], device=device)
+            nlls.append(-logp.gather(-1, target[:, None]).mean().cpu())
     pair = torch.cat(pairs)
     if not torch.isfinite(pair).all():
         raise ReasonlensError("the model's answer logits are NaN or infinite for some subsets; check the model's "
@@ -170,8 +167,8 @@ def answer_probabilities(model: TransformerBridge, chain: Chain, keeps: Sequence
     kept = _check_keeps(chain, keeps)
     if not kept:
         return torch.zeros(0)
-    rows = [chain.token_ids(k, suffix_ids) for k in kept]
-    pair, _ = _forward_rows(model, rows, [(0, 0)] * len(rows), chain.answer_ids, batch_size)
+    rows = [chain.token_ids(k, suffix_ids)[chain.prompt_len:] for k in kept]
+    pair, _ = _forward_rows(model, chain.prompt_ids, rows, [0] * len(rows), chain.answer_ids, batch_size)
     return pair.softmax(-1)[:, 0 if chain.label else 1]
 
 
@@ -218,13 +215,13 @@ class SubsetScorer:
         if self._reference is None and full not in todo:
             todo.append(full)
         if todo:
-            rows = [chain.token_ids(k, self.suffix_ids) for k in todo]
-            spans = [(chain.prompt_len, chain.prompt_len + sum(len(chain.step_ids[i]) for i in k)) for k in todo]
+            rows = [chain.token_ids(k, self.suffix_ids)[chain.prompt_len:] for k in todo]
+            n_scored = [sum(len(chain.step_ids[i]) for i in k) for k in todo]
             if self._reference is None:
-                answer_row = chain.prompt_ids + self.suffix_ids + [chain.gold_answer_id]
-                rows.append(answer_row)
-                spans.append((chain.prompt_len, len(answer_row)))
-            pair, nll = _forward_rows(self.model, rows, spans, chain.answer_ids, self.config.batch_size)
+                rows.append(self.suffix_ids + [chain.gold_answer_id])
+                n_scored.append(len(rows[-1]))
+            pair, nll = _forward_rows(self.model, chain.prompt_ids, rows, n_scored, chain.answer_ids,
+                                      self.config.batch_size)
             ppl = nll.exp().tolist()
             if self._reference is None:
                 self._reference = (ppl[todo.index(full)], ppl[-1])

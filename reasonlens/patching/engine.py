@@ -34,7 +34,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
-from reasonlens.generation import left_padded_positions
+from reasonlens.generation import left_padded_positions, plain_kv_cache
 from reasonlens.results import LabelledTensor
 
 SITE_HOOKS: dict[str, str] = {
@@ -157,9 +157,6 @@ def _cache_run(model, tokens, attention_mask, names: list[str], batch_size: int,
     values (None when the model's cache is not a plain per-layer one), in chunks of ``batch_size``."""
     import functools
 
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
     device = model.cfg.device
     logits, acts, keys, values = [], {n: [] for n in names}, [], []
     kv_ok = keep_kv
@@ -177,7 +174,7 @@ def _cache_run(model, tokens, attention_mask, names: list[str], batch_size: int,
         logits.append(out[:, -1].float().cpu())
         for n in names:
             acts[n].append(store[n])
-        kv_ok = kv_ok and isinstance(cache, DynamicCache) and all(type(layer) is DynamicLayer for layer in cache.layers)
+        kv_ok = kv_ok and plain_kv_cache(cache)
         if kv_ok:
             keys.append([layer.keys.cpu() for layer in cache.layers])
             values.append([layer.values.cpu() for layer in cache.layers])
