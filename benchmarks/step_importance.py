@@ -8,8 +8,9 @@ timed in this one process as the best of ``--repeats`` runs:
 1. **Influence matrix** on ``--chains`` chains, per method (``--methods``, default ``gradient`` and
    ``gradient_x_input``):
 
-   - ``reasonlens``: :func:`~reasonlens.importance.influence.influence_matrix` (the sequence replicated once
-     per target step in one batch, one forward and one backward for all of them);
+   - ``reasonlens``: :func:`~reasonlens.importance.influence.influence_matrix` (the prompt run once without
+     gradients; one row per target step, cut after that step, read after the prompt's cached keys and values;
+     one forward and one backward for all rows);
    - ``loop``: the paper's way, written out below: for each target step ``k``, one forward and one backward of
      the full sequence, a leaf tensor (a copy of the ``hook_embed`` output) put in its place by a forward hook,
      objective the sum of the softmax probabilities of step ``k``'s actual tokens (each predicted from the
@@ -19,8 +20,8 @@ timed in this one process as the best of ``--repeats`` runs:
 2. **Subset scoring** on the same chains; subsets: every prefix (``[]`` to the full chain) and every
    leave-one-out subset of each chain, the searches of :func:`~reasonlens.importance.labels.label_steps`:
 
-   - ``reasonlens``: :func:`~reasonlens.importance.scoring.answer_probabilities` (all subsets of a chain in
-     left-padded batches with attention mask and position ids); also, as context, a fresh
+   - ``reasonlens``: :func:`~reasonlens.importance.scoring.answer_probabilities` (the prompt run once; all
+     subsets of a chain as right-padded continuations after its cached keys and values); also, as context, a fresh
      :class:`~reasonlens.importance.scoring.SubsetScorer` ``.scores`` (sufficiency and attainability, so also
      the teacher-forced NLL of every subset and the two references), its sufficiency compared too;
    - ``loop``: one unpadded forward per subset, ``model(torch.tensor([chain.token_ids(keep)]))``, softmax of

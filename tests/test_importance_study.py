@@ -100,7 +100,7 @@ def test_bad_settings():
         StepImportanceConfig(n_per_cell=0)
 
 
-def test_cli_recipe_writes_results_and_report(tmp_path, monkeypatch):
+def test_cli_recipe_writes_results_and_report(tmp_path, monkeypatch, offline):
     @dataclass(frozen=True)
     class Small(StepImportanceConfig):
         probe: ProbeConfig = field(default_factory=lambda: FAST_PROBE)
