@@ -18,10 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from timing import timed
 
 from reasonlens.generation import GenerationConfig, generate
 from reasonlens.model import list_models, load_model
@@ -69,11 +69,6 @@ def bridge_generate(model, prompts: list[str], max_new_tokens: int, eos: int, ba
         outs += [until_eos(row[width:].tolist(), eos) for row in seqs]
     return outs
 
-
-def timed(fn):
-    start = time.perf_counter()
-    result = fn()
-    return result, time.perf_counter() - start
 
 
 def main() -> None:

@@ -39,23 +39,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 import torch  # noqa: E402
+from timing import timed  # noqa: E402
 
 HOOKS = {"resid": "blocks.{l}.hook_resid_post", "neuron": "blocks.{l}.mlp.hook_post", "head": "blocks.{l}.attn.hook_z"}
 
-
-def timed(fn, repeats: int = 1):
-    """``fn()`` and the best wall time of ``repeats`` runs."""
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return out, best
 
 
 def sample_sequences(model, examples, n_samples: int, seed: int, max_new_tokens: int, batch_size: int):

@@ -18,12 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from collections import Counter
 
 os.environ.setdefault("TQDM_DISABLE", "1")  # transformer_lens.patching draws a bar per sweep
 
 import torch  # noqa: E402
+from timing import timed  # noqa: E402
 
 
 def equal_length_pairs(model, subtask: int, n_pairs: int, seed: int):
@@ -42,11 +42,6 @@ def equal_length_pairs(model, subtask: int, n_pairs: int, seed: int):
     cut = slice(width - length, width)
     return pairs, pairs.clean[rows][:, cut], pairs.corrupted[rows][:, cut], pairs.answer[rows], pairs.corrupted_answer[rows]
 
-
-def timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
 
 
 def main() -> None:

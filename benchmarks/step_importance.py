@@ -51,21 +51,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 import torch  # noqa: E402
-
-
-def timed(fn, repeats: int = 1):
-    """``fn()`` and the best wall time of ``repeats`` runs."""
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return out, best
+from timing import timed  # noqa: E402
 
 
 def loop_influence(model, chain, method: str) -> torch.Tensor:

@@ -38,15 +38,13 @@ from reasonlens.importance.controls import (
 )
 from reasonlens.importance.labels import LabelConfig, StepLabels, label_steps
 from reasonlens.importance.probes import ProbeConfig, ProbeResult, agreement, probe_by_layer, train_probe
-from reasonlens.importance.scoring import ScoringConfig
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 ARCHITECTURES: tuple[str, ...] = ("lw_mlp", "lw_linear", "mlp", "linear")
 CONTROLS: tuple[str, ...] = ("context", "no_context", "tfidf", "surface", "random_init")
-# Beyond the controls: the surface regression without the generator's role tags, which on generator
-# labels are the label itself ("redundant").
+# The surface regression without the generator's role tags, which on the generator's labels are the label itself.
 EXTRA_CONTROLS: tuple[str, ...] = ("surface_no_role",)
 
 
@@ -369,7 +367,3 @@ def step_importance_report(result: StepImportanceResult):
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
-
-
-__all__ = ["StepImportanceConfig", "StepImportanceResult", "ScoringConfig", "run_step_importance_study",
-           "step_importance_report", "step_set"]
