@@ -473,13 +473,15 @@ def influence_heatmap(influence: Float[Tensor, "step step"], steps: list[str] | 
     return fig
 
 
-def chain_importance(steps: list[str], removable: list[float], labels: list[int | None] | None = None) -> str:
-    """A chain as HTML, each step shaded by its predicted probability of being removable (``removable``, 0..1):
-    green for removable, red for important; with ``labels`` (1 removable, 0 important, None unlabelled) each
-    step is also underlined by its label. Returns an HTML fragment (like :func:`attention_view`), for a page
-    or ``IPython.display.HTML``.
+def chain_importance(steps: list[str], removable: list[float | None], labels: list[int | None] | None = None, *,
+                     legend: bool = True) -> str:
+    """A chain as HTML, each step shaded by its predicted probability of being removable (``removable``, 0..1;
+    ``None`` for a step without a prediction, left grey): green for removable, red for important; with
+    ``labels`` (1 removable, 0 important, None unlabelled) each labelled step is also underlined by its label.
+    Returns an HTML fragment (like :func:`attention_view`), for a page or ``IPython.display.HTML``; ``legend``
+    adds a line that explains the colours.
 
-    >>> "removable" in chain_importance(["Rex is a cat.", "Rex is red."], [0.9, 0.1], [1, 0])
+    >>> "removable" in chain_importance(["Rex is a cat.", "Rex is red."], [0.9, None], [1, None])
     True
     """
     import html
@@ -489,17 +491,20 @@ def chain_importance(steps: list[str], removable: list[float], labels: list[int 
                               + (f" and {len(labels)} labels" if labels is not None else ""))
     parts = []
     for i, (step, p) in enumerate(zip(steps, removable)):
-        p = min(max(float(p), 0.0), 1.0)
-        red, green = int(255 - 90 * p), int(165 + 90 * p)
-        colour = f"rgb({red},{green},{int(170 - 40 * abs(p - 0.5))})"
         label = None if labels is None else labels[i]
+        if p is None:
+            colour, shown = "#e8e8e8", "no prediction"
+        else:
+            p = min(max(float(p), 0.0), 1.0)
+            colour = f"rgb({int(255 - 90 * p)},{int(165 + 90 * p)},{int(170 - 40 * abs(p - 0.5))})"
+            shown = f"P(removable) = {p:.2f}"
         line = {1: "border-bottom:3px solid #1a7f37", 0: "border-bottom:3px solid #c62828"}.get(label, "")
         name = {1: "removable", 0: "important", None: "unlabelled"}[label]
-        parts.append(f"<span title='step {i}: P(removable) = {p:.2f}; label: {name}' style='background:{colour};"
+        parts.append(f"<span title='step {i}: {shown}; label: {name}' style='background:{colour};"
                      f"padding:1px 3px;margin:1px;border-radius:3px;{line}'>{html.escape(step)}</span>")
-    legend = ("<div style='font-size:.85em;color:#555'>shade: predicted P(removable) (green removable, red important);"
-              " underline: the label (green removable, red important)</div>")
-    return "<div style='line-height:2'>" + " ".join(parts) + "</div>" + legend
+    key = ("<div style='font-size:.85em;color:#555'>shade: predicted P(removable) (green removable, red important, "
+           "grey no prediction); underline: the label (green removable, red important, none unlabelled)</div>")
+    return "<div style='line-height:2'>" + " ".join(parts) + "</div>" + (key if legend else "")
 
 
 _HEAD = re.compile(r"L(\d+)H(\d+)")

@@ -55,6 +55,10 @@ def test_results_hold_every_field_the_recipe_promises(result):
     assert s["generator_labels"]["probe_accuracy"]["surface"] == 1.0
     assert len(s["generator_labels"]["per_layer"]["context"]) == 6
     assert s["generator_labels"]["cross_model"]["matrix"]["names"] == ["main", "seed1", "random init"]
+    # The context probe's P(removable) covers every step of every chain, labelled or not.
+    for suite in result.suites.values():
+        assert [len(p) for p in suite.removable_probability] == [len(c) for c in suite.steps.chains]
+        assert all(0 <= p <= 1 for row in suite.removable_probability for p in row)
     json.dumps(s)
 
 

@@ -82,14 +82,14 @@ class ProbeSuite:
     ``"arch <name>"``, ``"position <pooling>"``), single-layer accuracies ``per_layer`` (``{"context": [...],
     "no_context": [...]}``), ``surface_correlation`` (|r| of each surface feature with the context probe's
     predictions), ``cross_model`` (empty without a second model) and ``removable_probability`` (the context
-    probe's P(removable) of every step, in ``steps.items`` order)."""
+    probe's P(removable) of every step of every chain, labelled or not: ``[chain][step]``)."""
 
     steps: StepSet
     probes: dict[str, ProbeResult]
     per_layer: dict[str, list[float]]
     surface_correlation: dict[str, float]
     cross_model: dict[str, Any]
-    removable_probability: list[float]
+    removable_probability: list[list[float]]
 
     def summary(self) -> dict[str, Any]:
         held = {name: r.held_out_accuracy for name, r in self.probes.items()}
@@ -213,8 +213,11 @@ def probe_suite(model: TransformerBridge, steps: StepSet, config: ProbeConfig = 
 
     y = steps.labels
 
+    def activations_of(m: TransformerBridge, step_set: StepSet, **kw: Any) -> torch.Tensor:
+        return step_activations(m, step_set, batch_size=batch_size, progress=progress, **kw)
+
     def activations(m: TransformerBridge, **kw: Any) -> torch.Tensor:
-        return step_activations(m, steps, batch_size=batch_size, progress=progress, **kw)
+        return activations_of(m, steps, **kw)
 
     def linear(c: ProbeConfig) -> ProbeConfig:
         return replace(c, arch="linear")
@@ -238,7 +241,12 @@ def probe_suite(model: TransformerBridge, steps: StepSet, config: ProbeConfig = 
     per_layer = {"context": probe_by_layer(features, y, linear(config)).values.mean(0)[1].tolist(),
                  "no_context": probe_by_layer(alone, y, linear(config)).values.mean(0)[1].tolist()}
     correlation = dict(surface_correlations(surface, surface_names, probes["context"].predictions.float()))
-    probability = torch.sigmoid(probes["context"].probe.logits(features)).tolist()
+    every = StepSet(steps.chains, [(c, i, 0) for c, chain in enumerate(steps.chains) for i in range(len(chain))])
+    flat = torch.sigmoid(probes["context"].probe.logits(activations_of(model, every))).tolist()
+    probability, at = [], 0
+    for chain in steps.chains:
+        probability.append(flat[at:at + len(chain)])
+        at += len(chain)
     transfer: dict[str, Any] = {}
     if second_model is not None:
         transfer = cross_model(model, second_model, steps, config, features_a=features, batch_size=batch_size,
@@ -320,7 +328,8 @@ def step_importance_report(result: StepImportanceResult):
         f"steps. Against the generator's redundant steps: precision {gt['precision']:.3f}, recall {gt['recall']:.3f} "
         f"({gt['n_removable']} removable, {gt['n_redundant']} redundant in the prefixes). Core size (|T*| / "
         f"|prefix|): activation-based {s['core_size']['activation']:.3f}, random greedy {s['core_size']['random']:.3f}.")
-    first = next((cl for cl in result.labels.chains if cl.influence is not None and cl.prefix_len > 2), None)
+    first = max((cl for cl in result.labels.chains if cl.influence is not None), key=lambda cl: cl.prefix_len,
+                default=None)
     if first is not None:
         report.figure(plot.influence_heatmap(first.influence, [first.chain.steps[i] for i in first.prefix]))
     for source, reason in result.skipped.items():
@@ -349,18 +358,12 @@ def step_importance_report(result: StepImportanceResult):
                 f"{cm['random_init_accuracy']:.3f}); agreement with {result.model}'s probe {cm['agreement']:.3f} "
                 f"(random init: {cm['random_init_agreement']:.3f}) on {cm['n_test']} test steps.")
             report.figure(plot.agreement_matrix(cm["matrix"], title=f"probe agreement, {source} labels"))
-        report.paragraph("Chains shaded by the context probe's P(removable), underlined by their label:")
-        by_chain: dict[int, dict[int, float]] = {}
-        for (chain, step, _), p in zip(suite.steps.items, suite.removable_probability):
-            by_chain.setdefault(chain, {})[step] = p
-        for chain_index in list(by_chain)[:4]:
-            chain = suite.steps.chains[chain_index]
-            labels = [None] * len(chain)
-            for ch, step, label in suite.steps.items:
-                if ch == chain_index:
-                    labels[step] = label
-            report.paragraph(plot.chain_importance(chain.steps, [by_chain[chain_index].get(i, 0.5)
-                                                                 for i in range(len(chain))], labels), raw_html=True)
+        report.paragraph("Chains shaded by the context probe's P(removable) (every step: the probe reads unlabelled "
+                         "steps too), underlined by their label:")
+        labels: dict[tuple[int, int], int] = {(c, i): label for c, i, label in suite.steps.items}
+        for c, (chain, probability) in enumerate(zip(suite.steps.chains[:4], suite.removable_probability)):
+            report.paragraph(plot.chain_importance(chain.steps, probability, [labels.get((c, i)) for i in range(len(chain))],
+                                                   legend=c == 0), raw_html=True)
     report.paragraph(f"Seconds: {json.dumps({k: round(v, 1) for k, v in result.timings.items()})}")
     return report
 
