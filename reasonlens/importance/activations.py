@@ -33,7 +33,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
-from reasonlens.generation import left_pad, left_padded_positions
+from reasonlens.generation import left_pad, left_padded_positions, pad_token_id
 from reasonlens.importance.chains import Chain
 from reasonlens.model import check_hook_name, context_length, require_tokenizer
 
@@ -166,7 +166,7 @@ def _run(model: TransformerBridge, sequences: list[_Sequence], names: list[str],
     batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
     with torch.no_grad():
         for batch in tqdm(batches, desc="step activations", unit="batch", disable=not progress):
-            ids, mask = left_pad([seq.ids for seq in batch], 0)
+            ids, mask = left_pad([seq.ids for seq in batch], pad_token_id(model))
             weights = _pool_weights(batch, ids.shape[1], pooling).to(device)
             valid = torch.tensor([[j < len(seq.spans) for j in range(weights.shape[1])] for seq in batch]).to(device)
             store: dict[str, Tensor] = {}
