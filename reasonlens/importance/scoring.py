@@ -39,6 +39,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
+from reasonlens.generation import SharedPrefix
 from reasonlens.importance.chains import Chain
 
 if TYPE_CHECKING:
@@ -99,16 +100,21 @@ def encode_suffix(model: TransformerBridge, suffix: str) -> list[int]:
     return list(ids)
 
 
-def _forward_rows(model: TransformerBridge, prompt_ids: Sequence[int], continuations: Sequence[Sequence[int]],
-                  n_scored: Sequence[int], answer_ids: tuple[int, int],
+def _prompt_prefix(model: TransformerBridge, chain: Chain) -> SharedPrefix | None:
+    """The chain's prompt but its last token, run once (see :func:`_forward_rows`)."""
+    return SharedPrefix.of(model, chain.prompt_ids[:-1])
+
+
+def _forward_rows(model: TransformerBridge, prefix: SharedPrefix | None, prompt_ids: Sequence[int],
+                  continuations: Sequence[Sequence[int]], n_scored: Sequence[int], answer_ids: tuple[int, int],
                   batch_size: int) -> tuple[Float[Tensor, "row 2"], Float[Tensor, " row"]]:
     """For each continuation ``c`` of the prompt: the logits of the two answer tokens after ``prompt + c``, and the
     mean negative log-likelihood of the first ``n_scored`` tokens of ``c`` (teacher-forced; NaN for 0).
 
-    The prompt but its last token runs once (:class:`~reasonlens.generation.SharedPrefix`); each row is the
-    last prompt token and its continuation, right-padded, read after the prompt's cached keys and values (the
-    whole prompt per row where the model's cache cannot be reused)."""
-    from reasonlens.generation import SharedPrefix, pad_token_id, run_continuations
+    ``prefix`` is the prompt but its last token, run once (:func:`_prompt_prefix`); each row is the last prompt
+    token and its continuation, right-padded, read after the prefix's cached keys and values (with
+    ``prefix=None``, where the model's cache cannot be reused, the whole prompt runs per row)."""
+    from reasonlens.generation import pad_token_id, run_continuations
     from reasonlens.model import context_length
 
     if batch_size < 1:
@@ -117,7 +123,6 @@ def _forward_rows(model: TransformerBridge, prompt_ids: Sequence[int], continuat
     if longest > context_length(model):
         raise ReasonlensError(f"a subset is {longest} tokens but the model attends over {context_length(model)}; "
                               "use shorter chains or a model with a longer context")
-    prefix = SharedPrefix.of(model, prompt_ids[:-1])
     lead = list(prompt_ids[-1:]) if prefix is not None else list(prompt_ids)
     offset = len(lead) - 1  # column of the last prompt token in a row
     device = model.cfg.device
@@ -168,7 +173,8 @@ def answer_probabilities(model: TransformerBridge, chain: Chain, keeps: Sequence
     if not kept:
         return torch.zeros(0)
     rows = [chain.token_ids(k, suffix_ids)[chain.prompt_len:] for k in kept]
-    pair, _ = _forward_rows(model, chain.prompt_ids, rows, [0] * len(rows), chain.answer_ids, batch_size)
+    pair, _ = _forward_rows(model, _prompt_prefix(model, chain), chain.prompt_ids, rows, [0] * len(rows),
+                            chain.answer_ids, batch_size)
     return pair.softmax(-1)[:, 0 if chain.label else 1]
 
 
@@ -185,6 +191,7 @@ class SubsetScorer:
         self.suffix_ids = encode_suffix(model, config.suffix)
         self._seen: dict[tuple[int, ...], tuple[float, float]] = {}
         self._reference: tuple[float, float] | None = None  # PPL(o|x), PPL(σ∘a*|x)
+        self._prefix = _prompt_prefix(model, chain)
 
     def _sufficiency(self, pair: Float[Tensor, "row 2"], kept: list[tuple[int, ...]]) -> list[float]:
         gold = 0 if self.chain.label else 1
@@ -220,7 +227,7 @@ class SubsetScorer:
             if self._reference is None:
                 rows.append(self.suffix_ids + [chain.gold_answer_id])
                 n_scored.append(len(rows[-1]))
-            pair, nll = _forward_rows(self.model, chain.prompt_ids, rows, n_scored, chain.answer_ids,
+            pair, nll = _forward_rows(self.model, self._prefix, chain.prompt_ids, rows, n_scored, chain.answer_ids,
                                       self.config.batch_size)
             ppl = nll.exp().tolist()
             if self._reference is None:
