@@ -28,14 +28,11 @@ from reasonlens.importance.probes import (
     probe_by_layer,
     train_probe,
 )
+from reasonlens.importance.study import generator_step_set
 from reasonlens.model import load_model
 from reasonlens.ontology import generate
 
 FAST = ProbeConfig(epochs=8, lr=1e-2, seeds=(42,))
-
-
-def _redundant_steps(chains) -> StepSet:
-    return StepSet.from_labels(chains, [[int(r == "redundant") for r in c.roles] for c in chains])
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +97,7 @@ def test_mean_pooling_by_hand(main, gold):
 
 
 def test_cache_round_trip(main, gold, tmp_path, monkeypatch):
-    steps = _redundant_steps(gold[:4])
+    steps = generator_step_set(gold[:4])
     first = step_activations(main, steps, layers=[0, 5], cache_dir=tmp_path)
     assert len(list(tmp_path.iterdir())) == 1
 
@@ -115,7 +112,7 @@ def test_cache_round_trip(main, gold, tmp_path, monkeypatch):
 
 
 def test_bad_activation_inputs(main, gold):
-    steps = _redundant_steps(gold[:2])
+    steps = generator_step_set(gold[:2])
     with pytest.raises(ReasonlensError, match="6 layers"):
         step_activations(main, steps, layers=[99])
     with pytest.raises(ReasonlensError, match="no labelled steps"):
@@ -223,7 +220,7 @@ def test_tfidf_vectorizer_sees_training_texts_only(tmp_path):
 
 
 def test_surface_features_and_correlations(gold):
-    steps = _redundant_steps(gold)
+    steps = generator_step_set(gold)
     features, names = surface_features(steps)
     assert features.shape == (len(steps), len(names))
     c, s, _ = steps.items[3]
@@ -245,7 +242,7 @@ def test_random_init_model(tiny):
 
 def test_cross_model(main, gold):
     second = load_model("reasonlens-seed1")
-    steps = _redundant_steps(gold)
+    steps = generator_step_set(gold)
     out = cross_model(main, second, steps, FAST, features_a=step_activations(main, steps))
     for key in ("accuracy_a", "accuracy_b", "random_init_accuracy", "agreement", "random_init_agreement"):
         assert 0.0 <= out[key] <= 1.0
