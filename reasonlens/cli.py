@@ -142,13 +142,14 @@ def _cmd_run_step_importance(args: argparse.Namespace) -> None:
     from reasonlens.importance.study import StepImportanceConfig, run_step_importance_study, step_importance_report
     from reasonlens.model import load_model
 
-    second = args.second_model if args.second_model is not None else _second_seed_model(args.model)
+    second = _second_seed_model(args.model) if args.second_model is None else \
+        (None if args.second_model == "none" else args.second_model)
     config = StepImportanceConfig(kinds=tuple(args.kind), hops=tuple(args.hops), n_per_cell=args.n,
                                   redundant_step_p=args.redundant_step_p, source=args.source, seed=args.seed,
                                   batch_size=args.batch_size)
     result = run_step_importance_study(load_model(args.model), config,
-                                       second_model=load_model(second) if second and second != "none" else None,
-                                       model_name=args.model, second_model_name=second if second != "none" else None,
+                                       second_model=load_model(second) if second else None,
+                                       model_name=args.model, second_model_name=second,
                                        progress=True)
     out = result.save(args.out)
     step_importance_report(result).save(out / "report.html")

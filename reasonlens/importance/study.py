@@ -213,17 +213,33 @@ def probe_suite(model: TransformerBridge, steps: StepSet, config: ProbeConfig = 
 
     y = steps.labels
 
-    def activations_of(m: TransformerBridge, step_set: StepSet, **kw: Any) -> torch.Tensor:
+    def activations(m: TransformerBridge, step_set: StepSet = steps, **kw: Any) -> torch.Tensor:
         return step_activations(m, step_set, batch_size=batch_size, progress=progress, **kw)
-
-    def activations(m: TransformerBridge, **kw: Any) -> torch.Tensor:
-        return activations_of(m, steps, **kw)
 
     def linear(c: ProbeConfig) -> ProbeConfig:
         return replace(c, arch="linear")
 
-    features, alone = activations(model), activations(model, context=False)
-    probes: dict[str, ProbeResult] = {"context": train_probe(features, y, config)}
+    # One pass over every step of every chain: the labelled rows train the probes, all rows get a prediction.
+    every = StepSet(steps.chains, [(c, i, 0) for c, chain in enumerate(steps.chains) for i in range(len(chain))])
+    row_of = {(c, i): r for r, (c, i, _) in enumerate(every.items)}
+    all_features = activations(model, every)
+    features = all_features[[row_of[(c, i)] for c, i, _ in steps.items]]
+    alone = activations(model, context=False)
+    transfer: dict[str, Any] = {}
+    probes: dict[str, ProbeResult] = {}
+    if second_model is not None:  # trains the context and random-init probes on the way
+        transfer = cross_model(model, second_model, steps, config, features_a=features, batch_size=batch_size,
+                               random_init_seed=seed, progress=progress)
+        results = transfer["results"]
+        probes["context"] = results["a"]
+        test = torch.tensor(results["a"].runs[0].test_index)
+        preds = {name: results[key].predictions[test]
+                 for name, key in ((names[0], "a"), (names[1], "b"), ("random init", "random_init"))}
+        transfer["accuracy"] = transfer["accuracy_b"]
+        transfer["matrix"] = {"names": list(preds), "matrix": [[agreement(preds[a], preds[b]) for b in preds]
+                                                                for a in preds]}
+    else:
+        probes["context"] = train_probe(features, y, config)
     for arch in ARCHITECTURES:
         probes[f"arch {arch}"] = probes["context"] if arch == config.arch else \
             train_probe(features, y, replace(config, arch=arch))
@@ -234,30 +250,16 @@ def probe_suite(model: TransformerBridge, steps: StepSet, config: ProbeConfig = 
     probes["surface"] = train_probe(surface, y, surface_config)
     no_role = [i for i, name in enumerate(surface_names) if not name.startswith("role_")]
     probes["surface_no_role"] = train_probe(surface[:, no_role], y, surface_config)
-    probes["random_init"] = train_probe(activations(random_init_model(model, seed)), y, config)
+    probes["random_init"] = transfer["results"]["random_init"] if transfer else \
+        train_probe(activations(random_init_model(model, seed)), y, config)
     for pooling in POOLINGS:
         probes[f"position {pooling}"] = probes["context"] if pooling == "mean" else \
             train_probe(activations(model, pooling=pooling), y, config)
     per_layer = {"context": probe_by_layer(features, y, linear(config)).values.mean(0)[1].tolist(),
                  "no_context": probe_by_layer(alone, y, linear(config)).values.mean(0)[1].tolist()}
     correlation = dict(surface_correlations(surface, surface_names, probes["context"].predictions.float()))
-    every = StepSet(steps.chains, [(c, i, 0) for c, chain in enumerate(steps.chains) for i in range(len(chain))])
-    flat = torch.sigmoid(probes["context"].probe.logits(activations_of(model, every))).tolist()
-    probability, at = [], 0
-    for chain in steps.chains:
-        probability.append(flat[at:at + len(chain)])
-        at += len(chain)
-    transfer: dict[str, Any] = {}
-    if second_model is not None:
-        transfer = cross_model(model, second_model, steps, config, features_a=features, batch_size=batch_size,
-                               random_init_seed=seed, progress=progress)
-        results = transfer["results"]
-        test = torch.tensor(results["a"].runs[0].test_index)
-        preds = {name: results[key].predictions[test]
-                 for name, key in ((names[0], "a"), (names[1], "b"), ("random init", "random_init"))}
-        transfer["accuracy"] = transfer["accuracy_b"]
-        transfer["matrix"] = {"names": list(preds), "matrix": [[agreement(preds[a], preds[b]) for b in preds]
-                                                                for a in preds]}
+    flat = torch.sigmoid(probes["context"].probe.logits(all_features)).tolist()
+    probability = [flat[row_of[(c, 0)]:row_of[(c, 0)] + len(chain)] for c, chain in enumerate(steps.chains)]
     return ProbeSuite(steps=steps, probes=probes, per_layer=per_layer, surface_correlation=correlation,
                       cross_model=transfer, removable_probability=probability)
 
