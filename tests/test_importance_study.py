@@ -95,6 +95,7 @@ def test_too_few_labels_are_skipped_with_a_reason(main_model):
     else:
         assert "no chain passed" in tiny.skipped["removability"] and summary["core_size"] is None
     json.dumps(summary)
+    assert "Step importance" in step_importance_report(tiny).to_html()
 
 
 def test_bad_settings():

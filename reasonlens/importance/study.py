@@ -324,12 +324,16 @@ def step_importance_report(result: StepImportanceResult):
     report.heading("Removability labels")
     report.table([[k, v] for k, v in s["filter_counts"].items()], header=["chains left after", "count"])
     gt = s["labels_vs_ground_truth"]
-    records = result.labels.records()
-    report.paragraph(
-        f"{sum(r['label'] == 1 for r in records)} removable and {sum(r['label'] == 0 for r in records)} important "
-        f"steps. Against the generator's redundant steps: precision {gt['precision']:.3f}, recall {gt['recall']:.3f} "
-        f"({gt['n_removable']} removable, {gt['n_redundant']} redundant in the prefixes). Core size (|T*| / "
-        f"|prefix|): activation-based {s['core_size']['activation']:.3f}, random greedy {s['core_size']['random']:.3f}.")
+    if gt is None:
+        report.paragraph("No chain passed the filters, so no step is labelled; label more chains (n_per_cell).")
+    else:
+        records = result.labels.records()
+        report.paragraph(
+            f"{sum(r['label'] == 1 for r in records)} removable and {sum(r['label'] == 0 for r in records)} important "
+            f"steps. Against the generator's redundant steps: precision {gt['precision']:.3f}, recall "
+            f"{gt['recall']:.3f} ({gt['n_removable']} removable, {gt['n_redundant']} redundant in the prefixes). Core "
+            f"size (|T*| / |prefix|): activation-based {s['core_size']['activation']:.3f}, random greedy "
+            f"{s['core_size']['random']:.3f}.")
     first = max((cl for cl in result.labels.chains if cl.influence is not None), key=lambda cl: cl.prefix_len,
                 default=None)
     if first is not None:
