@@ -10,9 +10,9 @@ per new token with ``[batch, 1, ...]``. The batch keeps its rows until its last 
 
 >>> from reasonlens.model import load_model
 >>> model = load_model("reasonlens-main")
->>> out = generate(model, ["Q: Every wumpus is wooden. Rex is a wumpus. True or false: Rex is wooden.\\nA:"])
+>>> out = generate(model, ["Q: Wumpuses are wooden. Rex is a wumpus. True or false: Rex is wooden.\\nA:"])
 >>> out.texts
-['rex is a wumpus. every wumpus is wooden. rex is wooden. true']
+['rex is a wumpus. wumpuses are wooden. rex is wooden. true']
 """
 
 from __future__ import annotations
