@@ -198,7 +198,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="rows per forward for reasonlens (IPGConfig's default)")
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--repeats", type=int, default=2, help="timings are the best of this many runs")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=1, help="data and sampling seed (at 0 every group of the shipped main model agrees)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
