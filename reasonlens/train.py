@@ -85,6 +85,11 @@ class TrainConfig:
         lo = self.data_seed * 7919 + self.question_offset
         return lo, lo + self.cot_steps * self.batch_size
 
+    @property
+    def next_question_offset(self) -> int:
+        """The ``question_offset`` of a stage that continues this one on fresh questions."""
+        return self.question_offset + self.cot_steps * self.batch_size
+
 
 class _Encoder:
     """Tokenizes training sequences with per-token loss weights."""

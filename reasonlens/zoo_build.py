@@ -38,16 +38,16 @@ STAGE_1 = TrainConfig(
 )
 STAGE_2 = replace(
     STAGE_1, background_steps=0, cot_steps=2400, stop_after=None, lr=1e-3, warmup_steps=50, curriculum_steps=0,
-    form_weight=4.0, eval_every=300, question_offset=STAGE_1.cot_steps * STAGE_1.batch_size,
+    form_weight=4.0, eval_every=300, question_offset=STAGE_1.next_question_offset,
 )
 STAGE_3 = replace(
-    STAGE_2, isa_rule_weight=4.0, eval_every=400, eval_n=64,
-    question_offset=STAGE_2.question_offset + STAGE_2.cot_steps * STAGE_2.batch_size,
+    STAGE_2, isa_rule_weight=4.0, eval_every=400, eval_n=64, question_offset=STAGE_2.next_question_offset,
 )
 STAGE_4 = replace(
     STAGE_3, decision_weight=8.0, form_weight=8.0, isa_rule_weight=8.0, lr=6e-4, cot_steps=1500, eval_every=300,
-    question_offset=STAGE_3.question_offset + STAGE_3.cot_steps * STAGE_3.batch_size,
+    question_offset=STAGE_3.next_question_offset,
 )
+STAGES = (STAGE_1, STAGE_2, STAGE_3, STAGE_4)
 ZOO_MODELS = {
     "reasonlens-main": ("main", 0),
     "reasonlens-seed1": ("second-seed", 1),
@@ -59,11 +59,8 @@ HEADROOM_BAND = (0.60, 0.85)
 def stage_configs(seed: int, run_dir: str | Path) -> list[tuple[TrainConfig, Path]]:
     """The recipe's stages for ``seed``: (config, output folder) pairs, each stage starting from the last."""
     run = Path(run_dir)
-    first = replace(STAGE_1, seed=seed)
-    second = replace(STAGE_2, seed=seed, init_from=str(run / "stage1" / "final"))
-    third = replace(STAGE_3, seed=seed, init_from=str(run / "stage2" / "final"))
-    fourth = replace(STAGE_4, seed=seed, init_from=str(run / "stage3" / "final"))
-    return [(first, run / "stage1"), (second, run / "stage2"), (third, run / "stage3"), (fourth, run / "stage4")]
+    return [(replace(stage, seed=seed, init_from=str(run / f"stage{i - 1}" / "final") if i > 1 else None),
+             run / f"stage{i}") for i, stage in enumerate(STAGES, start=1)]
 
 
 def train_reference(run_dir: str | Path, *, seed: int = 0, threads: int = 0, progress: bool = True) -> Path:

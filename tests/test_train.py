@@ -75,7 +75,7 @@ def test_stopping_early_reproduces_the_prefix_and_a_later_stage_continues(tmp_pa
     b = LlamaForCausalLM.from_pretrained(tmp_path / "stopped" / "final").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     stage2 = tiny_config(seed=2, background_steps=0, cot_steps=3, curriculum_steps=0, form_weight=4.0,
-                         init_from=str(tmp_path / "stopped" / "final"), question_offset=full.cot_steps * full.batch_size)
+                         init_from=str(tmp_path / "stopped" / "final"), question_offset=full.next_question_offset)
     assert stage2.question_seeds[0] == full.question_seeds[1]
     train(stage2, tmp_path / "stage2", progress=False)
     c = LlamaForCausalLM.from_pretrained(tmp_path / "stage2" / "final").state_dict()
