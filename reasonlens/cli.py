@@ -37,7 +37,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _eval(model_name: str, out: Path, n: int, seed: int, data: str | None, batch_size: int, shots: int = 0) -> dict:
-    from reasonlens.evaluate import EvalConfig, EvalResult, evaluate, evaluate_examples
+    from reasonlens.evaluate import EvalConfig, EvalResult, evaluate, evaluate_examples, rule_choices
     from reasonlens.model import load_model, model_info
 
     model = load_model(model_name)
@@ -47,7 +47,8 @@ def _eval(model_name: str, out: Path, n: int, seed: int, data: str | None, batch
 
         examples = load_dataset_file(data)
         records = evaluate_examples(model, examples, shots=shots, batch_size=batch_size, progress=True)
-        result = EvalResult(model=model_name, n_per_cell=None, seed=None, records=records)
+        choices = rule_choices(model, examples, shots=shots, batch_size=batch_size, progress=True)
+        result = EvalResult(model=model_name, n_per_cell=None, seed=None, records=records, rule_choices=choices)
     else:
         result = evaluate(model, EvalConfig(n_per_cell=n, seed=seed, batch_size=batch_size, shots=shots),
                           model_name=model_name,
@@ -64,6 +65,9 @@ def _print_table(metrics: dict) -> None:
             print(f"  {kind:10s} " + "  ".join(f"{h}:{v:.3f}" for h, v in cells.items()))
     if metrics.get("closed_book_accuracy") is not None:
         print(f"closed_book_accuracy {metrics['closed_book_accuracy']:.3f}")
+    print("rule_choice_accuracy (teacher-forced: which rule is restated next)")
+    for kind, cells in metrics["rule_choice_accuracy"].items():
+        print(f"  {kind:10s} " + "  ".join(f"{d}:{v:.3f}" for d, v in cells.items()))
 
 
 def _cmd_eval(args: argparse.Namespace) -> None:

@@ -1,5 +1,6 @@
 """Accuracy of a model on PrOntoQA questions: label accuracy, exact-proof accuracy and closed-book
-accuracy on the background facts, from greedy decoding (``reasonlens eval``)."""
+accuracy on the background facts, from greedy decoding (``reasonlens eval``); and, teacher-forced along the
+gold chain, which rule the model would restate next (:func:`rule_choices`)."""
 
 from __future__ import annotations
 
@@ -63,6 +64,24 @@ class Record:
     first_error: str | None = None  # the decision where the output first leaves the gold chain
 
 
+@dataclass
+class RuleChoice:
+    """One teacher-forced choice of which context rule to restate next: the gold chain up to a restated rule,
+    then every rule of the current concept scored by the model's log-probability."""
+
+    kind: str
+    hops: int | None
+    decision: str  # "stop" (the gold rule is the concept's property rule) or "continue" (its "is a" rule)
+    forms: str  # first word of the gold rule vs the others': "every vs subject" ("subject": the rule starts with it)
+    correct: bool  # the gold rule has the highest log-probability
+    margin: float  # log-probability of the gold rule minus the best other rule's
+
+
+def _form(text: str) -> str:
+    word = text.split()[0].lower()
+    return word if word in ("every", "each") else "subject"
+
+
 def _step_category(step) -> str:
     return f"{step.role} ({step.fact.kind})" if step.role in ("rule_copy", "derived_fact") else step.role
 
@@ -113,6 +132,7 @@ class EvalResult:
     seed: int | None
     records: list[Record]
     closed_book: list[tuple[str, bool]] = field(default_factory=list)  # (prompt, answered correctly)
+    rule_choices: list[RuleChoice] = field(default_factory=list)
 
     def metrics(self) -> dict[str, Any]:
         """``{"model", "n_per_cell", "seed", "label_accuracy": {kind: {hops: acc}}, "proof_accuracy": ...,
@@ -147,6 +167,14 @@ class EvalResult:
         out["first_errors"] = {k: dict(sorted(v.items())) for k, v in errors.items()}
         out["closed_book_accuracy"] = (sum(ok for _, ok in self.closed_book) / len(self.closed_book)
                                        if self.closed_book else None)
+        decisions: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
+        forms: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
+        for c in self.rule_choices:
+            kind = c.kind if c.kind in ONTOLOGY_KINDS else "data"
+            decisions[kind][c.decision].append(c.correct)
+            forms[kind][f"{c.decision}: {c.forms}"].append(c.correct)
+        out["rule_choice_accuracy"] = mean(decisions)
+        out["rule_choice_by_forms"] = mean(forms)
         return out
 
     def save(self, out_dir: str | Path) -> Path:
@@ -157,6 +185,7 @@ class EvalResult:
             for r in self.records:
                 f.write(json.dumps(asdict(r)) + "\n")
         (out / "closed_book.json").write_text(json.dumps(self.closed_book))
+        (out / "rule_choices.json").write_text(json.dumps([asdict(c) for c in self.rule_choices]))
         return out
 
     def report(self, n_chains: int = 6):
@@ -190,6 +219,18 @@ class EvalResult:
             cats = sorted({c for v in m["first_errors"].values() for c in v})
             rep.table([[kind, *[v.get(c, 0) for c in cats]] for kind, v in m["first_errors"].items()],
                       header=["ontology", *cats])
+        if m["rule_choice_accuracy"]:
+            rep.heading("Which rule is restated next (teacher-forced)")
+            rep.paragraph("Along the gold chain, before each restated rule, the model scores every context rule of "
+                          "the current concept; it chooses right when the gold rule scores highest. Stop: the gold "
+                          "rule is the concept's property rule (the concept carries the queried property); "
+                          "continue: its \"is a\" rule. By forms: the first word of the gold rule vs the other "
+                          "rule's (\"subject\": the rule starts with its subject, as plural rules do).")
+            rep.table([[kind, v.get("stop"), v.get("continue")] for kind, v in m["rule_choice_accuracy"].items()],
+                      header=["ontology", "stop", "continue"])
+            cols = sorted({c for v in m["rule_choice_by_forms"].values() for c in v})
+            rep.table([[kind, *[v.get(c) for c in cols]] for kind, v in m["rule_choice_by_forms"].items()],
+                      header=["ontology", *cols])
         if m["closed_book_accuracy"] is not None:
             rep.heading("Closed-book accuracy (background facts, no context)")
             rep.paragraph(f"{m['closed_book_accuracy']:.3f} over {len(self.closed_book)} questions.")
@@ -209,7 +250,10 @@ class EvalResult:
         m = json.loads((out / "metrics.json").read_text())
         records = [Record(**json.loads(line)) for line in (out / "records.jsonl").read_text().splitlines()]
         closed = [tuple(q) for q in json.loads((out / "closed_book.json").read_text())]
-        return cls(model=m["model"], n_per_cell=m["n_per_cell"], seed=m["seed"], records=records, closed_book=closed)
+        saved = out / "rule_choices.json"  # absent in results saved before reasonlens measured rule choices
+        choices = [RuleChoice(**c) for c in json.loads(saved.read_text())] if saved.exists() else []
+        return cls(model=m["model"], n_per_cell=m["n_per_cell"], seed=m["seed"], records=records, closed_book=closed,
+                   rule_choices=choices)
 
 
 def normalize(text: str) -> str:
@@ -263,6 +307,74 @@ def evaluate_examples(model, examples: list[Example], *, shots: int = 0, batch_s
     return records
 
 
+def rule_choices(model, examples: list[Example], *, shots: int = 0, batch_size: int = 64,
+                 progress: bool = False) -> list[RuleChoice]:
+    """Teacher-forced: at each rule the gold chain restates (redundant steps aside), does the model give that rule
+    a higher log-probability than the current concept's other context rules? Concepts with a single rule offer
+    no choice and are skipped. This is the decision behind most wrong chains (see :func:`first_error`).
+
+    Per question the prompt runs once (its keys and values cached); the gold chain is one row after it, each
+    other candidate rule one row (the gold steps before it, then the rule), up to ``batch_size`` rows per
+    forward. Steps are tokenized one by one, each with its leading space, as the model writes them.
+
+    >>> from reasonlens import load_model
+    >>> from reasonlens.ontology import generate
+    >>> choices = rule_choices(load_model("reasonlens-main"), generate(4, hops=2, seed=5))
+    >>> sorted({c.decision for c in choices})
+    ['continue', 'stop']
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from reasonlens.generation import SharedPrefix, pad_token_id, run_continuations
+    from reasonlens.model import context_length
+
+    if batch_size < 1:
+        raise ReasonlensError(f"batch_size must be at least 1, got {batch_size!r}")
+    tok = model.tokenizer
+    pad, n_ctx = pad_token_id(model), context_length(model)
+    out: list[RuleChoice] = []
+    for e in tqdm(examples, desc="rule choice", unit="question", disable=not progress):
+        points = [(i, step, [s.text for s in e.context if s.fact.universal and s.fact.subject == step.fact.subject
+                             and s.fact != step.fact]) for i, step in enumerate(e.cot) if step.role == "rule_copy"]
+        points = [p for p in points if p[2]]
+        if not points:
+            continue
+        prompt = model.to_tokens(format_prompt(e, _demonstrations(e, shots) if shots else []),
+                                 truncate=False)[0].tolist()
+        steps = [tok(" " + s.text, add_special_tokens=False)["input_ids"] for s in e.cot]
+        prefix = SharedPrefix.of(model, prompt[:-1])
+        lead = prompt[-1:] if prefix is not None else prompt
+        before = [len(lead) + sum(map(len, steps[:i])) for i in range(len(steps) + 1)]
+        rows = [lead + [t for ids in steps for t in ids]]
+        spans: list[list[tuple[int, int, int]]] = []  # per point: (row, start, length) of each candidate, gold first
+        for i, _, others in points:
+            spans.append([(0, before[i], len(steps[i]))])
+            for text in others:
+                cand = tok(" " + text, add_special_tokens=False)["input_ids"]
+                spans[-1].append((len(rows), before[i], len(cand)))
+                rows.append(rows[0][:before[i]] + cand)
+        longest = len(prompt) - len(lead) + max(map(len, rows))
+        if longest > n_ctx:
+            raise ReasonlensError(f"a question with its chain is {longest} tokens but the model attends over {n_ctx}; "
+                                  "use shorter questions or a model with a longer context")
+        logp = []
+        for k in range(0, len(rows), batch_size):
+            with torch.no_grad():
+                logp += list(run_continuations(model, prefix, rows[k:k + batch_size], pad).double().log_softmax(-1))
+
+        def score(row: int, start: int, n: int) -> float:
+            target = torch.tensor(rows[row][start:start + n], device=logp[row].device)
+            return logp[row][start - 1:start - 1 + n].gather(-1, target[:, None]).sum().item()
+
+        for (_, step, others), cands in zip(points, spans):
+            gold, *rest = [score(*c) for c in cands]
+            forms = f"{_form(step.text)} vs {'/'.join(sorted({_form(t) for t in others}))}"
+            out.append(RuleChoice(kind=e.kind, hops=e.hops, decision="stop" if step.fact.kind == "property" else
+                                  "continue", forms=forms, correct=gold > max(rest), margin=gold - max(rest)))
+    return out
+
+
 def closed_book_accuracy(model, *, seed: int = 0, batch_size: int = 64, progress: bool = False
                          ) -> list[tuple[str, bool]]:
     """Answer every closed-book question about the background taxonomy (no context given)."""
@@ -304,5 +416,6 @@ def evaluate(model, config: EvalConfig = EvalConfig(), *, model_name: str = "mod
     records = evaluate_examples(model, examples, shots=config.shots, batch_size=config.batch_size, progress=progress)
     closed = closed_book_accuracy(model, seed=config.seed, batch_size=config.batch_size,
                                   progress=progress) if config.closed_book else []
+    choices = rule_choices(model, examples, shots=config.shots, batch_size=config.batch_size, progress=progress)
     return EvalResult(model=model_name, n_per_cell=config.n_per_cell, seed=config.seed, records=records,
-                      closed_book=closed)
+                      closed_book=closed, rule_choices=choices)

@@ -348,7 +348,7 @@ def generate(model: TransformerBridge, prompts: Sequence[str] | Sequence[Sequenc
     _check_length(model, prompt_ids, config.max_new_tokens)
     hooks = [(check_hook_name(model, name) if isinstance(name, str) else name, fn) for name, fn in fwd_hooks]
     eos_ids = _eos_ids(model, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids, default=0)
+    pad_id = pad_token_id(model)
 
     seqs = [(p, s) for p in range(len(prompt_ids)) for s in range(config.num_samples)]
     order = sorted(range(len(seqs)), key=lambda i: -len(prompt_ids[seqs[i][0]]))

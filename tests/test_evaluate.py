@@ -1,6 +1,10 @@
-"""Scoring decoded chains: logical-form proof comparison, the first wrong decision, metric tables."""
+"""Scoring decoded chains: logical-form proof comparison, the first wrong decision, teacher-forced rule choices,
+metric tables."""
 
-from reasonlens.evaluate import EvalResult, Record, first_error
+import pytest
+from model_util import write_checkpoint
+
+from reasonlens.evaluate import EvalResult, Record, RuleChoice, first_error, rule_choices
 from reasonlens.ontology import generate
 
 
@@ -58,3 +62,88 @@ def test_save_and_load_round_trip(tmp_path):
     again = EvalResult.load(tmp_path)
     assert again.records == [rec] and again.closed_book == result.closed_book
     assert again.metrics() == result.metrics()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from reasonlens.model import load_model
+
+    return load_model(str(write_checkpoint(tmp_path_factory.mktemp("tiny"), "llama", n_ctx=512, scale=4.0)))
+
+
+def test_rule_choices_equal_one_forward_per_candidate(tiny_model):
+    """Batched, right-padded scoring equals scoring each candidate rule after its prefix in its own forward."""
+    import torch
+
+    from reasonlens.ontology.prompt import format_prompt
+
+    examples = generate(3, kind=("fictional", "false"), hops=(2, 3), seed=11)
+    choices = rule_choices(tiny_model, examples, batch_size=5)
+    tok = tiny_model.tokenizer
+    expected = []
+    for e in examples:
+        for i, step in enumerate(e.cot):
+            others = [s.text for s in e.context if s.fact.universal and s.fact.subject == step.fact.subject
+                      and s.fact != step.fact]
+            if step.role != "rule_copy" or not others:
+                continue
+            prefix = tiny_model.to_tokens(" ".join([format_prompt(e), *[s.text for s in e.cot[:i]]]))[0].tolist()
+            scores = []
+            for text in [step.text, *others]:
+                cand = tok(" " + text, add_special_tokens=False)["input_ids"]
+                with torch.no_grad():
+                    logp = tiny_model(torch.tensor([prefix + cand])).double().log_softmax(-1)[0]
+                scores.append(sum(logp[len(prefix) - 1 + j, t].item() for j, t in enumerate(cand)))
+            expected.append((("stop" if step.fact.kind == "property" else "continue"), scores[0] - max(scores[1:])))
+    assert len(choices) == len(expected) > 0
+    for c, (decision, margin) in zip(choices, expected):
+        assert c.decision == decision and c.correct == (margin > 0)
+        assert abs(c.margin - margin) < 1e-5
+
+
+def test_rule_choices_cover_every_concept_with_two_rules(tiny_model):
+    """A concept on the proof path offers a choice exactly when it has a parent: one "continue" per hop but the
+    last, one "stop" when the chain goes on past the queried concept."""
+    examples = generate(6, kind="fictional", hops=3, seed=12)
+    choices = rule_choices(tiny_model, examples)
+    stops = sum(e.cot[-2].fact.subject in e.ontology.parents for e in examples)
+    assert sum(c.decision == "continue" for c in choices) == 2 * len(examples)
+    assert sum(c.decision == "stop" for c in choices) == stops
+    assert {c.forms.split(" vs ")[0] for c in choices} <= {"every", "each", "subject"}
+
+
+def test_rule_choice_metrics_and_round_trip(tmp_path):
+    choices = [RuleChoice(kind="fictional", hops=2, decision="stop", forms="every vs subject", correct=False,
+                          margin=-1.5),
+               RuleChoice(kind="fictional", hops=2, decision="stop", forms="subject vs every", correct=True, margin=2.0),
+               RuleChoice(kind="fictional", hops=2, decision="continue", forms="subject vs each", correct=True,
+                          margin=0.5)]
+    result = EvalResult(model="m", n_per_cell=1, seed=2, records=[], rule_choices=choices)
+    m = result.metrics()
+    assert m["rule_choice_accuracy"] == {"fictional": {"continue": 1.0, "stop": 0.5}}
+    assert m["rule_choice_by_forms"]["fictional"]["stop: every vs subject"] == 0.0
+    result.save(tmp_path)
+    assert EvalResult.load(tmp_path).rule_choices == choices
+    (tmp_path / "rule_choices.json").unlink()  # saved by an earlier reasonlens
+    assert EvalResult.load(tmp_path).rule_choices == []
+
+
+def test_rule_choices_without_a_reusable_cache(tiny_model, monkeypatch):
+    """Where the model's cache cannot be reused, each row runs with the whole prompt: the same margins."""
+    from reasonlens.generation import SharedPrefix
+
+    examples = generate(2, kind="fictional", hops=2, seed=13)
+    cached = rule_choices(tiny_model, examples)
+    monkeypatch.setattr(SharedPrefix, "of", classmethod(lambda cls, model, ids: None))
+    uncached = rule_choices(tiny_model, examples)
+    assert [c.correct for c in cached] == [c.correct for c in uncached]
+    assert max(abs(a.margin - b.margin) for a, b in zip(cached, uncached)) < 1e-5
+
+
+def test_rule_choices_reject_a_question_longer_than_the_context(tmp_path):
+    from reasonlens.errors import ReasonlensError
+    from reasonlens.model import load_model
+
+    short = load_model(str(write_checkpoint(tmp_path, "llama", n_ctx=64)))
+    with pytest.raises(ReasonlensError, match="attends over 64"):
+        rule_choices(short, generate(1, kind="fictional", hops=3, seed=1))
