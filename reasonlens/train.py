@@ -11,7 +11,8 @@ The loss is next-token cross-entropy on the completion only, with the *decision*
 carry a property and its polarity, and the label) weighted up: measured here, an unweighted loss copies
 every step but leaves the polarity of the property rule at chance. Training is judged by decoding, not by
 loss: every ``eval_every`` steps a checkpoint is saved and a fixed held-out set is decoded greedily from it;
-label and exact-proof accuracy and the decision where chains first go wrong are logged. The intermediate
+label and exact-proof accuracy, the decision where chains first go wrong and, teacher-forced, how often the model
+stops at the concept with the queried property and continues elsewhere are logged. The intermediate
 checkpoints also give the under-trained headroom model.
 """
 
@@ -209,18 +210,28 @@ def build_model(arch: ArchitectureConfig, tokenizer, seed: int):
 
 
 def checkpoint_accuracy(checkpoint: str | Path, examples: list[Example]) -> dict:
-    """Greedy-decode ``examples`` with a saved checkpoint: label and exact-proof accuracy, and where chains
-    first go wrong (counts by decision, see :func:`reasonlens.evaluate.first_error`)."""
+    """Greedy-decode ``examples`` with a saved checkpoint: label and exact-proof accuracy, where chains first go
+    wrong (counts by decision, see :func:`reasonlens.evaluate.first_error`), and the teacher-forced rule choices
+    (:func:`reasonlens.evaluate.rule_choices`): how often it stops where it should, and continues where it should
+    (None where the examples offer no such choice)."""
     from collections import Counter
 
-    from reasonlens.evaluate import evaluate_examples
+    from reasonlens.evaluate import evaluate_examples, rule_choices
     from reasonlens.model import load_model
 
-    records = evaluate_examples(load_model(str(checkpoint)), examples)
+    model = load_model(str(checkpoint))
+    records = evaluate_examples(model, examples)
+    choices = rule_choices(model, examples)
     n = len(records)
+
+    def share(decision: str) -> float | None:
+        made = [c.correct for c in choices if c.decision == decision]
+        return sum(made) / len(made) if made else None
+
     return {"label_accuracy": sum(r.label_correct for r in records) / n,
             "proof_accuracy": sum(r.proof_exact for r in records) / n,
-            "first_errors": dict(Counter(r.first_error for r in records if r.first_error))}
+            "first_errors": dict(Counter(r.first_error for r in records if r.first_error)),
+            "stop_accuracy": share("stop"), "continue_accuracy": share("continue")}
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict:

@@ -55,8 +55,10 @@ def test_training_is_reproducible_and_writes_checkpoints(tmp_path):
     assert [e["step"] for e in saved["evals"]] == [3, 6] == [e["step"] for e in log_a["evals"]]
     for entry in saved["evals"]:
         for kind in ("fictional", "false"):
-            assert set(entry[kind]) == {"label_accuracy", "proof_accuracy", "first_errors"}
-            assert 0.0 <= entry[kind]["label_accuracy"] <= 1.0 and 0.0 <= entry[kind]["proof_accuracy"] <= 1.0
+            assert set(entry[kind]) == {"label_accuracy", "proof_accuracy", "first_errors", "stop_accuracy",
+                                        "continue_accuracy"}
+            for key in ("label_accuracy", "proof_accuracy", "continue_accuracy"):
+                assert 0.0 <= entry[kind][key] <= 1.0
 
 
 def test_different_seeds_give_different_models(tmp_path):
