@@ -72,6 +72,11 @@ class TrainConfig:
     isa_rule_weight: float = 1.0  # weight of a restated "is a" rule (property rules carry decision_weight)
     stop_after: int | None = None  # end after this many steps (the learning-rate schedule still spans them all)
     init_from: str | None = None  # continue from this checkpoint (a later stage of a recipe)
+    # Auxiliary loss (training only, the head is not saved): a fresh linear read-out of the residual stream after
+    # ``query_aux_layer`` blocks predicts the queried property at every completion position, weighted
+    # ``query_aux_weight`` against the language-model loss (0: off).
+    query_aux_weight: float = 0.0
+    query_aux_layer: int = 3
     question_offset: int = 0  # a later stage draws questions after the earlier stages' ones
 
     @property
@@ -141,10 +146,10 @@ class _Sampler:
 
     def background(self):
         if self.rng.random() < 0.5:
-            return self.enc.sequence([(background_passage(self.rng), 1.0)])
+            return *self.enc.sequence([(background_passage(self.rng), 1.0)]), -1
         fact, truth = self.rng.choice(self.closed_book)
         prompt = closed_book_prompt(fact, choose_form("prontoqa", self.rng))
-        return self.enc.sequence([(prompt, 0.0), (" True" if truth else " False", self.cfg.decision_weight)])
+        return *self.enc.sequence([(prompt, 0.0), (" True" if truth else " False", self.cfg.decision_weight)]), -1
 
     def cot(self, step: int):
         cfg = self.cfg
@@ -157,9 +162,12 @@ class _Sampler:
         n_demos = 1 if (not warm and self.rng.random() < cfg.few_shot_p) else 0
         exs = generate(1 + n_demos, gen, seed=cfg.question_seeds[0] + self.counter)
         self.counter += 1
-        return self.enc.cot_example(exs[0], exs[1:], cfg.decision_weight, cfg.form_weight, cfg.isa_rule_weight)
+        ids, weights = self.enc.cot_example(exs[0], exs[1:], cfg.decision_weight, cfg.form_weight,
+                                            cfg.isa_rule_weight)
+        return ids, weights, self.enc.tok.convert_tokens_to_ids(exs[0].query.fact.predicate)
 
-    def sequence(self, step: int):
+    def sequence(self, step: int) -> tuple[list[int], list[float], int]:
+        """Token ids, per-token loss weights and the queried property's token id (-1: not a question)."""
         if step < self.cfg.background_steps or self.rng.random() < self.cfg.background_replay:
             return self.background()
         return self.cot(step - self.cfg.background_steps)
@@ -184,13 +192,13 @@ def _collate(batch, pad_id: int):
 
     # Right padding under a causal mask: real tokens never attend to the pads after them, and pads carry
     # no loss weight, so no attention mask is needed (which keeps the fast attention path).
-    length = max(len(ids) for ids, _ in batch)
+    length = max(len(ids) for ids, *_ in batch)
     ids = torch.full((len(batch), length), pad_id, dtype=torch.long)
     w = torch.zeros((len(batch), length))
-    for i, (seq, wt) in enumerate(batch):
+    for i, (seq, wt, _) in enumerate(batch):
         ids[i, : len(seq)] = torch.tensor(seq)
         w[i, : len(seq)] = torch.tensor(wt)
-    return ids, w
+    return ids, w, torch.tensor([query for *_, query in batch])
 
 
 def build_model(arch: ArchitectureConfig, tokenizer, seed: int):
@@ -268,6 +276,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
         frac = (step - cfg.warmup_steps) / max(1, schedule - cfg.warmup_steps)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
 
+    aux_head = None
+    if cfg.query_aux_weight > 0:
+        torch.manual_seed(cfg.seed)
+        aux_head = torch.nn.Linear(model.config.hidden_size, len(tok))
+        opt.add_param_group({"params": aux_head.parameters()})
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     eval_sets = {
         kind: generate(cfg.eval_n, kind=kind, hops=cfg.hops, ordering=("postorder", "preorder", "random"),
@@ -281,12 +294,19 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
     # Batches come from the whole schedule's stream, so stopping early changes none of them.
     bar = tqdm(itertools.islice(sampler.batches(schedule), total), total=total, disable=not progress, desc="train")
     for step, batch in enumerate(bar):
-        ids, w = _collate(batch, tok.pad_token_id)
-        tokens += sum(len(seq) for seq, _ in batch)
-        logits = model(input_ids=ids).logits[:, :-1]
+        ids, w, query = _collate(batch, tok.pad_token_id)
+        tokens += sum(len(seq) for seq, *_ in batch)
+        forward = model(input_ids=ids, output_hidden_states=aux_head is not None)
+        logits = forward.logits[:, :-1]
         ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
                                                reduction="none").view_as(w[:, 1:])
         loss = (ce * w[:, 1:]).sum() / w[:, 1:].sum().clamp_min(1.0)
+        if aux_head is not None:  # the queried property, read from the residual at every completion position
+            where = (w[:, 1:] > 0) & (query[:, None] >= 0)
+            if where.any():
+                hidden = forward.hidden_states[cfg.query_aux_layer][:, :-1][where]
+                target = query[:, None].expand_as(where)[where]
+                loss = loss + cfg.query_aux_weight * torch.nn.functional.cross_entropy(aux_head(hidden), target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -1,6 +1,7 @@
 """The training recipe: loss weights, determinism, checkpoints that load as ordinary HF models."""
 
 import json
+import re
 
 import torch
 from transformers import LlamaForCausalLM
@@ -99,3 +100,25 @@ def test_isa_rule_weight_covers_every_token_of_each_restated_is_a_rule():
     _, weights = enc.cot_example(ex, [], decision_weight=1.0, isa_rule_weight=3.0)
     isa_rule_tokens = sum(len(enc.ids(" " + s.text)) for s in ex.cot if s.role == "rule_copy" and s.fact.kind == "isa")
     assert isa_rule_tokens > 0 and weights.count(3.0) == isa_rule_tokens
+
+
+def test_sequences_carry_the_queried_property_for_the_auxiliary_loss():
+    tok = build_reference_tokenizer()
+    sampler = _Sampler(tiny_config(background_steps=1), _Encoder(tok))
+    ids, weights, query = sampler.sequence(0)  # a background step
+    assert query == -1 and len(ids) == len(weights)
+    questions = [seq for seq in map(sampler.sequence, range(1, 7)) if seq[2] != -1]  # -1: background replay
+    assert questions
+    for ids, _, query in questions:
+        asked = re.findall(r"true or false ?: \w+ is (?:not )?(\w+) ?\.", tok.decode(ids))[-1]
+        assert tok.convert_ids_to_tokens(query) == asked
+
+
+def test_query_auxiliary_loss_trains_only_the_model(tmp_path):
+    """The auxiliary read-out changes training but is not saved: the checkpoint is the plain model."""
+    plain = train(tiny_config(seed=5), tmp_path / "plain", progress=False)
+    aux = train(tiny_config(seed=5, query_aux_weight=1.0, query_aux_layer=1), tmp_path / "aux", progress=False)
+    assert aux["evals"][0]["loss"] > plain["evals"][0]["loss"]  # the auxiliary term is part of the loss
+    wp = LlamaForCausalLM.from_pretrained(tmp_path / "plain" / "final").state_dict()
+    wa = LlamaForCausalLM.from_pretrained(tmp_path / "aux" / "final").state_dict()
+    assert wp.keys() == wa.keys() and not all(torch.equal(wp[k], wa[k]) for k in wp)
