@@ -277,6 +277,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
 
     aux_head = None
+    n_blocks = model.config.num_hidden_layers
+    if cfg.query_aux_weight < 0 or (cfg.query_aux_weight > 0 and not 0 <= cfg.query_aux_layer <= n_blocks):
+        from reasonlens.errors import ReasonlensError
+
+        raise ReasonlensError(f"query_aux_weight must be >= 0 and query_aux_layer in 0..{n_blocks} "
+                              f"(blocks before the read-out), got {cfg.query_aux_weight} and {cfg.query_aux_layer}")
     if cfg.query_aux_weight > 0:
         torch.manual_seed(cfg.seed)
         aux_head = torch.nn.Linear(model.config.hidden_size, len(tok))

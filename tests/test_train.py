@@ -3,6 +3,7 @@
 import json
 import re
 
+import pytest
 import torch
 from transformers import LlamaForCausalLM
 
@@ -122,3 +123,10 @@ def test_query_auxiliary_loss_trains_only_the_model(tmp_path):
     wp = LlamaForCausalLM.from_pretrained(tmp_path / "plain" / "final").state_dict()
     wa = LlamaForCausalLM.from_pretrained(tmp_path / "aux" / "final").state_dict()
     assert wp.keys() == wa.keys() and not all(torch.equal(wp[k], wa[k]) for k in wp)
+
+
+def test_query_auxiliary_read_out_rejects_a_layer_the_model_lacks(tmp_path):
+    from reasonlens.errors import ReasonlensError
+
+    with pytest.raises(ReasonlensError, match="query_aux_layer in 0..1"):
+        train(tiny_config(query_aux_weight=1.0, query_aux_layer=2), tmp_path, progress=False)
