@@ -19,7 +19,7 @@ import torch
 from timing import timed
 
 from reasonlens import load_model
-from reasonlens.evaluate import rule_choices
+from reasonlens.evaluate import rule_choice_points, rule_choices
 from reasonlens.ontology import generate
 from reasonlens.ontology.prompt import format_prompt
 
@@ -29,11 +29,7 @@ def loop(model, examples) -> list[tuple[str, float]]:
     tok = model.tokenizer
     out = []
     for e in examples:
-        for i, step in enumerate(e.cot):
-            others = [s.text for s in e.context if s.fact.universal and s.fact.subject == step.fact.subject
-                      and s.fact != step.fact]
-            if step.role != "rule_copy" or not others:
-                continue
+        for i, step, others in rule_choice_points(e):
             prefix = model.to_tokens(" ".join([format_prompt(e), *[s.text for s in e.cot[:i]]]))[0].tolist()
             scores = []
             for text in [step.text, *others]:

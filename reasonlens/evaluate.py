@@ -19,7 +19,7 @@ from reasonlens.ontology.generator import MAX_HOPS, generate
 from reasonlens.ontology.prompt import format_prompt
 from reasonlens.ontology.realize import choose_form
 from reasonlens.ontology.sentences import split_sentences
-from reasonlens.ontology.types import ONTOLOGY_KINDS, Example, Fact
+from reasonlens.ontology.types import ONTOLOGY_KINDS, Example, Fact, Sentence
 
 
 @dataclass
@@ -307,11 +307,30 @@ def evaluate_examples(model, examples: list[Example], *, shots: int = 0, batch_s
     return records
 
 
+def rule_choice_points(example: Example) -> list[tuple[int, Sentence, list[str]]]:
+    """The choices :func:`rule_choices` scores: ``(i, step, others)`` for each restated rule ``example.cot[i]``
+    (redundant steps aside) whose subject has other context rules, ``others`` their texts.
+
+    >>> from reasonlens.ontology import generate
+    >>> [(i, len(others)) for i, _, others in rule_choice_points(generate(1, hops=2, extra_concepts=0, seed=5)[0])]
+    [(1, 1)]
+    """
+    points = []
+    for i, step in enumerate(example.cot):
+        if step.role != "rule_copy":
+            continue
+        others = [s.text for s in example.context
+                  if s.fact.universal and s.fact.subject == step.fact.subject and s.fact != step.fact]
+        if others:
+            points.append((i, step, others))
+    return points
+
+
 def rule_choices(model, examples: list[Example], *, shots: int = 0, batch_size: int = 64,
                  progress: bool = False) -> list[RuleChoice]:
     """Teacher-forced: at each rule the gold chain restates (redundant steps aside), does the model give that rule
-    a higher log-probability than the current concept's other context rules? Concepts with a single rule offer
-    no choice and are skipped. This is the decision behind most wrong chains (see :func:`first_error`).
+    a higher log-probability than the current concept's other context rules (:func:`rule_choice_points`)? Concepts
+    with a single rule offer no choice and are skipped. This is the decision behind most wrong chains (see :func:`first_error`).
 
     Per question the prompt runs once (its keys and values cached); the gold chain is one row after it, each
     other candidate rule one row (the gold steps before it, then the rule), up to ``batch_size`` rows per
@@ -335,9 +354,7 @@ def rule_choices(model, examples: list[Example], *, shots: int = 0, batch_size: 
     pad, n_ctx = pad_token_id(model), context_length(model)
     out: list[RuleChoice] = []
     for e in tqdm(examples, desc="rule choice", unit="question", disable=not progress):
-        points = [(i, step, [s.text for s in e.context if s.fact.universal and s.fact.subject == step.fact.subject
-                             and s.fact != step.fact]) for i, step in enumerate(e.cot) if step.role == "rule_copy"]
-        points = [p for p in points if p[2]]
+        points = rule_choice_points(e)
         if not points:
             continue
         prompt = model.to_tokens(format_prompt(e, _demonstrations(e, shots) if shots else []),

@@ -4,7 +4,7 @@ metric tables."""
 import pytest
 from model_util import write_checkpoint
 
-from reasonlens.evaluate import EvalResult, Record, RuleChoice, first_error, rule_choices
+from reasonlens.evaluate import EvalResult, Record, RuleChoice, first_error, rule_choice_points, rule_choices
 from reasonlens.ontology import generate
 
 
@@ -82,11 +82,7 @@ def test_rule_choices_equal_one_forward_per_candidate(tiny_model):
     tok = tiny_model.tokenizer
     expected = []
     for e in examples:
-        for i, step in enumerate(e.cot):
-            others = [s.text for s in e.context if s.fact.universal and s.fact.subject == step.fact.subject
-                      and s.fact != step.fact]
-            if step.role != "rule_copy" or not others:
-                continue
+        for i, step, others in rule_choice_points(e):
             prefix = tiny_model.to_tokens(" ".join([format_prompt(e), *[s.text for s in e.cot[:i]]]))[0].tolist()
             scores = []
             for text in [step.text, *others]:
