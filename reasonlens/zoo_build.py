@@ -1,6 +1,6 @@
 """Reproduce the shipped reference models with one command (``reasonlens train --zoo``).
 
-The main model and the second-seed model are the same four-stage recipe with seeds 0 and 1, trained side by
+The main model and the second-seed model are the same seven-stage recipe with seeds 0 and 1, trained side by
 side (one thread each on a 2-core machine):
 
 1. :data:`STAGE_1`: background phase, then chain-of-thought training on a 5,300-step schedule, stopped at
@@ -14,10 +14,16 @@ side (one thread each on a 2-core machine):
    missed one, and the errors of stage 2 leaned that way ("rule_copy (isa)" 17 vs "rule_copy (property)" 7);
 4. :data:`STAGE_4`: 1,500 more steps, fresh schedule at lr 6e-4, every weight doubled (decision tokens, first
    token of a restated rule, restated "is a" rules: x8): it took false-ontology label accuracy over 90% at
-   every hop count and exact proofs up by 5-15 points.
+   every hop count and exact proofs up by 5-15 points;
+5. :data:`STAGE_5`: 1,500 more steps with a training-only linear read-out that predicts the queried property
+   from the residual stream after block 3 at every completion position (``query_aux_weight=1``): without it
+   the property never reached the position where the model chooses between stopping at a concept and
+   continuing the chain, and the stop choice stayed near 0.69;
+6. :data:`STAGE_6` and :data:`STAGE_7`: 3,000 more steps each with the read-out, on fresh questions; the stop
+   choice forms between 2,500 and 3,500 read-out steps (main seed) and the bars are met after stage 7.
 
-The headroom model is the intermediate checkpoint of the main run whose held-out label accuracy is closest to
-72% inside the 60-85% band. A build is resumable: a stage whose ``final`` checkpoint exists is not retrained.
+The headroom model is the intermediate checkpoint of stages 1-2 of the main run whose held-out label accuracy is
+closest to 72% inside the 60-85% band. A build is resumable: a stage whose ``final`` checkpoint exists is not retrained.
 """
 
 from __future__ import annotations
@@ -47,7 +53,10 @@ STAGE_4 = replace(
     STAGE_3, decision_weight=8.0, form_weight=8.0, isa_rule_weight=8.0, lr=6e-4, cot_steps=1500, eval_every=300,
     question_offset=STAGE_3.next_question_offset,
 )
-STAGES = (STAGE_1, STAGE_2, STAGE_3, STAGE_4)
+STAGE_5 = replace(STAGE_4, query_aux_weight=1.0, question_offset=STAGE_4.next_question_offset)
+STAGE_6 = replace(STAGE_5, cot_steps=3000, eval_every=1000, question_offset=STAGE_5.next_question_offset)
+STAGE_7 = replace(STAGE_6, question_offset=STAGE_6.next_question_offset)
+STAGES = (STAGE_1, STAGE_2, STAGE_3, STAGE_4, STAGE_5, STAGE_6, STAGE_7)
 ZOO_MODELS = {
     "reasonlens-main": ("main", 0),
     "reasonlens-seed1": ("second-seed", 1),

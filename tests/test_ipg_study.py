@@ -65,6 +65,13 @@ def test_bad_study_settings():
         run_ipg_study(load_model("reasonlens-headroom"), IPGStudyConfig(**{**SMALL, "kind": "head", "p_values": (4, 16)}), progress=False)
 
 
+def test_study_without_a_correctness_signal_says_so():
+    """The main model answers every sampled chain of easy questions right: no group has an advantage."""
+    with pytest.raises(ReasonlensError, match="equal rewards .mean reward 1.00., so correctness gives IPG no signal"):
+        run_ipg_study(load_model("reasonlens-main"),
+                      IPGStudyConfig(**{**SMALL, "task": Variant("fictional 1-hop", "fictional", 1)}), progress=False)
+
+
 def test_cli_recipe_writes_results_and_report(tmp_path, monkeypatch):
     @dataclass(frozen=True)
     class Small(IPGStudyConfig):

@@ -167,8 +167,16 @@ def run_ipg_study(model, config: IPGStudyConfig | None = None, *, model_name: st
     evaluation = questions(c.task, c.n_eval, 2000 + c.seed)
 
     start = time.time()
+    ipg = IntegratedPolicyGradient(model, c.ipg()).attribute(support, progress=progress)
+    if not ipg.n_informative:
+        rewards = [r for group in ipg.meta["rewards"] for r in group]
+        raise ReasonlensError(
+            f"every one of the {c.n_support} support groups ({c.task.name}, {c.n_samples} sampled chains each) got "
+            f"equal rewards (mean reward {sum(rewards) / len(rewards):.2f}), so correctness gives IPG no signal on this model; use a "
+            "model that sometimes fails (reasonlens-headroom), a harder task (IPGStudyConfig(task=Variant(...))), "
+            "more support questions or another seed")
     scores: dict[str, Attribution] = {
-        "ipg": IntegratedPolicyGradient(model, c.ipg()).attribute(support, progress=progress),
+        "ipg": ipg,
         "raw_pg": IntegratedPolicyGradient(model, c.ipg(steps=1)).attribute(support, progress=progress),
         "integrated_gradients": integrated_gradients(model, support, kind=c.kind, layers=c.layers, steps=c.steps,
                                                      batch_size=c.batch_size, progress=progress),
