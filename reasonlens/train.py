@@ -26,6 +26,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from reasonlens.errors import ReasonlensError
 from reasonlens.ontology.background import background_passage, closed_book_prompt, closed_book_questions
 from reasonlens.ontology.generator import GeneratorConfig, generate
 from reasonlens.ontology.prompt import format_prompt
@@ -279,8 +280,6 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
     aux_head = None
     n_blocks = model.config.num_hidden_layers
     if cfg.query_aux_weight < 0 or (cfg.query_aux_weight > 0 and not 0 <= cfg.query_aux_layer <= n_blocks):
-        from reasonlens.errors import ReasonlensError
-
         raise ReasonlensError(f"query_aux_weight must be >= 0 and query_aux_layer in 0..{n_blocks} "
                               f"(blocks before the read-out), got {cfg.query_aux_weight} and {cfg.query_aux_layer}")
     if cfg.query_aux_weight > 0:

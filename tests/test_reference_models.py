@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from reasonlens.evaluate import EvalConfig, evaluate
-from reasonlens.model import ROLES, list_models, load_model, main_model_name
+from reasonlens.model import ROLES, list_models, load_model, main_model_name, model_info
+from reasonlens.zoo_build import ZOO_MODELS, stage_configs
 
 MAX_BYTES = 10 * 1024 * 1024
 
@@ -27,8 +28,8 @@ def test_headroom_model_has_headroom():
 def test_main_model_meets_the_accuracy_bars():
     """The bars of the model card: label >= 97% and exact proof >= 90% on fictional 1-4 hops, label >= 90% on
     false ontologies, closed-book >= 90%, on 50 fresh questions per cell."""
-    info = [m for m in list_models() if m.role == "main"][0]
-    m = evaluate(load_model(main_model_name()), EvalConfig(n_per_cell=50, seed=4244, kinds=("fictional", "false"), hops=(1, 2, 3, 4)),
+    info = model_info(main_model_name())
+    m = evaluate(load_model(info.name), EvalConfig(n_per_cell=50, seed=4244, kinds=("fictional", "false"), hops=(1, 2, 3, 4)),
                  train_question_seeds=info.train_question_seeds).metrics()
     for hops in ("1", "2", "3", "4"):
         assert m["label_accuracy"]["fictional"][hops] >= 0.97
@@ -39,8 +40,6 @@ def test_main_model_meets_the_accuracy_bars():
 
 def test_trained_models_record_the_recipe_they_were_trained_with():
     """Each trained model's metadata (seed range of its training questions, steps) is the recipe's, stage by stage."""
-    from reasonlens.zoo_build import ZOO_MODELS, stage_configs
-
     for info in list_models():
         if info.name not in ZOO_MODELS:
             continue
