@@ -19,8 +19,9 @@ side (one thread each on a 2-core machine):
    from the residual stream after block 3 at every completion position (``query_aux_weight=1``): without it
    the property never reached the position where the model chooses between stopping at a concept and
    continuing the chain, and the stop choice stayed near 0.69;
-6. :data:`STAGE_6` and :data:`STAGE_7`: 3,000 more steps each with the read-out, on fresh questions; the stop
-   choice forms between 2,500 and 3,500 read-out steps (main seed) and the bars are met after stage 7.
+6. :data:`STAGE_6` and :data:`STAGE_7`: 3,000 more steps each with the read-out, on fresh questions, each with a
+   fresh read-out (``continue_read_out=False``, as the shipped models were trained); the stop choice forms
+   between 2,500 and 3,500 read-out steps (main seed) and the bars are met after stage 7.
 
 The headroom model is the intermediate checkpoint of stages 1-2 of the main run whose held-out label accuracy is
 closest to 72% inside the 60-85% band. A build is resumable: a stage whose ``final`` checkpoint exists is not retrained.
@@ -54,7 +55,9 @@ STAGE_4 = replace(
     question_offset=STAGE_3.next_question_offset,
 )
 STAGE_5 = replace(STAGE_4, query_aux_weight=1.0, question_offset=STAGE_4.next_question_offset)
-STAGE_6 = replace(STAGE_5, cot_steps=3000, eval_every=1000, question_offset=STAGE_5.next_question_offset)
+# The shipped models were trained with a fresh read-out at the start of each stage.
+STAGE_6 = replace(STAGE_5, cot_steps=3000, eval_every=1000, question_offset=STAGE_5.next_question_offset,
+                  continue_read_out=False)
 STAGE_7 = replace(STAGE_6, question_offset=STAGE_6.next_question_offset)
 STAGES = (STAGE_1, STAGE_2, STAGE_3, STAGE_4, STAGE_5, STAGE_6, STAGE_7)
 ZOO_MODELS = {

@@ -9,7 +9,7 @@ from transformers import LlamaForCausalLM
 
 from reasonlens.ontology import format_prompt, generate
 from reasonlens.tokenizer import build_reference_tokenizer
-from reasonlens.train import ArchitectureConfig, TrainConfig, _Encoder, _Sampler, train
+from reasonlens.train import READOUT_FILE, ArchitectureConfig, TrainConfig, _Encoder, _Sampler, train
 
 TINY = ArchitectureConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64, max_positions=512)
 
@@ -116,13 +116,39 @@ def test_sequences_carry_the_queried_property_for_the_auxiliary_loss():
 
 
 def test_query_auxiliary_loss_trains_only_the_model(tmp_path):
-    """The auxiliary read-out changes training but is not saved: the checkpoint is the plain model."""
+    """The auxiliary read-out changes training but is not part of the model: the checkpoint is the plain model."""
     plain = train(tiny_config(seed=5), tmp_path / "plain", progress=False)
     aux = train(tiny_config(seed=5, query_aux_weight=1.0, query_aux_layer=1), tmp_path / "aux", progress=False)
     assert aux["evals"][0]["loss"] > plain["evals"][0]["loss"]  # the auxiliary term is part of the loss
     wp = LlamaForCausalLM.from_pretrained(tmp_path / "plain" / "final").state_dict()
     wa = LlamaForCausalLM.from_pretrained(tmp_path / "aux" / "final").state_dict()
     assert wp.keys() == wa.keys() and not all(torch.equal(wp[k], wa[k]) for k in wp)
+
+
+def test_a_later_stage_continues_the_saved_read_out(tmp_path):
+    """Each checkpoint of a read-out run keeps the read-out beside it; a stage started from it continues that
+    read-out instead of a fresh random one, whose gradient would swamp the model's at the stage's start."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    stage1 = tiny_config(seed=3, query_aux_weight=1.0, query_aux_layer=1)
+    train(stage1, tmp_path / "stage1", progress=False)
+    saved = load_file(str(tmp_path / "stage1" / "final" / READOUT_FILE))
+    assert saved["weight"].shape == (len(build_reference_tokenizer()), TINY.d_model)
+    assert (tmp_path / "stage1" / "step-3" / READOUT_FILE).exists()
+    shutil.copytree(tmp_path / "stage1" / "final", tmp_path / "fresh")
+    (tmp_path / "fresh" / READOUT_FILE).unlink()
+    later = dict(background_steps=0, cot_steps=3, question_offset=stage1.next_question_offset)
+    runs = {}
+    for start in ("stage1/final", "fresh"):
+        out = tmp_path / f"stage2-{start.split('/')[0]}"
+        runs[start] = train(tiny_config(seed=3, query_aux_weight=1.0, query_aux_layer=1, init_from=str(tmp_path / start),
+                                        **later), out, progress=False)
+        runs[start + "/weights"] = LlamaForCausalLM.from_pretrained(out / "final").state_dict()
+    carried, fresh = runs["stage1/final/weights"], runs["fresh/weights"]
+    assert not all(torch.equal(carried[k], fresh[k]) for k in carried)
+    assert runs["stage1/final"]["evals"][0]["loss"] < runs["fresh"]["evals"][0]["loss"]
 
 
 def test_query_auxiliary_read_out_rejects_a_layer_the_model_lacks(tmp_path):
