@@ -69,6 +69,7 @@ class TrainConfig:
     kind_weights: dict[str, float] = field(default_factory=lambda: {"fictional": 0.5, "true": 0.2, "false": 0.3})
     hops: tuple[int, ...] = (1, 2, 3, 4)
     curriculum_steps: int = 600  # first CoT steps without off-path concepts / distractors
+    min_extra_concepts: int = 0  # after the curriculum, fewest concepts past the answer (most: 2)
     eval_every: int = 250
     eval_n: int = 48
     threads: int = 0  # 0: torch default
@@ -164,7 +165,8 @@ class _Sampler:
         kind = self.rng.choices(kinds, weights)[0]
         warm = step < cfg.curriculum_steps
         gen = GeneratorConfig(kind=kind, hops=cfg.hops, ordering=("postorder", "preorder", "random"),
-                              extra_concepts=0 if warm else 2, distractor=not warm or self.rng.random() < 0.5,
+                              extra_concepts=0 if warm else 2, min_extra_concepts=0 if warm else cfg.min_extra_concepts,
+                              distractor=not warm or self.rng.random() < 0.5,
                               redundant_step_p=0.0 if warm else cfg.redundant_step_p)
         n_demos = 1 if (not warm and self.rng.random() < cfg.few_shot_p) else 0
         exs = generate(1 + n_demos, gen, seed=cfg.question_seeds[0] + self.counter)

@@ -142,6 +142,19 @@ def test_determinism():
     assert generate(2, config) == generate(2, replace(config))
 
 
+def test_min_extra_concepts_puts_a_concept_past_every_answer():
+    from reasonlens.evaluate import rule_choice_points
+
+    def stops_offered(exs):  # the answer concept's property rule is restated while another rule of it is in context
+        last_rule = [max(i for i, s in enumerate(e.cot) if s.role == "rule_copy") for e in exs]
+        return [last in {i for i, _, _ in rule_choice_points(e)} for e, last in zip(exs, last_rule)]
+
+    for kind in ("fictional", "false"):
+        assert all(stops_offered(generate(40, kind=kind, hops=(1, 2, 3), min_extra_concepts=1, seed=2)))
+        assert not all(stops_offered(generate(40, kind=kind, hops=(1, 2, 3), seed=2)))
+    assert generate(5, seed=4, min_extra_concepts=0) == generate(5, seed=4)
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"kind": "imaginary"}, r"unknown ontology kind 'imaginary'; choose from"),
     ({"kind": ("fictional", "nope")}, r"unknown ontology kind 'nope'"),
@@ -154,6 +167,8 @@ def test_determinism():
     ({"style": "latex"}, r"unknown style 'latex'; choose from"),
     ({"false_mode": "maybe"}, r"unknown false_mode 'maybe'; choose from"),
     ({"ordering": "inorder"}, r"unknown ordering 'inorder'; choose from"),
+    ({"extra_concepts": -1}, r"need 0 <= min_extra_concepts <= extra_concepts, got 0 and -1"),
+    ({"min_extra_concepts": 3}, r"need 0 <= min_extra_concepts <= extra_concepts, got 3 and 2"),
 ])
 def test_bad_input_is_a_reasonlens_error(kwargs, message):
     kwargs = {"n": 2, **kwargs}

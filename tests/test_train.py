@@ -86,6 +86,29 @@ def test_stopping_early_reproduces_the_prefix_and_a_later_stage_continues(tmp_pa
     assert not all(torch.equal(b[k], c[k]) for k in b)
 
 
+def test_min_extra_concepts_reaches_the_questions_after_the_curriculum(monkeypatch):
+    import reasonlens.train as train_module
+    from reasonlens.evaluate import rule_choice_points
+
+    drawn = []
+
+    def spy(n, config, seed):
+        exs = generate(n, config, seed=seed)
+        drawn.append((config.min_extra_concepts, exs[0]))
+        return exs
+
+    monkeypatch.setattr(train_module, "generate", spy)
+    cfg = tiny_config(background_steps=0, background_replay=0.0, curriculum_steps=2, min_extra_concepts=1,
+                      kind_weights={"fictional": 0.5, "false": 0.5})
+    sampler = _Sampler(cfg, _Encoder(build_reference_tokenizer()))
+    for step in range(12):
+        sampler.sequence(step)
+    assert [m for m, _ in drawn] == [0, 0] + [1] * 10  # the curriculum keeps its short chains
+    for _, ex in drawn[2:]:  # the answer concept's property rule is a choice: another rule of it is in context
+        last_rule = max(i for i, s in enumerate(ex.cot) if s.role == "rule_copy")
+        assert last_rule in {i for i, _, _ in rule_choice_points(ex)}
+
+
 def test_form_weight_marks_the_first_token_of_each_restated_rule():
     tok = build_reference_tokenizer()
     enc = _Encoder(tok)

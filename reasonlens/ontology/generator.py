@@ -36,7 +36,9 @@ class GeneratorConfig:
     """What to generate. ``hops`` and ``kind`` may be a single value or a sequence sampled uniformly.
 
     - ``extra_concepts``: most ontology nodes above the proof path (PrOntoQA's chain goes on past the
-      queried concept); each off-path node adds its rules to the context as distractors.
+      queried concept); each off-path node adds its rules to the context as distractors;
+      ``min_extra_concepts`` the fewest (drawn uniformly between the two; true ontologies as far as the real
+      taxonomy goes), so that with 1 every question offers the choice between stopping at the answer and going on.
     - ``distractor``: add PrOntoQA's distractor rule ("Every D is not P" when the answer is "x is P").
     - ``redundant_step_p``: probability, at each hop boundary of the CoT, of inserting a removable step
       (a restated distractor, or a derivation off the proof path); the generator tags them ``redundant``.
@@ -51,6 +53,7 @@ class GeneratorConfig:
     negate_query_p: float = 0.5
     negate_property_p: float = 0.5
     extra_concepts: int = 2
+    min_extra_concepts: int = 0
     distractor: bool = True
     redundant_step_p: float = 0.0
     ordering: str | tuple[str, ...] = "postorder"
@@ -79,8 +82,9 @@ class GeneratorConfig:
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ReasonlensError(f"{name} must be a probability in [0, 1], got {p!r}")
-        if self.extra_concepts < 0:
-            raise ReasonlensError(f"extra_concepts must be >= 0, got {self.extra_concepts}")
+        if not 0 <= self.min_extra_concepts <= self.extra_concepts:
+            raise ReasonlensError(f"need 0 <= min_extra_concepts <= extra_concepts, got {self.min_extra_concepts} "
+                                  f"and {self.extra_concepts}")
         object.__setattr__(self, "kind", kinds if len(kinds) > 1 else kinds[0])
         object.__setattr__(self, "hops", hops if len(hops) > 1 else hops[0])
         object.__setattr__(self, "ordering", orderings if len(orderings) > 1 else orderings[0])
@@ -133,12 +137,12 @@ def _distinct_props(nodes: Sequence[str]) -> bool:
     return len(set(words)) == len(words)
 
 
-def _true_world(rng: random.Random, hops: int, extra: int) -> _World:
+def _true_world(rng: random.Random, hops: int, extra: int, least: int) -> _World:
     starts = [c for c in TRUE_TAXONOMY if len(true_ancestors(c)) >= hops - 1]
     for _ in range(100):
         c0 = rng.choice(starts)
         chain = [c0, *true_ancestors(c0)]
-        chain = chain[: hops + rng.randint(0, extra)] if len(chain) > hops else chain[:hops]
+        chain = chain[: hops + rng.randint(least, extra)] if len(chain) > hops else chain[:hops]
         if _distinct_props(chain):
             break
     else:  # pragma: no cover - the taxonomy always has such chains
@@ -193,14 +197,14 @@ def _generate_one(cfg: GeneratorConfig, rng: random.Random, index: int) -> Examp
     kind = rng.choice(cfg.choices("kind"))
     hops = rng.choice(cfg.choices("hops"))
     ordering = rng.choice(cfg.choices("ordering"))
-    extra = rng.randint(0, cfg.extra_concepts)
+    extra = rng.randint(cfg.min_extra_concepts, cfg.extra_concepts)
     n_below = rng.randint(0, 1) if cfg.extra_concepts else 0
     if kind == "fictional":
         world = _fictional_world(rng, hops + extra, n_below)
         # PrOntoQA negates a node's property with probability 1/2.
         world.props = {c: (p, rng.random() >= cfg.negate_property_p) for c, (p, _) in world.props.items()}
     elif kind == "true":
-        world = _true_world(rng, hops, extra)
+        world = _true_world(rng, hops, extra, cfg.min_extra_concepts)
     else:
         world = _false_world(rng, hops, hops + extra, n_below)
     entity = rng.choice(ENTITIES)
