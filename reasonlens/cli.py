@@ -30,9 +30,9 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from reasonlens.zoo_build import build_zoo, train_reference
 
     if args.zoo:
-        build_zoo(args.out, install=args.install)
+        build_zoo(args.out, install=args.install, precision=args.precision)
     else:
-        train_reference(args.out, seed=args.seed, progress=not args.quiet)
+        train_reference(args.out, seed=args.seed, progress=not args.quiet, precision=args.precision)
     print(f"training output in {args.out}")
 
 
@@ -183,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--zoo", action="store_true", help="reproduce all shipped models: main, second seed, headroom")
     t.add_argument("--install", action="store_true", help="with --zoo: copy the result into the package zoo")
+    t.add_argument("--precision", choices=["bfloat16", "float32"], default=None,
+                   help="arithmetic of the blocks' matrix products (default: the recipe's, bfloat16 autocast, about "
+                        "twice as fast as float32 on a CPU with bfloat16 units)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_cmd_train)
 

@@ -1,7 +1,8 @@
 """Reproduce the shipped reference models with one command (``reasonlens train --zoo``).
 
 The main model and the second-seed model are the same seven-stage recipe with seeds 0 and 1, trained side by
-side (one thread each on a 2-core machine):
+side (one thread each on a 2-core machine), the blocks' matrix products in bfloat16 autocast
+(``TrainConfig.precision``; the float32 loop, ``--precision float32``, takes about twice as long):
 
 1. :data:`STAGE_1`: background phase, then chain-of-thought training on a 5,300-step schedule, stopped at
    step 3,250;
@@ -42,6 +43,7 @@ STAGE_1 = TrainConfig(
     cot_steps=5000,
     stop_after=3250,
     eval_every=250,
+    precision="bfloat16",
 )
 STAGE_2 = replace(
     STAGE_1, background_steps=0, cot_steps=2400, stop_after=None, lr=1e-3, warmup_steps=50, curriculum_steps=0,
@@ -75,17 +77,19 @@ def stage_configs(seed: int, run_dir: str | Path) -> list[tuple[TrainConfig, Pat
              run / f"stage{i}") for i, stage in enumerate(STAGES, start=1)]
 
 
-def train_reference(run_dir: str | Path, *, seed: int = 0, threads: int = 0, progress: bool = True) -> Path:
-    """Train one model with the reference recipe into ``run_dir/stage*``; returns the final checkpoint."""
+def train_reference(run_dir: str | Path, *, seed: int = 0, threads: int = 0, progress: bool = True,
+                    precision: str | None = None) -> Path:
+    """Train one model with the reference recipe into ``run_dir/stage*``; returns the final checkpoint.
+    ``precision`` overrides the recipe's (``"float32"``: the loop the shipped models were trained with)."""
     for cfg, out in stage_configs(seed, run_dir):
         if not (out / "final").exists():
-            train(replace(cfg, threads=threads), out, progress=progress)
+            train(replace(cfg, threads=threads, precision=precision or cfg.precision), out, progress=progress)
     return out / "final"
 
 
-def _train_worker(args: tuple[str, int]) -> None:
-    run, seed = args
-    train_reference(run, seed=seed, threads=1, progress=False)
+def _train_worker(args: tuple[str, int, str | None]) -> None:
+    run, seed, precision = args
+    train_reference(run, seed=seed, threads=1, progress=False, precision=precision)
 
 
 def select_headroom(run_dirs: list[Path], *, n_per_cell: int = 30, seed: int = 11) -> tuple[Path, float]:
@@ -124,14 +128,15 @@ def _question_seeds(seed: int) -> list[int]:
     return [ranges[0][0], ranges[-1][1]]
 
 
-def build_zoo(out_dir: str | Path, *, install: bool = False) -> Path:
-    """Train every shipped model into ``out_dir/zoo`` (and into the package with ``install=True``)."""
+def build_zoo(out_dir: str | Path, *, install: bool = False, precision: str | None = None) -> Path:
+    """Train every shipped model into ``out_dir/zoo`` (and into the package with ``install=True``); ``precision``
+    overrides the recipe's."""
     from concurrent.futures import ProcessPoolExecutor
 
     out = Path(out_dir)
     runs = {name: (out / "runs" / name, role, seed) for name, (role, seed) in ZOO_MODELS.items()}
     with ProcessPoolExecutor(max_workers=len(runs)) as pool:
-        list(pool.map(_train_worker, [(str(d), seed) for d, _, seed in runs.values()]))
+        list(pool.map(_train_worker, [(str(d), seed, precision) for d, _, seed in runs.values()]))
     zoo = out / "zoo"
     for name, (run, role, seed) in runs.items():
         stages = [out for _, out in stage_configs(seed, run)]
@@ -141,6 +146,7 @@ def build_zoo(out_dir: str | Path, *, install: bool = False) -> Path:
             "train_seconds": round(sum(log["seconds"] for log in logs)),
             "train_tokens": sum(log["tokens"] for log in logs),
             "steps": sum(log["evals"][-1]["step"] for log in logs),
+            "train_precision": logs[-1]["config"]["precision"],
             "description": f"6-layer Llama-style reference model, seed {seed}",
         })
     main_run = runs["reasonlens-main"][0]
@@ -148,6 +154,7 @@ def build_zoo(out_dir: str | Path, *, install: bool = False) -> Path:
     _install(ckpt, zoo / HEADROOM_NAME, {
         "role": "headroom", "train_seed": 0, "train_question_seeds": _question_seeds(0),
         "checkpoint": f"{ckpt.parent.name}/{ckpt.name}", "selection_label_accuracy": acc,
+        "train_precision": json.loads((ckpt.parent / "train_log.json").read_text())["config"]["precision"],
         "description": f"under-trained checkpoint of the main run ({ckpt.parent.name}, {ckpt.name}), "
                        f"label accuracy {acc:.2f}: headroom for attribution and steering",
     })

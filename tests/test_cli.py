@@ -99,3 +99,20 @@ def test_bad_input_exits_with_a_clear_message(zoo, offline, tmp_path, monkeypatc
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("reasonlens: error:") and message in err
+
+
+def test_train_runs_the_recipe_in_its_precision_unless_told(tmp_path, monkeypatch):
+    import reasonlens.zoo_build as zoo_build
+
+    seen = []
+
+    def fake_train(cfg, out, progress=True):
+        seen.append(cfg.precision)
+        (Path(out) / "final").mkdir(parents=True)
+
+    monkeypatch.setattr(zoo_build, "train", fake_train)
+    assert main(["train", "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    assert seen == ["bfloat16"] * len(zoo_build.STAGES)
+    seen.clear()
+    assert main(["train", "--out", str(tmp_path / "b"), "--quiet", "--precision", "float32"]) == 0
+    assert seen == ["float32"] * len(zoo_build.STAGES)

@@ -176,3 +176,28 @@ def test_query_auxiliary_read_out_rejects_a_layer_the_model_lacks(tmp_path):
 
     with pytest.raises(ReasonlensError, match="query_aux_layer in 0..1"):
         train(tiny_config(query_aux_weight=1.0, query_aux_layer=2), tmp_path, progress=False)
+
+
+def test_bfloat16_training_tracks_float32_and_saves_a_standard_checkpoint(tmp_path):
+    """bfloat16 autocast changes the arithmetic, not the recipe: the same data and a loss within a few percent of
+    float32's, reproducible, and a checkpoint that loads as a plain float32 model with standard attention."""
+    from reasonlens.model import load_model
+
+    logs = {p: train(tiny_config(seed=4, precision=p), tmp_path / p, progress=False) for p in ("float32", "bfloat16")}
+    again = train(tiny_config(seed=4, precision="bfloat16"), tmp_path / "again", progress=False)
+    w32, w16, w16b = (LlamaForCausalLM.from_pretrained(tmp_path / d / "final") for d in ("float32", "bfloat16", "again"))
+    assert not all(torch.equal(a, b) for a, b in zip(w32.state_dict().values(), w16.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(w16.state_dict().values(), w16b.state_dict().values()))
+    assert logs["bfloat16"]["tokens"] == logs["float32"]["tokens"] == again["tokens"]
+    for e32, e16 in zip(logs["float32"]["evals"], logs["bfloat16"]["evals"]):
+        assert e16["loss"] == pytest.approx(e32["loss"], rel=0.03)
+    assert w16.dtype == torch.float32 and w16.config._attn_implementation == "sdpa"
+    assert "_attn_implementation" not in json.loads((tmp_path / "bfloat16" / "final" / "config.json").read_text())
+    load_model(str(tmp_path / "bfloat16" / "final"))
+
+
+def test_training_rejects_an_unknown_precision(tmp_path):
+    from reasonlens.errors import ReasonlensError
+
+    with pytest.raises(ReasonlensError, match="precision must be one of"):
+        train(tiny_config(precision="float16"), tmp_path, progress=False)
