@@ -22,7 +22,8 @@ side (one thread each on a 2-core machine), the blocks' matrix products in bfloa
    continuing the chain, and the stop choice stayed near 0.69;
 6. :data:`STAGE_6` and :data:`STAGE_7`: 3,000 more steps each with the read-out, on fresh questions, each with a
    fresh read-out (``continue_read_out=False``, as the shipped models were trained); the stop choice forms
-   between 2,500 and 3,500 read-out steps (main seed) and the bars are met after stage 7.
+   between 2,500 and 3,500 read-out steps in the float32 main run, which met the bars after stage 7 (which seed forms it
+   depends on the machine and precision: docs/model-card.md).
 
 The headroom model is the intermediate checkpoint of stages 1-2 of the main run whose held-out label accuracy is
 closest to 72% inside the 60-85% band. A build is resumable: a stage whose ``final`` checkpoint exists is not retrained.
