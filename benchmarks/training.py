@@ -23,12 +23,13 @@ import torch
 
 from reasonlens.model import main_model_name, model_info
 from reasonlens.tokenizer import build_reference_tokenizer
-from reasonlens.train import _batch_loss, _collate, _Encoder, _float32_attention, _Sampler, train
+from reasonlens.train import _batch_loss, _collate, _Encoder, _Sampler, _use_precision, train
 from reasonlens.zoo_build import STAGE_6
 
 
 def gradient(model, batch, cfg, pad_id: int) -> torch.Tensor:
-    """The flattened gradient of the model's weights on one batch."""
+    """The flattened gradient of the model's weights on one batch, in ``cfg.precision``."""
+    _use_precision(model, cfg.precision)
     model.zero_grad(set_to_none=True)
     _batch_loss(model, None, *_collate(batch, pad_id), cfg).backward()
     return torch.cat([p.grad.flatten() for p in model.parameters()])
@@ -60,9 +61,7 @@ def main() -> None:
     model = LlamaForCausalLM.from_pretrained(start)
     cosines, rel_diffs = [], []
     for batch in batches:
-        model.set_attn_implementation("sdpa")
         g32 = gradient(model, batch, replace(base, precision="float32"), tok.pad_token_id)
-        model.set_attn_implementation(_float32_attention())
         g16 = gradient(model, batch, replace(base, precision="bfloat16"), tok.pad_token_id)
         cosines.append(float(torch.nn.functional.cosine_similarity(g32, g16, dim=0)))
         rel_diffs.append(float((g16 - g32).norm() / g32.norm()))

@@ -208,19 +208,23 @@ def _float32_sdpa(module, query, key, value, attention_mask, **kwargs):
         return sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask, **kwargs)
 
 
-def _float32_attention() -> str:
-    """Register and name the attention that runs SDPA in float32 under bfloat16 autocast: on CPU the bfloat16
-    flash-attention backward is 2.5x slower than the float32 one, and float32 keeps the softmax exact."""
-    from transformers import AttentionInterface
+def _use_precision(model, precision: str) -> None:
+    """Set the attention ``_batch_loss`` needs for ``precision``: the standard SDPA for float32 (the default of a
+    fresh or loaded model), SDPA in float32 under bfloat16 autocast, since on CPU the bfloat16 flash-attention
+    backward is 2.5x slower than the float32 one (and float32 keeps the softmax exact)."""
+    if precision not in PRECISIONS:
+        raise ReasonlensError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "bfloat16":
+        from transformers import AttentionInterface
 
-    AttentionInterface.register("reasonlens_float32_sdpa", _float32_sdpa)
-    return "reasonlens_float32_sdpa"
+        AttentionInterface.register("reasonlens_float32_sdpa", _float32_sdpa)
+    model.set_attn_implementation("reasonlens_float32_sdpa" if precision == "bfloat16" else "sdpa")
 
 
 def _batch_loss(model, aux_head, ids, w, query, cfg: TrainConfig):
     """The training loss of one collated batch: weighted next-token cross-entropy, plus the read-out's term.
-    With ``cfg.precision == "bfloat16"`` the blocks run under autocast (the model's attention set to
-    :func:`_float32_attention`); the output head and both losses are float32."""
+    With ``cfg.precision == "bfloat16"`` the blocks run under autocast (the model's attention set by
+    :func:`_use_precision`); the output head and both losses are float32."""
     import torch
     import torch.nn.functional as F
 
@@ -327,10 +331,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
         frac = (step - cfg.warmup_steps) / max(1, schedule - cfg.warmup_steps)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
 
-    if cfg.precision not in PRECISIONS:
-        raise ReasonlensError(f"precision must be one of {PRECISIONS}, got {cfg.precision!r}")
-    if cfg.precision == "bfloat16":
-        model.set_attn_implementation(_float32_attention())
+    _use_precision(model, cfg.precision)
     aux_head = None
     n_blocks = model.config.num_hidden_layers
     if cfg.query_aux_weight < 0 or (cfg.query_aux_weight > 0 and not 0 <= cfg.query_aux_layer <= n_blocks):
