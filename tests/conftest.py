@@ -19,3 +19,13 @@ def offline(monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt2"])
+def tiny_model(request, tmp_path_factory):
+    """A randomly initialised tiny Llama, then GPT-2, bridge with the reference tokenizer (context 256)."""
+    from model_util import write_checkpoint
+
+    from reasonlens.model import load_model
+
+    return load_model(str(write_checkpoint(tmp_path_factory.mktemp(request.param), request.param, n_ctx=256)))

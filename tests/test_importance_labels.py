@@ -25,14 +25,9 @@ from reasonlens.model import load_model
 from reasonlens.ontology import generate
 
 
-@pytest.fixture(scope="module", params=["llama", "gpt2"])
-def tiny(request, tmp_path_factory):
-    return load_model(str(write_checkpoint(tmp_path_factory.mktemp(request.param), request.param, n_ctx=256)))
-
-
 @pytest.fixture(scope="module")
-def tiny_chain(tiny):
-    return chains_from_examples(tiny, generate(1, hops=1, seed=4, redundant_step_p=1.0))[0]
+def tiny_chain(tiny_model):
+    return chains_from_examples(tiny_model, generate(1, hops=1, seed=4, redundant_step_p=1.0))[0]
 
 
 @pytest.fixture(scope="module")
@@ -50,21 +45,21 @@ def reference_labels(reference, reference_chains):
     return label_steps(reference, reference_chains)
 
 
-def test_prefix_cache_and_whole_sequence_runs_agree(tiny, tiny_chain, monkeypatch):
+def test_prefix_cache_and_whole_sequence_runs_agree(tiny_model, tiny_chain, monkeypatch):
     """Scoring and influence read the prompt from one cached run; without the cache they run it per row."""
     from reasonlens.generation import SharedPrefix
 
     n = len(tiny_chain)
     keeps = [[], list(range(n)), [0], list(range(1, n))]
-    cached = SubsetScorer(tiny, tiny_chain).scores(keeps)
-    cached_influence = {m: influence_matrix(tiny, tiny_chain, method=m, ig_steps=2)
+    cached = SubsetScorer(tiny_model, tiny_chain).scores(keeps)
+    cached_influence = {m: influence_matrix(tiny_model, tiny_chain, method=m, ig_steps=2)
                         for m in ("gradient", "integrated_gradients")}
     monkeypatch.setattr(SharedPrefix, "of", classmethod(lambda cls, model, ids: None))
-    whole = SubsetScorer(tiny, tiny_chain).scores(keeps)
+    whole = SubsetScorer(tiny_model, tiny_chain).scores(keeps)
     for a, b in zip(cached, whole):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     for method, matrix in cached_influence.items():
-        torch.testing.assert_close(matrix, influence_matrix(tiny, tiny_chain, method=method, ig_steps=2),
+        torch.testing.assert_close(matrix, influence_matrix(tiny_model, tiny_chain, method=method, ig_steps=2),
                                    atol=1e-5, rtol=1e-4)
 
 
@@ -76,58 +71,58 @@ def _last_logits(model, ids):
 # ------------------------------------------------------------------------------------------------- scoring
 
 
-def test_answer_probabilities_batched_equal_one_forward_per_subset(tiny, tiny_chain):
+def test_answer_probabilities_batched_equal_one_forward_per_subset(tiny_model, tiny_chain):
     n = len(tiny_chain)
     assert n >= 4
     keeps = [[], [0], [1, 3], list(range(n)), [n - 1], [0, 2]]
-    suffix = encode_suffix(tiny, "rex is")
-    got = answer_probabilities(tiny, tiny_chain, keeps, suffix_ids=suffix, batch_size=4)
+    suffix = encode_suffix(tiny_model, "rex is")
+    got = answer_probabilities(tiny_model, tiny_chain, keeps, suffix_ids=suffix, batch_size=4)
     gold = 0 if tiny_chain.label else 1
-    want = [_last_logits(tiny, tiny_chain.token_ids(k, suffix))[-1, list(tiny_chain.answer_ids)].softmax(-1)[gold]
+    want = [_last_logits(tiny_model, tiny_chain.token_ids(k, suffix))[-1, list(tiny_chain.answer_ids)].softmax(-1)[gold]
             for k in keeps]
     torch.testing.assert_close(got, torch.stack(want), atol=1e-5, rtol=0)
 
 
-def test_attainability_against_unpadded_perplexities(tiny, tiny_chain):
+def test_attainability_against_unpadded_perplexities(tiny_model, tiny_chain):
     chain, n = tiny_chain, len(tiny_chain)
     config = ScoringConfig(suffix="rex is", batch_size=3)
-    suffix = encode_suffix(tiny, config.suffix)
+    suffix = encode_suffix(tiny_model, config.suffix)
 
     def ppl(ids, start):
-        logp = _last_logits(tiny, ids)[:-1].double().log_softmax(-1)
+        logp = _last_logits(tiny_model, ids)[:-1].double().log_softmax(-1)
         return math.exp(-logp[torch.arange(start - 1, len(ids) - 1), torch.tensor(ids[start:])].mean().item())
 
     ppl_o = ppl(chain.token_ids(), chain.prompt_len)
     ppl_answer = ppl(chain.prompt_ids + suffix + [chain.gold_answer_id], chain.prompt_len)
     keeps = [list(range(n)), [], [0, 2], [1]]
-    suff, attn = SubsetScorer(tiny, chain, config).scores(keeps)
+    suff, attn = SubsetScorer(tiny_model, chain, config).scores(keeps)
     assert attn[0] == 1.0 and attn[1] == 0.0
     for keep, got in zip(keeps[2:], attn[2:]):
         want = 1 - (ppl(chain.token_ids(keep), chain.prompt_len) - ppl_o) / (ppl_answer - ppl_o)
         assert got.item() == pytest.approx(want, abs=1e-5)
-    torch.testing.assert_close(suff, answer_probabilities(tiny, chain, keeps, suffix_ids=suffix), atol=1e-5, rtol=0)
-    torch.testing.assert_close(attainability(tiny, chain, keeps, config), attn)
-    torch.testing.assert_close(sufficiency(tiny, chain, keeps, config), suff)
+    torch.testing.assert_close(suff, answer_probabilities(tiny_model, chain, keeps, suffix_ids=suffix), atol=1e-5, rtol=0)
+    torch.testing.assert_close(attainability(tiny_model, chain, keeps, config), attn)
+    torch.testing.assert_close(sufficiency(tiny_model, chain, keeps, config), suff)
 
 
-def test_sampled_sufficiency_is_reproducible_and_batch_independent(tiny, tiny_chain):
+def test_sampled_sufficiency_is_reproducible_and_batch_independent(tiny_model, tiny_chain):
     config = ScoringConfig(mode="sampled", k_samples=10, temperature=0.6, seed=3)
     keeps = [[0], [0, 1], [], [1, 2, 3]]
-    first = SubsetScorer(tiny, tiny_chain, config).scores(keeps)[0]
-    assert torch.equal(first, SubsetScorer(tiny, tiny_chain, config).scores(keeps)[0])
-    assert torch.equal(first[2:], SubsetScorer(tiny, tiny_chain, config).scores(keeps[2:])[0])
+    first = SubsetScorer(tiny_model, tiny_chain, config).scores(keeps)[0]
+    assert torch.equal(first, SubsetScorer(tiny_model, tiny_chain, config).scores(keeps)[0])
+    assert torch.equal(first[2:], SubsetScorer(tiny_model, tiny_chain, config).scores(keeps[2:])[0])
     assert torch.allclose(first * 10, (first * 10).round())  # fractions of 10 samples
 
 
-def test_scoring_rejects_bad_input(tiny, tiny_chain, tmp_path):
+def test_scoring_rejects_bad_input(tiny_model, tiny_chain, tmp_path):
     with pytest.raises(ReasonlensError, match="outside this chain"):
-        answer_probabilities(tiny, tiny_chain, [[0, len(tiny_chain)]])
+        answer_probabilities(tiny_model, tiny_chain, [[0, len(tiny_chain)]])
     with pytest.raises(ReasonlensError, match="outside this chain"):
-        SubsetScorer(tiny, tiny_chain).scores([[-1]])
+        SubsetScorer(tiny_model, tiny_chain).scores([[-1]])
     with pytest.raises(ReasonlensError, match="encodes to no tokens"):
-        SubsetScorer(tiny, tiny_chain, ScoringConfig(suffix="   "))
+        SubsetScorer(tiny_model, tiny_chain, ScoringConfig(suffix="   "))
     with pytest.raises(ReasonlensError, match="does not know"):
-        encode_suffix(tiny, "so the answer is")
+        encode_suffix(tiny_model, "so the answer is")
     for bad in (dict(tau=0.0), dict(mode="greedy"), dict(k_samples=0), dict(temperature=0), dict(batch_size=0)):
         with pytest.raises((ReasonlensError, TypeCheckError)):  # the test run's type checks see Literals first
             ScoringConfig(**bad)
@@ -163,41 +158,41 @@ def _block_norms(attributions, chain):
 
 
 @pytest.mark.parametrize("method", ["gradient", "gradient_x_input"])
-def test_influence_batched_equals_one_backward_per_step(tiny, tiny_chain, method):
-    grads, emb = _brute_gradients(tiny, tiny_chain)
+def test_influence_batched_equals_one_backward_per_step(tiny_model, tiny_chain, method):
+    grads, emb = _brute_gradients(tiny_model, tiny_chain)
     full = _block_norms([g * emb if method == "gradient_x_input" else g for g in grads], tiny_chain)
     assert torch.equal(full.triu(1), torch.zeros_like(full))  # causality: exact zeros above the diagonal
     assert (full[torch.ones_like(full, dtype=torch.bool).tril(-1)] > 0).all()
     want = full - torch.diag(full.diagonal())
-    got = influence_matrix(tiny, tiny_chain, method=method, batch_size=2)
+    got = influence_matrix(tiny_model, tiny_chain, method=method, batch_size=2)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
     assert torch.equal(got.diagonal(), torch.zeros(len(tiny_chain)))
 
 
-def test_integrated_gradients(tiny, tiny_chain):
-    grads, emb = _brute_gradients(tiny, tiny_chain)
+def test_integrated_gradients(tiny_model, tiny_chain):
+    grads, emb = _brute_gradients(tiny_model, tiny_chain)
     start = tiny_chain.prompt_len
     base = emb[start:].mean(0)
     want = _block_norms([g * (emb - base) for g in grads], tiny_chain).tril(-1)
-    one = influence_matrix(tiny, tiny_chain, method="integrated_gradients", ig_steps=1)
+    one = influence_matrix(tiny_model, tiny_chain, method="integrated_gradients", ig_steps=1)
     torch.testing.assert_close(one, want, atol=1e-5, rtol=1e-4)  # one right-Riemann point: g(E) ⊙ (E - b)
-    split = influence_matrix(tiny, tiny_chain, method="integrated_gradients", ig_steps=3, batch_size=2)
-    whole = influence_matrix(tiny, tiny_chain, method="integrated_gradients", ig_steps=3, batch_size=64)
+    split = influence_matrix(tiny_model, tiny_chain, method="integrated_gradients", ig_steps=3, batch_size=2)
+    whole = influence_matrix(tiny_model, tiny_chain, method="integrated_gradients", ig_steps=3, batch_size=64)
     torch.testing.assert_close(split, whole, atol=1e-6, rtol=1e-5)
 
 
-def test_influence_of_a_subsequence_and_bad_input(tiny, tiny_chain):
+def test_influence_of_a_subsequence_and_bad_input(tiny_model, tiny_chain):
     keep = [0, 2, 3]
-    sub = make_chain(tiny, tiny_chain.example, [tiny_chain.steps[i] for i in keep])
+    sub = make_chain(tiny_model, tiny_chain.example, [tiny_chain.steps[i] for i in keep])
     assert sub.step_ids == [tiny_chain.step_ids[i] for i in keep]
-    torch.testing.assert_close(influence_matrix(tiny, tiny_chain, keep), influence_matrix(tiny, sub))
-    assert influence_matrix(tiny, tiny_chain, [1]).shape == (1, 1)
+    torch.testing.assert_close(influence_matrix(tiny_model, tiny_chain, keep), influence_matrix(tiny_model, sub))
+    assert influence_matrix(tiny_model, tiny_chain, [1]).shape == (1, 1)
     with pytest.raises(ReasonlensError, match="outside"):
-        influence_matrix(tiny, tiny_chain, [0, 99])
+        influence_matrix(tiny_model, tiny_chain, [0, 99])
     with pytest.raises((ReasonlensError, TypeCheckError)):
-        influence_matrix(tiny, tiny_chain, method="saliency")
+        influence_matrix(tiny_model, tiny_chain, method="saliency")
     with pytest.raises(ReasonlensError):
-        influence_matrix(tiny, tiny_chain, ig_steps=0)
+        influence_matrix(tiny_model, tiny_chain, ig_steps=0)
 
 
 # -------------------------------------------------------------------------------------- the search (scripted)
@@ -224,14 +219,14 @@ class _ScriptedScorer:
 
 
 @pytest.fixture
-def scripted(monkeypatch, tiny):
+def scripted(monkeypatch, tiny_model):
     example = next(e for e in generate(10, hops=1, seed=0) if e.label)
     chain = Chain(example=example, prompt_ids=[1, 5], step_ids=[[6 + i] for i in range(8)],
                   steps=[f"step {i}." for i in range(7)] + ["so it is true."], roles=[None] * 8, answer_ids=(11, 13))
     monkeypatch.setattr(labels_module, "SubsetScorer", _ScriptedScorer)
     monkeypatch.setattr(labels_module, "influence_matrix",
                         lambda model, chain, keep, **kw: _INFLUENCE[:len(keep), :len(keep)].clone())
-    return tiny, chain
+    return tiny_model, chain
 
 
 def test_scripted_search_labels(scripted):

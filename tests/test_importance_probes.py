@@ -5,7 +5,6 @@ import math
 import pytest
 import torch
 from jaxtyping import TypeCheckError
-from model_util import write_checkpoint
 
 import reasonlens.importance.activations as activations
 from reasonlens.errors import ReasonlensError
@@ -45,11 +44,6 @@ def gold(main):
     return chains_from_examples(main, generate(24, hops=2, seed=5, redundant_step_p=0.5))
 
 
-@pytest.fixture(scope="module", params=["llama", "gpt2"])
-def tiny(request, tmp_path_factory):
-    return load_model(str(write_checkpoint(tmp_path_factory.mktemp(request.param), request.param, n_ctx=256)))
-
-
 # ---------------------------------------------------------------------------------------------------------- activations
 
 
@@ -65,23 +59,23 @@ def _expected(model, chain, spans, layers, pooling):
 
 
 @pytest.mark.parametrize("pooling", ["mean", "first", "middle", "last"])
-def test_padded_batches_equal_one_forward_per_chain(tiny, pooling):
-    chains = chains_from_examples(tiny, generate(5, hops=(1, 2, 3), seed=1, redundant_step_p=0.5))
+def test_padded_batches_equal_one_forward_per_chain(tiny_model, pooling):
+    chains = chains_from_examples(tiny_model, generate(5, hops=(1, 2, 3), seed=1, redundant_step_p=0.5))
     labels = [[s % 2 if s != 1 else None for s in range(len(c))] for c in chains]
     steps = StepSet.from_labels(chains, labels)
     layers = [1, 0]
-    got = step_activations(tiny, steps, layers=layers, pooling=pooling, batch_size=2)
-    assert got.shape == (len(steps), 2, tiny.cfg.d_model)
+    got = step_activations(tiny_model, steps, layers=layers, pooling=pooling, batch_size=2)
+    assert got.shape == (len(steps), 2, tiny_model.cfg.d_model)
     for c, chain in enumerate(chains):
         rows = [i for i, (ci, _, _) in enumerate(steps.items) if ci == c]
         spans = [(chain.spans()[steps.items[i][1]].start, chain.spans()[steps.items[i][1]].end) for i in rows]
-        torch.testing.assert_close(got[rows], _expected(tiny, chain.token_ids(), spans, layers, pooling),
+        torch.testing.assert_close(got[rows], _expected(tiny_model, chain.token_ids(), spans, layers, pooling),
                                    atol=1e-5, rtol=1e-5)
-    alone = step_activations(tiny, steps, layers=layers, pooling=pooling, context=False, batch_size=3)
+    alone = step_activations(tiny_model, steps, layers=layers, pooling=pooling, context=False, batch_size=3)
     c, s, _ = steps.items[-1]
     block = chains[c].step_ids[s]
     bos = chains[c].prompt_ids[:1]
-    torch.testing.assert_close(alone[-1:], _expected(tiny, bos + block, [(1, 1 + len(block))], layers, pooling),
+    torch.testing.assert_close(alone[-1:], _expected(tiny_model, bos + block, [(1, 1 + len(block))], layers, pooling),
                                atol=1e-5, rtol=1e-5)
     assert not torch.allclose(alone, got, atol=1e-3)
 
@@ -234,10 +228,10 @@ def test_surface_features_and_correlations(gold):
     assert train_probe(features, steps.labels, SURFACE_PROBE_CONFIG).held_out_accuracy >= 0.9
 
 
-def test_random_init_model(tiny):
-    a, b = random_init_model(tiny, seed=1), random_init_model(tiny, seed=1)  # seed 0 is the checkpoint itself
-    assert model_fingerprint(a) == model_fingerprint(b) != model_fingerprint(tiny)
-    assert a.cfg.n_layers == tiny.cfg.n_layers and a.tokenizer.get_vocab() == tiny.tokenizer.get_vocab()
+def test_random_init_model(tiny_model):
+    a, b = random_init_model(tiny_model, seed=1), random_init_model(tiny_model, seed=1)  # seed 0 is the checkpoint itself
+    assert model_fingerprint(a) == model_fingerprint(b) != model_fingerprint(tiny_model)
+    assert a.cfg.n_layers == tiny_model.cfg.n_layers and a.tokenizer.get_vocab() == tiny_model.tokenizer.get_vocab()
 
 
 def test_cross_model(main, gold):
