@@ -208,6 +208,36 @@ def _float32_sdpa(module, query, key, value, attention_mask, **kwargs):
         return sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask, **kwargs)
 
 
+BFLOAT16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_bfloat16(cpuinfo: str | None = None) -> bool | None:
+    """Whether this CPU computes in bfloat16 natively (``avx512_bf16`` or ``amx_bf16`` among its flags), read from
+    ``/proc/cpuinfo`` (or the ``cpuinfo`` text given); ``None`` where that cannot be read (not Linux).
+    Without those units bfloat16 autocast is emulated and slower than float32 (docs/benchmarks.md).
+
+    >>> cpu_has_bfloat16("flags : fpu avx512f avx512_bf16 amx_tile"), cpu_has_bfloat16("flags : fpu avx512f")
+    (True, False)
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    flags = {f for line in cpuinfo.splitlines() if line.startswith("flags") for f in line.partition(":")[2].split()}
+    return any(f in flags for f in BFLOAT16_CPU_FLAGS)
+
+
+def _warn_if_bfloat16_is_emulated(precision: str) -> None:
+    if precision == "bfloat16" and cpu_has_bfloat16() is False:
+        import warnings
+
+        warnings.warn("this CPU has no bfloat16 units (neither of the flags " + " / ".join(BFLOAT16_CPU_FLAGS)
+                      + "): bfloat16 autocast is emulated, about 1.5x slower per step than float32 here "
+                      "(docs/benchmarks.md); precision='float32' is faster on this machine but trains other weights "
+                      "than the bfloat16 recipe", stacklevel=3)
+
+
 def _use_precision(model, precision: str) -> None:
     """Set the attention ``_batch_loss`` needs for ``precision``: the standard SDPA for float32 (the default of a
     fresh or loaded model), SDPA in float32 under bfloat16 autocast, since on CPU the bfloat16 flash-attention
@@ -332,6 +362,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
 
     _use_precision(model, cfg.precision)
+    _warn_if_bfloat16_is_emulated(cfg.precision)
     aux_head = None
     n_blocks = model.config.num_hidden_layers
     if cfg.query_aux_weight < 0 or (cfg.query_aux_weight > 0 and not 0 <= cfg.query_aux_layer <= n_blocks):
@@ -353,7 +384,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
                        seed=cfg.data_seed + 500_000)
         for kind in ("fictional", "false")
     }
-    log: dict = {"config": asdict(cfg), "evals": []}
+    log: dict = {"config": asdict(cfg), "cpu_bfloat16_units": cpu_has_bfloat16(), "evals": []}
     start = time.time()
     tokens = 0
     running = None

@@ -9,7 +9,7 @@ from transformers import LlamaForCausalLM
 
 from reasonlens.ontology import format_prompt, generate
 from reasonlens.tokenizer import build_reference_tokenizer
-from reasonlens.train import READOUT_FILE, ArchitectureConfig, TrainConfig, _Encoder, _Sampler, train
+from reasonlens.train import READOUT_FILE, ArchitectureConfig, TrainConfig, _Encoder, _Sampler, cpu_has_bfloat16, train
 
 TINY = ArchitectureConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64, max_positions=512)
 
@@ -194,6 +194,29 @@ def test_bfloat16_training_tracks_float32_and_saves_a_standard_checkpoint(tmp_pa
     assert w16.dtype == torch.float32 and w16.config._attn_implementation == "sdpa"
     assert "_attn_implementation" not in json.loads((tmp_path / "bfloat16" / "final" / "config.json").read_text())
     load_model(str(tmp_path / "bfloat16" / "final"))
+
+
+def test_cpu_bfloat16_units_are_read_from_the_cpu_flags(tmp_path):
+    cpuinfo = "processor\t: 0\nflags\t\t: fpu sse avx512f avx512bw {}\nbugs\t\t: spectre_v1\n"
+    assert cpu_has_bfloat16(cpuinfo.format("amx_bf16 amx_tile")) is True
+    assert cpu_has_bfloat16(cpuinfo.format("avx512_bf16")) is True
+    assert cpu_has_bfloat16(cpuinfo.format("avx512_vnni")) is False
+    assert cpu_has_bfloat16("") is False
+
+
+def test_bfloat16_training_on_a_cpu_without_bfloat16_units_warns_and_logs_it(tmp_path, monkeypatch):
+    """Emulated bfloat16 is slower than float32: say so instead of silently training 1.5x slower."""
+    import reasonlens.train as train_module
+
+    monkeypatch.setattr(train_module, "cpu_has_bfloat16", lambda cpuinfo=None: False)
+    with pytest.warns(UserWarning, match="no bfloat16 units.*precision='float32' is faster"):
+        log = train(tiny_config(precision="bfloat16"), tmp_path / "b16", progress=False)
+    assert log["cpu_bfloat16_units"] is False
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train(tiny_config(precision="float32"), tmp_path / "f32", progress=False)
 
 
 def test_training_rejects_an_unknown_precision(tmp_path):
