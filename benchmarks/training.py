@@ -67,16 +67,18 @@ def main() -> None:
         rel_diffs.append(float((g16 - g32).norm() / g32.norm()))
 
     f32, b16 = runs["float32"], runs["bfloat16"]
+    cpu_bfloat16_units = cpu_has_bfloat16()
     print(f"stage-6 steps from {start}: {args.steps} steps per precision, torch threads={torch.get_num_threads()}, "
           f"{f32['tokens']} tokens (both runs the same batches: {f32['tokens'] == b16['tokens']}), "
-          f"CPU bfloat16 units: {cpu_has_bfloat16()}")
+          f"CPU bfloat16 units: {cpu_bfloat16_units}")
     print(f"{'precision':10s} {'s/step':>7s} {'running loss':>13s}")
     for name, r in runs.items():
         print(f"{name:10s} {r['seconds_per_step']:7.3f} {r['loss']:13.4f}")
     print(f"gradient on {len(batches)} batches, bfloat16 vs float32: cosine >= {min(cosines):.5f}, "
           f"relative difference <= {max(rel_diffs):.4f}")
     print(json.dumps({
-        "steps": args.steps, "threads": torch.get_num_threads(), "cpu_bfloat16_units": cpu_has_bfloat16(), "same_batches": f32["tokens"] == b16["tokens"],
+        "steps": args.steps, "threads": torch.get_num_threads(), "cpu_bfloat16_units": cpu_bfloat16_units,
+        "same_batches": f32["tokens"] == b16["tokens"],
         "float32_seconds_per_step": round(f32["seconds_per_step"], 3),
         "bfloat16_seconds_per_step": round(b16["seconds_per_step"], 3),
         "speedup": round(f32["seconds_per_step"] / b16["seconds_per_step"], 2),

@@ -228,8 +228,8 @@ def cpu_has_bfloat16(cpuinfo: str | None = None) -> bool | None:
     return any(f in flags for f in BFLOAT16_CPU_FLAGS)
 
 
-def _warn_if_bfloat16_is_emulated(precision: str) -> None:
-    if precision == "bfloat16" and cpu_has_bfloat16() is False:
+def _warn_if_bfloat16_is_emulated(precision: str, cpu_bfloat16_units: bool | None) -> None:
+    if precision == "bfloat16" and cpu_bfloat16_units is False:
         import warnings
 
         warnings.warn("this CPU has no bfloat16 units (neither of the flags " + " / ".join(BFLOAT16_CPU_FLAGS)
@@ -362,7 +362,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
 
     _use_precision(model, cfg.precision)
-    _warn_if_bfloat16_is_emulated(cfg.precision)
+    cpu_bfloat16_units = cpu_has_bfloat16()
+    _warn_if_bfloat16_is_emulated(cfg.precision, cpu_bfloat16_units)
     aux_head = None
     n_blocks = model.config.num_hidden_layers
     if cfg.query_aux_weight < 0 or (cfg.query_aux_weight > 0 and not 0 <= cfg.query_aux_layer <= n_blocks):
@@ -384,7 +385,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
                        seed=cfg.data_seed + 500_000)
         for kind in ("fictional", "false")
     }
-    log: dict = {"config": asdict(cfg), "cpu_bfloat16_units": cpu_has_bfloat16(), "evals": []}
+    log: dict = {"config": asdict(cfg), "cpu_bfloat16_units": cpu_bfloat16_units, "evals": []}
     start = time.time()
     tokens = 0
     running = None
