@@ -238,12 +238,26 @@ def _warn_if_bfloat16_is_emulated(precision: str, cpu_bfloat16_units: bool | Non
                       "than the bfloat16 recipe", stacklevel=3)
 
 
+def _check_config(cfg: TrainConfig) -> None:
+    """Reject a config :func:`train` cannot run before it loads or builds a model."""
+    if cfg.precision not in PRECISIONS:
+        raise ReasonlensError(f"precision must be one of {PRECISIONS}, got {cfg.precision!r}")
+    if cfg.init_from and not (Path(cfg.init_from) / "config.json").exists():
+        raise ReasonlensError(f"init_from={cfg.init_from!r} is not a saved checkpoint (no config.json there); "
+                              "pass the 'final' or 'step-*' folder of an earlier stage")
+    if cfg.init_from:
+        n_blocks = json.loads((Path(cfg.init_from) / "config.json").read_text())["num_hidden_layers"]
+    else:
+        n_blocks = cfg.architecture.n_layers
+    if cfg.query_aux_weight < 0 or (cfg.query_aux_weight > 0 and not 0 <= cfg.query_aux_layer <= n_blocks):
+        raise ReasonlensError(f"query_aux_weight must be >= 0 and query_aux_layer in 0..{n_blocks} "
+                              f"(blocks before the read-out), got {cfg.query_aux_weight} and {cfg.query_aux_layer}")
+
+
 def _use_precision(model, precision: str) -> None:
     """Set the attention ``_batch_loss`` needs for ``precision``: the standard SDPA for float32 (the default of a
     fresh or loaded model), SDPA in float32 under bfloat16 autocast, since on CPU the bfloat16 flash-attention
     backward is 2.5x slower than the float32 one (and float32 keeps the softmax exact)."""
-    if precision not in PRECISIONS:
-        raise ReasonlensError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "bfloat16":
         from transformers import AttentionInterface
 
@@ -337,6 +351,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
 
     from reasonlens.tokenizer import build_reference_tokenizer
 
+    _check_config(cfg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -365,10 +380,6 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
     cpu_bfloat16_units = cpu_has_bfloat16()
     _warn_if_bfloat16_is_emulated(cfg.precision, cpu_bfloat16_units)
     aux_head = None
-    n_blocks = model.config.num_hidden_layers
-    if cfg.query_aux_weight < 0 or (cfg.query_aux_weight > 0 and not 0 <= cfg.query_aux_layer <= n_blocks):
-        raise ReasonlensError(f"query_aux_weight must be >= 0 and query_aux_layer in 0..{n_blocks} "
-                              f"(blocks before the read-out), got {cfg.query_aux_weight} and {cfg.query_aux_layer}")
     if cfg.query_aux_weight > 0:
         with torch.random.fork_rng():  # the head's own seed, without reseeding the caller's generator
             torch.manual_seed(cfg.seed)

@@ -175,7 +175,10 @@ def test_query_auxiliary_read_out_rejects_a_layer_the_model_lacks(tmp_path):
     from reasonlens.errors import ReasonlensError
 
     with pytest.raises(ReasonlensError, match="query_aux_layer in 0..1"):
-        train(tiny_config(query_aux_weight=1.0, query_aux_layer=2), tmp_path, progress=False)
+        train(tiny_config(query_aux_weight=1.0, query_aux_layer=2), tmp_path / "run", progress=False)
+    with pytest.raises(ReasonlensError, match="query_aux_weight must be >= 0"):
+        train(tiny_config(query_aux_weight=-1.0), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()  # rejected before a model is built or anything written
 
 
 def test_bfloat16_training_tracks_float32_and_saves_a_standard_checkpoint(tmp_path):
@@ -223,4 +226,13 @@ def test_training_rejects_an_unknown_precision(tmp_path):
     from reasonlens.errors import ReasonlensError
 
     with pytest.raises(ReasonlensError, match="precision must be one of"):
-        train(tiny_config(precision="float16"), tmp_path, progress=False)
+        train(tiny_config(precision="float16"), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_training_rejects_an_init_from_that_is_not_a_checkpoint(tmp_path):
+    from reasonlens.errors import ReasonlensError
+
+    with pytest.raises(ReasonlensError, match="is not a saved checkpoint.*'final' or 'step-\\*' folder"):
+        train(tiny_config(init_from=str(tmp_path / "stage1")), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
