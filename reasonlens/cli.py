@@ -184,8 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--zoo", action="store_true", help="reproduce all shipped models: main, second seed, headroom")
     t.add_argument("--install", action="store_true", help="with --zoo: copy the result into the package zoo")
     t.add_argument("--precision", choices=["bfloat16", "float32"], default=None,
-                   help="arithmetic of the blocks' matrix products (default: the recipe's, bfloat16 autocast, about "
-                        "twice as fast as float32 on a CPU with bfloat16 units)")
+                   help="arithmetic of the blocks' matrix products (default: the recipe's float32, as the shipped "
+                        "models were trained; bfloat16 autocast is about twice as fast on a CPU with bfloat16 units "
+                        "and trains other weights)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_cmd_train)
 

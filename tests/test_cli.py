@@ -112,7 +112,7 @@ def test_train_runs_the_recipe_in_its_precision_unless_told(tmp_path, monkeypatc
 
     monkeypatch.setattr(zoo_build, "train", fake_train)
     assert main(["train", "--out", str(tmp_path / "a"), "--quiet"]) == 0
-    assert seen == ["bfloat16"] * len(zoo_build.STAGES)
-    seen.clear()
-    assert main(["train", "--out", str(tmp_path / "b"), "--quiet", "--precision", "float32"]) == 0
     assert seen == ["float32"] * len(zoo_build.STAGES)
+    seen.clear()
+    assert main(["train", "--out", str(tmp_path / "b"), "--quiet", "--precision", "bfloat16"]) == 0
+    assert seen == ["bfloat16"] * len(zoo_build.STAGES)

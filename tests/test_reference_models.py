@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from reasonlens.evaluate import EvalConfig, evaluate
 from reasonlens.model import ROLES, list_models, load_model, main_model_name, model_info
-from reasonlens.zoo_build import ZOO_MODELS, stage_configs
+from reasonlens.zoo_build import STAGES, ZOO_MODELS, stage_configs
 
 MAX_BYTES = 10 * 1024 * 1024
 
@@ -47,3 +47,6 @@ def test_trained_models_record_the_recipe_they_were_trained_with():
         assert info.train_question_seeds == (configs[0].question_seeds[0], configs[-1].question_seeds[1])
         assert all(a.question_seeds[1] == b.question_seeds[0] for a, b in zip(configs, configs[1:]))
         assert info.metadata["steps"] == sum(c.stop_after or c.background_steps + c.cot_steps for c in configs)
+    # `reasonlens train --zoo` without --precision is the arithmetic every shipped model was trained with
+    assert {info.metadata["train_precision"] for info in list_models()} == {STAGES[0].precision}
+    assert all(stage.precision == STAGES[0].precision for stage in STAGES)
