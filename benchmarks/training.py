@@ -1,4 +1,5 @@
-"""Training-loop speed: bfloat16 autocast (the zoo recipe's ``precision``) against the float32 loop.
+"""Training-loop speed: bfloat16 autocast (``TrainConfig.precision``, ``train --precision bfloat16``) against the
+float32 loop the zoo recipe uses.
 
 Runs :func:`reasonlens.train.train` twice on the same batches, one thread each in turn: a stage-6 step of the
 recipe (the shipped main model, the queried-property read-out on), ``--steps`` steps in float32 and in bfloat16

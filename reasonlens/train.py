@@ -235,20 +235,20 @@ def _warn_if_bfloat16_is_emulated(precision: str, cpu_bfloat16_units: bool | Non
         warnings.warn("this CPU has no bfloat16 units (neither of the flags " + " / ".join(BFLOAT16_CPU_FLAGS)
                       + "): bfloat16 autocast is emulated, about 1.5x slower per step than float32 here "
                       "(docs/benchmarks.md); precision='float32' is faster on this machine but trains other weights "
-                      "than the bfloat16 recipe", stacklevel=3)
+                      "than bfloat16", stacklevel=3)
 
 
 def _check_config(cfg: TrainConfig) -> None:
     """Reject a config :func:`train` cannot run before it loads or builds a model."""
     if cfg.precision not in PRECISIONS:
         raise ReasonlensError(f"precision must be one of {PRECISIONS}, got {cfg.precision!r}")
-    if cfg.init_from and not (Path(cfg.init_from) / "config.json").exists():
-        raise ReasonlensError(f"init_from={cfg.init_from!r} is not a saved checkpoint (no config.json there); "
-                              "pass the 'final' or 'step-*' folder of an earlier stage")
+    n_blocks = cfg.architecture.n_layers
     if cfg.init_from:
-        n_blocks = json.loads((Path(cfg.init_from) / "config.json").read_text())["num_hidden_layers"]
-    else:
-        n_blocks = cfg.architecture.n_layers
+        saved = Path(cfg.init_from) / "config.json"
+        if not saved.exists():
+            raise ReasonlensError(f"init_from={cfg.init_from!r} is not a saved checkpoint (no config.json there); "
+                                  "pass the 'final' or 'step-*' folder of an earlier stage")
+        n_blocks = json.loads(saved.read_text())["num_hidden_layers"]
     if cfg.query_aux_weight < 0 or (cfg.query_aux_weight > 0 and not 0 <= cfg.query_aux_layer <= n_blocks):
         raise ReasonlensError(f"query_aux_weight must be >= 0 and query_aux_layer in 0..{n_blocks} "
                               f"(blocks before the read-out), got {cfg.query_aux_weight} and {cfg.query_aux_layer}")
