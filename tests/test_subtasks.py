@@ -144,8 +144,8 @@ def test_pairs_on_the_reference_tokenizer(tok, style, false_mode):
         for s in subtasks(ex):
             try:
                 pair = subtask_pair(tok, ex, s.index, rng=random.Random(s.index))
-            except UncorruptibleError as e:  # only a False label that negates the conclusion
-                assert s.slot == "label" and "negates the conclusion" in str(e)
+            except UncorruptibleError as e:  # only the label of a chain with a negated conclusion
+                assert s.slot == "label" and "flips the label" in str(e) and ex.cot[-1].fact.negated
                 continue
             check_pair(tok, ex, pair)
             checked += 1
@@ -202,16 +202,62 @@ def test_demonstrations_make_a_few_shot_region(tok):
 
 
 def test_label_pairs_flip_the_label(tok):
-    true_ex = next(e for e in two_hop(10) if e.label)
+    examples = two_hop(30)
+    true_ex = next(e for e in examples if e.label and not e.cot[-1].fact.negated)
     pair = subtask_pair(tok, true_ex, 10)
     assert pair.source_region == "question" and pair.replaced[0] == true_ex.query.fact.predicate
+    # a negated query about the positive conclusion: a fresh property makes it hold (closed world)
+    negated_query = next(e for e in examples if not e.label and not e.cot[-1].fact.negated)
+    pair = subtask_pair(tok, negated_query, 10)
+    assert pair.replaced[0] == negated_query.query.fact.predicate and pair.replaced[1] != pair.replaced[0]
+    assert tok.convert_ids_to_tokens(pair.corrupted_answer) == "true"
     wrong = next(e for e in two_hop(20, "dutta", "wrong_property")
                  if not e.label and not e.cot[-1].fact.negated)
     pair = subtask_pair(tok, wrong, 10)
     assert pair.replaced == (wrong.query.fact.predicate, wrong.cot[-1].fact.predicate)  # now it holds: True
-    negated = next(e for e in two_hop(10) if not e.label)
-    with pytest.raises(UncorruptibleError, match="negates the conclusion"):
-        subtask_pair(tok, negated, 10)
+    negated_conclusion = next(e for e in examples if e.cot[-1].fact.negated)
+    with pytest.raises(UncorruptibleError, match="flips the label"):
+        subtask_pair(tok, negated_conclusion, 10)
+
+
+def _expected_start(ex, subtask, prompt: str) -> tuple[int, str]:
+    """Where the sentence starts whose word each subtask's corruption must replace, and the sentence: the
+    query for the label and the chain's first word, the stated sentence for a copy, the previous derived
+    fact for an entity or rule subject, the rule just restated for an induction (by hand, from the roles)."""
+    if subtask.slot == "label" or subtask.index == 0:
+        return prompt.rindex(ex.query.text), ex.query.text
+    if subtask.kind == "copy":
+        stated = next(s.text for s in ex.context if s.fact == ex.cot[subtask.step].fact)
+        return prompt.index(stated), stated
+    j = subtask.step - (2 if subtask.word_type == "entity" else 1)
+    assert ex.cot[j].role in ("premise_copy", "derived_fact", "rule_copy")
+    return len(prompt) + 1 + sum(len(c.text) + 1 for c in ex.cot[:j]), ex.cot[j].text
+
+
+@pytest.mark.parametrize("ordering", ["postorder", "preorder", "random"])
+def test_corruption_hits_the_sentence_that_is_read_under_every_ordering(tok, ordering):
+    """Copies corrupt the stated sentence they restate (not a later mention elsewhere in the question, not
+    the query), the other chain words their previous mention in the chain, whatever the context order."""
+    examples = generate(12, hops=2, kind="fictional", seed=5, ordering=ordering, distractor=False,
+                        extra_concepts=0)
+    hit = 0
+    for ex in examples:
+        prompt = format_prompt(ex)
+        text = prompt + format_completion(ex)
+        for s in subtasks(ex):
+            try:
+                pair = subtask_pair(tok, ex, s.index, rng=random.Random(s.index))
+            except UncorruptibleError:
+                assert s.slot == "label" and ex.cot[-1].fact.negated
+                continue
+            start, sentence = _expected_start(ex, s, prompt)
+            assert text[start:start + len(sentence)] == sentence
+            first = len(tok(text[:start])["input_ids"])  # tokens before the sentence (BOS included)
+            last = len(tok(text[:start + len(sentence)])["input_ids"])
+            assert first <= pair.corrupted_position < last, (s.name, sentence, pair.replaced)
+            hit += 1
+    assert hit >= 12 * 10
+    assert {e.meta["ordering"] for e in examples} == {ordering}
 
 
 def test_pair_bad_input(tok):
@@ -237,7 +283,7 @@ def test_subword_tokenizers_corrupt_equal_length_or_raise(name):
             try:
                 pair = subtask_pair(tok, ex, s.index)
             except UncorruptibleError as e:
-                assert "corruption changes tokenization" in str(e) or "negates the conclusion" in str(e)
+                assert "corruption changes tokenization" in str(e) or "flips the label" in str(e)
                 continue
             worked += 1
             n = len(pair.clean)
@@ -344,7 +390,7 @@ def test_main_model_label_subtask_skips_when_asked(main_model):
     with pytest.raises(UncorruptibleError, match="skip_uncorruptible=True"):
         subtask_pairs(main_model, examples, 10)
     pairs = subtask_pairs(main_model, examples, 10, skip_uncorruptible=True, demonstrations=1)
-    assert pairs.n_skipped == sum(not e.label for e in examples)
+    assert pairs.n_skipped == sum(e.cot[-1].fact.negated for e in examples)
     assert pairs.n_kept + pairs.n_dropped + pairs.n_skipped == 8
     assert all(r["few_shot"][1] > r["few_shot"][0] for r in pairs.regions)
 

@@ -8,8 +8,11 @@ sterpus. Sterpuses are earthy. Wren is earthy." into ten: the first content word
 words) and adds the answer label as a last decision.
 
 :func:`subtask_pairs` builds, for one subtask, the clean prefix (prompt + gold CoT up to the target word)
-and Dutta's corruption: the last occurrence of the target word in the already written response (else in
-the question) replaced by a random word of the same type absent from the example.
+and its corruption: the occurrence the prediction reads (:func:`read_occurrence`: the stated sentence a copy
+restates, the rule a decision names, the CoT sentence an induction or a later entity mention reads) replaced
+by a random word of the same type absent from the example. The occurrence is fixed by the example's
+structure, so it is the same sentence under every context ordering; on Dutta et al.'s data it is the one
+their rule ("the last occurrence in the response, else in the question") hits.
 
 >>> [s.kind[0] for s in subtasks(2)]
 ['d', 'c', 'd', 'c', 'd', 'i', 'd', 'c', 'd', 'i', 'd']
@@ -163,8 +166,8 @@ class SubtaskPair:
       reads them (BOS included); they differ only inside the replaced word's tokens.
     - ``answer``: the first token of the target word where it stands in the gold CoT; ``corrupted_answer``:
       the first token of the replacement written there.
-    - ``source_position``: first token of the occurrence the model should copy the answer from (the last
-      occurrence of the target word in the clean prefix; for the label, the queried property).
+    - ``source_position``: first token of the occurrence the prediction reads, the one corrupted
+      (:func:`read_occurrence`; for the label, the queried property).
     - ``corrupted_position``: first token that differs; ``regions``: ``[start, end)`` token positions of the
       demonstrations (``few_shot``), the question and the written CoT (``cot``).
     - ``replaced``: (the word as written, its replacement).
@@ -207,41 +210,91 @@ class _Corruption:
     target_replacement: str | None  # the label written in the corrupted run (label subtask only)
 
 
+def _sentence_spans(text: str, sentences: Sequence[str], start: int) -> list[tuple[int, int]]:
+    """Character spans of ``sentences`` written one after the other (joined by spaces) from ``start`` on."""
+    spans = []
+    for sentence in sentences:
+        start = text.index(sentence, start)
+        spans.append((start, start + len(sentence)))
+        start += len(sentence)
+    return spans
+
+
+def _word_in(text: str, span: tuple[int, int], lemma: str, word_type: str, slot: str) -> tuple[int, int]:
+    """The characters of ``lemma`` as the subject (first mention) or predicate (last) of the sentence at ``span``."""
+    found = list(_word_pattern(lemma, word_type).finditer(text, *span))
+    if not found:
+        raise UncorruptibleError(f"{lemma!r} is not in the sentence {text[span[0]:span[1]]!r}")
+    return (found[0] if slot == "subject" else found[-1]).span()
+
+
+def read_occurrence(example: Example, subtask: Subtask, text: str, demo_end: int, prompt_end: int,
+                    target_start: int) -> tuple[int, int]:
+    """The characters of the occurrence that ``subtask``'s prediction reads, in ``text`` (demonstrations, the
+    question from ``demo_end``, the written CoT from ``prompt_end`` up to ``target_start``).
+
+    Fixed by the example's structure, so the same sentence under any context ordering:
+
+    - a copy (the predicate of a sentence stated in the question): that predicate in the stated sentence;
+    - any other word of the chain (a decision's subject, an induction's predicate): its last mention in the
+      written CoT (the previous derived fact, or the rule just restated), else in the question: the query's
+      entity for the first word of the chain, the stated rule's subject for a rule;
+    - the label: the queried property.
+
+    On Dutta et al.'s data (property rule, "is a" rule, entity fact; no quantifiers) these are the occurrences
+    their rule ("the last occurrence in the response, else in the question", case-sensitive) hits, but for
+    two: the property copy of a True question, where theirs hits the query instead of the copied rule, and the
+    rule-subject decisions (s2, s6), where their case-sensitive match skips the concept's lower-case mention
+    in the chain and hits the rule in the question.
+    """
+    question = example.question
+    q_start = text.index(question, demo_end, prompt_end)
+    context = _sentence_spans(text, [s.text for s in example.context], q_start)
+    query = _sentence_spans(text, [example.query.text], q_start + len(question))[0]
+    if subtask.slot == "label":
+        query_fact = example.query.fact
+        subject = _word_in(text, query, query_fact.subject, "entity", "subject")
+        return _word_in(text, (subject[1], query[1]), query_fact.predicate, "property", "predicate")
+    assert subtask.step is not None and subtask.lemma is not None
+    fact = example.cot[subtask.step].fact
+    stated = next((span for span, s in zip(context, example.context) if s.fact == fact), None)
+    if subtask.kind == "copy":
+        assert stated is not None
+        return _word_in(text, stated, subtask.lemma, subtask.word_type, subtask.slot)
+    written = list(_word_pattern(subtask.lemma, subtask.word_type).finditer(text, prompt_end, target_start))
+    if written:
+        return written[-1].span()
+    if subtask.slot == "subject":
+        return _word_in(text, stated if fact.universal and stated else query, subtask.lemma, subtask.word_type,
+                        "subject")
+    raise UncorruptibleError(f"{subtask.name}: {subtask.lemma!r} is not written in the CoT before the step that "
+                             "derives it, so there is nothing it reads to corrupt")
+
+
 def _corruption(example: Example, subtask: Subtask, text: str, demo_end: int, prompt_end: int, target_start: int,
                 rng: random.Random, replacements: Mapping[str, Sequence[str]] | None) -> _Corruption:
+    source = read_occurrence(example, subtask, text, demo_end, prompt_end, target_start)
     present = set(re.findall(r"\w+", text.lower()))
     if subtask.slot == "label":
-        # The label is decided on the queried property: replace it so that the label flips.
-        query_start = text.rindex(example.query.text, demo_end, prompt_end)
-        query = example.query.fact
-        subject = _word_pattern(query.subject, "entity").search(text, query_start)
-        assert subject is not None
-        found = _word_pattern(query.predicate, "property").search(text, subject.end())
-        assert found is not None
-        conclusion = example.cot[-1].fact
+        # The label is decided on the queried property: replace it so that the label flips (closed world: a
+        # property the question never gives the entity does not hold).
+        query, conclusion = example.query.fact, example.cot[-1].fact
         flipped = "False" if example.label else "True"
-        if example.label:
+        if query.predicate == conclusion.predicate and not conclusion.negated:
             pool = [w for w in _pool("property", query.predicate, example, replacements) if w.lower() not in present]
             rng.shuffle(pool)
-        elif conclusion.predicate != query.predicate and conclusion.negated == query.negated:
+        elif query.predicate != conclusion.predicate and query.negated == conclusion.negated:
             pool = [conclusion.predicate]
         else:
             raise UncorruptibleError(
-                f"the label of {example.query.text!r} is False because the query negates the conclusion; no "
-                "one-word substitution makes it True. Use the label subtask with true-labelled or "
-                "false_mode='wrong_property' examples")
-        return _Corruption(found.span(), "property", query.predicate, pool, flipped)
+                f"no one-word substitution flips the label of {example.query.text!r} (the chain concludes "
+                f"{example.cot[-1].text!r}): the label subtask needs a chain whose conclusion is not negated")
+        return _Corruption(source, "property", query.predicate, pool, flipped)
     assert subtask.lemma is not None
-    pattern = _word_pattern(subtask.lemma, subtask.word_type)
-    occurrences = list(pattern.finditer(text, prompt_end, target_start)) or \
-        list(pattern.finditer(text, demo_end, prompt_end))
-    if not occurrences:
-        raise UncorruptibleError(f"{subtask.name}: {subtask.lemma!r} occurs neither in the written CoT nor in the "
-                                 "question, so there is nothing to corrupt; check the example's context")
     pool = [w for w in _pool(subtask.word_type, subtask.lemma, example, replacements)
             if not {w.lower(), plural(w).lower()} & present]
     rng.shuffle(pool)
-    return _Corruption(occurrences[-1].span(), subtask.word_type, subtask.lemma, pool, None)
+    return _Corruption(source, subtask.word_type, subtask.lemma, pool, None)
 
 
 class _Encoding:
@@ -286,14 +339,15 @@ def subtask_pair(tokenizer, example: Example, subtask: int, *, demonstrations: S
                  runner_prefix: Sequence[int] = ()) -> SubtaskPair:
     """The clean / corrupted pair of ``example`` for subtask index ``subtask`` (see :func:`subtasks`).
 
-    Corruption (Dutta et al.): the last occurrence of the target word in the written CoT, else in the
-    question, is replaced by a word of the same type (from the lexicon, or ``replacements[word_type]``)
+    Corruption (after Dutta et al.): the occurrence the prediction reads (:func:`read_occurrence`) is
+    replaced by a word of the same type (from the lexicon, or ``replacements[word_type]``)
     that is absent from the prompt, in the same surface form (plural / capitalised, so ``wumpus ##es``
     keeps its suffix). A replacement must tokenize to as many tokens as the word, and its first token at
     the target must differ from the answer; the candidates are tried in ``rng`` order, and none fitting
     raises :class:`UncorruptibleError` ("corruption changes tokenization"). The label subtask replaces the
-    queried property so that the label flips (a fresh property for True; the derived property for a False
-    query about an unrelated property); a False label that negates the conclusion raises
+    queried property so that the label flips under the closed-world reading (a fresh property when the query
+    is about the chain's positive conclusion, True or False by the query's negation; the derived property for
+    a False query about an unrelated property); a chain with a negated conclusion raises
     :class:`UncorruptibleError`.
 
     The answer is the first token of the target word: the word itself with whole-word tokens, the stem
