@@ -560,3 +560,45 @@ def attention_view(model: TransformerBridge, tokens: Int[Tensor, " pos"] | list[
     str_tokens = require_tokenizer(model).convert_ids_to_tokens(ids.tolist())
     return cv.attention.attention_heads(attention=patterns.float().cpu(), tokens=str_tokens,
                                         attention_head_names=list(heads)).local_src
+
+
+if TYPE_CHECKING:
+    from reasonlens.patching.horizon import HorizonResult
+
+
+def horizon_heatmap(result: HorizonResult, *, title: str | None = None):
+    """Stage x layer heatmap of the fraction of generations left intact when one layer's ``z`` (all heads, all
+    prefix positions) comes from the corrupted prompt (:func:`reasonlens.patching.horizon.horizon`): red
+    broken, blue intact, each cell labelled with its fraction; hover adds the 95% Wilson interval and ``n``.
+    Each stage's tick names its unpatched corrupted-prompt baseline.
+
+    >>> import torch
+    >>> from reasonlens.patching.horizon import HorizonResult
+    >>> from reasonlens.results import LabelledTensor
+    >>> ok = torch.tensor([[[0.0, 1.0], [1.0, 1.0]]] * 4)  # [example, stage, layer]
+    >>> result = HorizonResult(LabelledTensor(ok, axes=("example", "stage", "layer")), ok.bool(),
+    ...                        torch.ones(4, 2, dtype=torch.bool), torch.zeros(4, 2, dtype=torch.bool), [0, 3],
+    ...                        [0, 1], 2, 4, [0, 1, 2, 3], [0, 1, 2, 3], [], [("a.", "b.")] * 4)
+    >>> fig = horizon_heatmap(result)
+    >>> fig.data[0].x, fig.data[0].z.tolist()
+    (('L0', 'L1'), [[0.0, 1.0], [1.0, 1.0]])
+    """
+    import plotly.graph_objects as go
+
+    if result.n == 0:
+        raise ReasonlensError("the horizon result keeps no example (all skipped or dropped); nothing to plot")
+    grid = result.fraction.values.detach().cpu().numpy()
+    ci = result.intervals().detach().cpu().numpy()
+    corrupted = result.corrupted_baseline().tolist()
+    stages = [f"{label} (corrupted {c:.2f})" for label, c in zip(result.stage_labels, corrupted)]
+    custom = [[[lo, hi] for lo, hi in row] for row in ci]
+    fig = go.Figure(go.Heatmap(z=grid, x=result.layer_labels, y=stages, zmin=0, zmax=1, colorscale="RdBu",
+                               customdata=custom, texttemplate="%{z:.2f}", colorbar=dict(title="intact"),
+                               hovertemplate="%{y} %{x}: %{z:.3f} [%{customdata[0]:.2f}, %{customdata[1]:.2f}]"
+                                             f"<extra>n={result.n}</extra>"))
+    fig.update_yaxes(autorange="reversed", title_text="stage (gold CoT sentences written)")
+    fig.update_xaxes(title_text="patched layer (all heads' z from the corrupted prompt)")
+    statement = result.meta.get("statement", "statement")
+    fig.update_layout(title=title or f"horizon: {statement} corrupted, fraction of chains intact (n={result.n})",
+                      template="plotly_white", height=140 + 40 * grid.shape[0])
+    return fig
