@@ -143,11 +143,6 @@ class HorizonPair:
     corrupted_prompt: str
 
 
-def _word_pattern(lemma: str, word_type: str) -> re.Pattern[str]:
-    forms = [plural(lemma), lemma] if word_type == "concept" else [lemma]
-    return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, forms)) + r")(?!\w)", re.IGNORECASE)
-
-
 def _types(fact: Fact) -> tuple[str, str]:
     return ("concept" if fact.universal else "entity"), ("concept" if fact.kind == "isa" else "property")
 
