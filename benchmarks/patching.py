@@ -73,7 +73,7 @@ def main() -> None:
     for site, tl_fn in (("resid_pre", tlp.get_act_patch_resid_pre), ("z", tlp.get_act_patch_attn_head_out_by_pos)):
         expected, t_tl = timed(lambda: tl_fn(model, corrupted, cache, tl_metric))
         ours, t_ours = timed(lambda: patch(model, clean, corrupted, metric="logit_diff", answer=answer, wrong=wrong,
-                                           site=site, normalize=False, progress=False))
+                                           site=site, normalize="none", progress=False))
         diff = float((ours.mean() - expected).abs().max())
         diffs.append(diff)
         key = "resid_pre" if site == "resid_pre" else "z_by_pos"
@@ -87,7 +87,7 @@ def main() -> None:
         if site == "z":
             exact = ours
     approx, t_atp = timed(lambda: attribution_patch(model, clean, corrupted, metric="logit_diff", answer=answer,
-                                                    wrong=wrong, site="z", normalize=False, progress=False))
+                                                    wrong=wrong, site="z", normalize="none", progress=False))
     agreement = compare_rankings(exact, approx, k=10)
     print(f"attribution patching (z by position): {t_atp:.2f} s, Spearman {agreement['spearman']:.3f}, "
           f"top-10 overlap {agreement['top_k_overlap']:.2f}")

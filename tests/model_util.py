@@ -1,5 +1,5 @@
-"""Tiny randomly initialised checkpoints for tests (Llama, Qwen2 with GQA, GPT-2), saved with the
-reference tokenizer."""
+"""Tiny randomly initialised checkpoints for tests (Llama, Qwen2 with GQA, GPT-2; also Gemma, Gemma-2 with
+GQA and GPT-NeoX with parallel attention and MLP), saved with the reference tokenizer."""
 
 from __future__ import annotations
 
@@ -10,28 +10,46 @@ import torch
 from reasonlens.tokenizer import build_reference_tokenizer
 
 ARCHS = ("llama", "qwen2", "gpt2")
+MORE_ARCHS = ("gemma", "gemma2", "neox")
 N_LAYERS, D_MODEL, N_HEADS, N_KV_HEADS, D_MLP, N_CTX = 2, 64, 4, 2, 128, 64
 PROMPT = "Q: Every wumpus is wooden. Rex is a wumpus. True or false: Rex is wooden.\nA:"
 
 
 def write_checkpoint(folder: Path, arch: str = "llama", *, tokenizer: bool = True, scale: float = 1.0,
                      seed: int = 0, n_ctx: int = N_CTX, n_layers: int = N_LAYERS) -> Path:
-    """A randomly initialised tiny ``arch`` model (weights times ``scale``) saved with the reference tokenizer."""
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    """A randomly initialised tiny ``arch`` model (weights times ``scale``) saved with the reference tokenizer;
+    ``arch`` is one of :data:`ARCHS` or :data:`MORE_ARCHS`."""
+    import transformers as tf
 
     tok = build_reference_tokenizer()
     ids = dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                pad_token_id=tok.pad_token_id)
     torch.manual_seed(seed)
     if arch == "gpt2":
-        model = GPT2LMHeadModel(GPT2Config(n_positions=n_ctx, n_embd=D_MODEL, n_layer=n_layers, n_head=N_HEADS,
-                                           n_inner=D_MLP, **ids))
+        model = tf.GPT2LMHeadModel(tf.GPT2Config(n_positions=n_ctx, n_embd=D_MODEL, n_layer=n_layers,
+                                                 n_head=N_HEADS, n_inner=D_MLP, **ids))
+    elif arch == "neox":
+        model = tf.GPTNeoXForCausalLM(tf.GPTNeoXConfig(
+            hidden_size=D_MODEL, intermediate_size=D_MLP, num_hidden_layers=n_layers, num_attention_heads=N_HEADS,
+            max_position_embeddings=n_ctx, use_parallel_residual=True, tie_word_embeddings=False, **ids))
     else:
-        config_cls, model_cls = (LlamaConfig, LlamaForCausalLM) if arch == "llama" else (Qwen2Config, Qwen2ForCausalLM)
-        kv_heads = N_HEADS if arch == "llama" else N_KV_HEADS
-        model = model_cls(config_cls(hidden_size=D_MODEL, intermediate_size=D_MLP, num_hidden_layers=n_layers,
-                                     num_attention_heads=N_HEADS, num_key_value_heads=kv_heads,
-                                     max_position_embeddings=n_ctx, tie_word_embeddings=False, **ids))
+        sizes = dict(hidden_size=D_MODEL, intermediate_size=D_MLP, num_hidden_layers=n_layers,
+                     num_attention_heads=N_HEADS, max_position_embeddings=n_ctx, tie_word_embeddings=False, **ids)
+        if arch in ("llama", "gemma"):
+            sizes["num_key_value_heads"] = N_HEADS
+        elif arch in ("qwen2", "gemma2"):
+            sizes["num_key_value_heads"] = N_KV_HEADS
+        else:
+            raise ValueError(f"unknown test architecture {arch!r}")
+        if arch.startswith("gemma"):
+            sizes["head_dim"] = D_MODEL // N_HEADS
+        if arch == "gemma2":
+            sizes["query_pre_attn_scalar"] = D_MODEL // N_HEADS
+        config_cls, model_cls = {"llama": (tf.LlamaConfig, tf.LlamaForCausalLM),
+                                 "qwen2": (tf.Qwen2Config, tf.Qwen2ForCausalLM),
+                                 "gemma": (tf.GemmaConfig, tf.GemmaForCausalLM),
+                                 "gemma2": (tf.Gemma2Config, tf.Gemma2ForCausalLM)}[arch]
+        model = model_cls(config_cls(**sizes))
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(scale)

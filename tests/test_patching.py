@@ -1,4 +1,5 @@
-"""The patching engine against transformer_lens.patching and against one forward per patch."""
+"""The patching engine against transformer_lens.patching, against one forward per patch and against its
+normalisations computed by hand (tests/test_sites.py pins every site to a hand-made edit of the plain model)."""
 
 import functools
 
@@ -9,7 +10,7 @@ from model_util import write_checkpoint
 
 from reasonlens.errors import ReasonlensError
 from reasonlens.model import load_model
-from reasonlens.patching.engine import SITE_HOOKS, PatchingResult, patch
+from reasonlens.patching.engine import SITE_HOOKS, PatchConfig, PatchingResult, patch
 
 B, T = 3, 10
 
@@ -57,9 +58,12 @@ TL_SWEEPS = [
 def test_equals_transformer_lens_patching(model, pair, site, positions, tl_fn, reshape):
     clean, corrupted, answer, wrong = pair
     _, cache = model.run_with_cache(clean)
-    expected = tl_fn(model, corrupted, cache, _logit_diff(answer, wrong))
+    # without gradients: with them get_act_patch_resid_mid writes a clone of ln2's input, which reaches the MLP
+    # but not the skip connection (TransformerLens 4.3; field guide bug 14)
+    with torch.no_grad():
+        expected = tl_fn(model, corrupted, cache, _logit_diff(answer, wrong))
     res = patch(model, clean, corrupted, metric="logit_diff", answer=answer, wrong=wrong, site=site,
-                positions=positions, normalize=False, progress=False, batch_size=7)
+                positions=positions, normalize="none", progress=False, batch_size=7)
     got = reshape(res.mean())
     assert got.shape == expected.shape
     assert expected.abs().max() > 0.01  # the sweep measures something
@@ -81,7 +85,7 @@ def test_noising_neurons_spans_and_sources_equal_one_forward_per_patch(model, pa
     _, corr_cache = model.run_with_cache(corrupted)
     spans = [[(0, 4), (4, 8)], [(2, 6), (6, 10)], [(1, 2), (5, 9)]]
     res = patch(model, clean, corrupted, metric="prob", answer=answer, site="neuron", units=[0, 7],
-                positions="spans", spans=spans, direction="noise", normalize=False, progress=False, batch_size=5)
+                positions="spans", spans=spans, direction="noise", normalize="none", progress=False, batch_size=5)
     assert res.axes == ("example", "layer", "span", "neuron") and res.labels["neuron"] == ["N0", "N7"]
     for l in range(model.cfg.n_layers):
         name = SITE_HOOKS["neuron"].format(l=l)
@@ -98,7 +102,7 @@ def test_noising_neurons_spans_and_sources_equal_one_forward_per_patch(model, pa
     ref = torch.randint(5, 150, (4, T + 2), generator=torch.Generator().manual_seed(3))
     for source in ("zero", "mean"):
         res = patch(model, clean, corrupted, metric="prob", answer=answer, site="resid_post", positions="all",
-                    source=source, reference=(ref, torch.ones_like(ref)), normalize=False, progress=False)
+                    source=source, reference=(ref, torch.ones_like(ref)), normalize="none", progress=False)
         _, ref_cache = model.run_with_cache(ref)
         for l in range(model.cfg.n_layers):
             name = SITE_HOOKS["resid_post"].format(l=l)
@@ -133,6 +137,44 @@ def test_normalised_clean_is_one_corrupted_zero_and_noops_skip_forwards(model, p
     torch.testing.assert_close(kl.values[:, 0, 0], torch.ones(B), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("metric", ["kl", "logit_diff"])
+def test_normalisations_equal_a_hand_computation(model, pair, metric):
+    """"example": (m - m_corr) / (m_clean - m_corr) per example; "batch": (m - m_corr) / mean(m_clean - m_corr),
+    whose mean over examples is (mean KL_noise - mean KL_patched) / mean KL_noise for the KL metric."""
+    clean, corrupted, answer, wrong = pair
+    name = SITE_HOOKS["z"].format(l=1)
+    _, clean_cache = model.run_with_cache(clean)
+
+    def write_head(act, hook):
+        act = act.clone()
+        act[:, :, 2] = clean_cache[name][:, :, 2]
+        return act
+    with torch.no_grad():
+        clean_logits, corr_logits = model(clean)[:, -1], model(corrupted)[:, -1]
+        patched_logits = model.run_with_hooks(corrupted, fwd_hooks=[(name, write_head)])[:, -1]
+    log_clean = torch.log_softmax(clean_logits, -1)
+    if metric == "kl":
+        def by_hand(logits):
+            return -(log_clean.exp() * (log_clean - torch.log_softmax(logits, -1))).sum(-1)
+    else:
+        def by_hand(logits):
+            return logits[torch.arange(B), answer] - logits[torch.arange(B), wrong]
+    m, m_clean, m_corr = by_hand(patched_logits), by_hand(clean_logits), by_hand(corr_logits)
+    expected = {"none": m, "example": (m - m_corr) / (m_clean - m_corr),
+                "batch": (m - m_corr) / (m_clean - m_corr).mean()}
+    for mode, want in expected.items():
+        res = patch(model, clean, corrupted, metric=metric, answer=answer, wrong=wrong, site="z", layers=[1],
+                    units=[2], positions="all", normalize=mode, progress=False)
+        assert res.meta["normalize"] == mode and res.meta["config"]["normalize"] == mode
+        torch.testing.assert_close(res.values[:, 0, 0, 0], want, atol=1e-5, rtol=0)
+    batch_mean = expected["batch"].mean()
+    torch.testing.assert_close(batch_mean, (m.mean() - m_corr.mean()) / (m_clean.mean() - m_corr.mean()))
+    if metric == "kl":
+        kl_noise, kl_patched = -m_corr, -m
+        torch.testing.assert_close(batch_mean, (kl_noise.mean() - kl_patched.mean()) / kl_noise.mean())
+    assert abs(expected["batch"].mean() - expected["example"].mean()) > 1e-3  # the two are different numbers
+
+
 def test_result_labels_dataframe_and_save_load(model, pair, tmp_path):
     clean, corrupted, *_ = pair
     res = patch(model, clean, corrupted, site="z", positions="all", progress=False)
@@ -159,6 +201,14 @@ def test_bad_input_gets_clear_errors(model, pair):
         run(clean, corrupted, metric=lambda logits, ex: logits[:, 0] * float("nan"))
     with pytest.raises(ReasonlensError, match="same on the clean and corrupted"):
         run(clean, clean.clone())
+    old_style = PatchConfig()
+    old_style.normalize = True  # assigned: the test run's type checks refuse it in the constructor first
+    with pytest.raises(ReasonlensError, match="the former normalize=True is 'example'"):
+        old_style.check()
+    with pytest.raises(ReasonlensError, match="about 0"):  # two pairs with opposite effects: the mean scale is 0
+        a, b = clean[0], corrupted[0]
+        run(torch.stack([a, b]), torch.stack([b, a]), metric="logit_diff", answer=answer[[0, 0]],
+            wrong=wrong[[0, 0]], normalize="batch")
     with pytest.raises(ReasonlensError, match="left-pad"):
         mask = torch.ones_like(clean)
         mask[0, -1] = 0
@@ -172,7 +222,7 @@ def test_attribution_patching_equals_one_directional_derivative_per_cell(model, 
 
     clean, corrupted, answer, wrong = pair
     res = attribution_patch(model, clean, corrupted, metric="logit_diff", answer=answer, wrong=wrong, site="z",
-                            positions="spans", spans=[[(0, 6), (6, 10)]] * B, normalize=False, progress=False,
+                            positions="spans", spans=[[(0, 6), (6, 10)]] * B, normalize="none", progress=False,
                             batch_size=2)
     assert res.values.shape == (B, model.cfg.n_layers, 2, model.cfg.n_heads)
     _, clean_cache = model.run_with_cache(clean)

@@ -8,8 +8,13 @@ with the *source* activation written into that cell and reads a metric at the la
 - ``direction="noise"``: target = clean prompt, source = corrupted activations (what breaks it);
 - ``source="mean"`` / ``"zero"`` replace the source by the mean over a reference set or by zeros.
 
-With ``normalize=True`` (the default) values are ``(m - m_corrupted) / (m_clean - m_corrupted)`` per example,
-so the clean run scores 1 and the corrupted run 0.
+``normalize="example"`` (the default) stores ``(m - m_corrupted) / (m_clean - m_corrupted)`` per example, so
+the clean run scores 1 and the corrupted run 0; ``"batch"`` divides by the mean over examples of
+``m_clean - m_corrupted`` instead (Dutta et al.'s ratio of batch means); ``"none"`` keeps the raw metric.
+
+Every site is written where its name says (pinned to a hand-made edit of the plain Hugging Face model on Llama,
+Qwen2, Gemma-2 and GPT-2 by ``tests/test_sites.py``). ``resid_mid`` is read at ``hook_resid_mid`` but written
+as a residual edit, see :data:`DELTA_HOOKS`.
 
 Speed comes from three exact shortcuts: many (example, cell) rows share one forward (packed along the batch,
 at most ``batch_size`` rows); a cell whose source activation equals the target's own activation is a no-op
@@ -37,6 +42,7 @@ from reasonlens.errors import ReasonlensError
 from reasonlens.generation import left_padded_positions, plain_kv_cache
 from reasonlens.results import LabelledTensor
 
+# The hook each site is read at (and, except for DELTA_HOOKS, written at).
 SITE_HOOKS: dict[str, str] = {
     "resid_pre": "blocks.{l}.hook_resid_pre",
     "resid_mid": "blocks.{l}.hook_resid_mid",
@@ -51,6 +57,13 @@ SITE_HOOKS: dict[str, str] = {
     "neuron": "blocks.{l}.mlp.hook_post",
 }
 HEAD_SITES = ("z", "q", "k", "v", "pattern")
+KV_SITES = ("k", "v")
+# Sites written by adding (source - target) to another hook. On the bridge ``hook_resid_mid`` is the input of
+# the second norm (``ln2.hook_in``): a value written there reaches the MLP but not the skip connection.
+# ``hook_attn_out`` feeds only the residual sum, so adding the difference there sets the mid-block residual.
+DELTA_HOOKS: dict[str, str] = {"resid_mid": "blocks.{l}.hook_attn_out"}
+UNIT_PREFIX: dict[str, str] = {"head": "H", "kv_head": "KV", "neuron": "N"}
+NORMALIZATIONS = ("example", "batch", "none")
 
 Metric = Callable[[Float[Tensor, "row vocab"], Int[Tensor, " row"]], Float[Tensor, " row"]]
 Spans = Sequence[Sequence[tuple[int, int]]]
@@ -65,7 +78,8 @@ class PatchConfig:
     span, spans given to :func:`patch`). ``units``: for head sites (``z q k v pattern``) the heads and for
     ``neuron`` the neurons to sweep, one cell each (default every head / neuron); ``None`` and a site without
     units patch the whole activation. ``direction``: ``"denoise"`` or ``"noise"``. ``source``: ``"prompt"``
-    (the other prompt of each pair), ``"mean"`` (mean over a reference set) or ``"zero"``.
+    (the other prompt of each pair), ``"mean"`` (mean over a reference set) or ``"zero"``. ``normalize``:
+    ``"example"``, ``"batch"`` or ``"none"`` (see the module docstring).
     """
 
     site: str = "resid_pre"
@@ -74,12 +88,13 @@ class PatchConfig:
     units: Sequence[int] | Literal["each"] | None = "each"
     direction: Literal["denoise", "noise"] = "denoise"
     source: Literal["prompt", "mean", "zero"] = "prompt"
-    normalize: bool = True
+    normalize: Literal["example", "batch", "none"] = "example"
     batch_size: int = 128
 
     @property
     def unit(self) -> str | None:
-        """``"head"``, ``"neuron"`` or ``None``: the unit axis of the site's cells."""
+        """``"head"``, ``"neuron"`` or ``None``: the kind of unit of the site's cells (``k`` / ``v`` of a
+        grouped-query attention model sweep key/value heads, axis ``"kv_head"``: see :func:`unit_axis`)."""
         if self.units is None:
             return None
         return "head" if self.site in HEAD_SITES else "neuron" if self.site == "neuron" else None
@@ -95,11 +110,28 @@ class PatchConfig:
             raise ReasonlensError(f"source must be 'prompt', 'mean' or 'zero', not {self.source!r}")
         if self.batch_size < 1:
             raise ReasonlensError(f"batch_size must be at least 1, got {self.batch_size}")
+        if isinstance(self.normalize, bool) or self.normalize not in NORMALIZATIONS:
+            raise ReasonlensError(f"normalize must be one of {NORMALIZATIONS}, not {self.normalize!r} (the former "
+                                  "normalize=True is 'example', normalize=False is 'none')")
+
+
+def n_kv_heads(model) -> int:
+    """The number of key/value heads of ``model`` (its number of heads unless it uses grouped-query attention)."""
+    return int(getattr(model.cfg, "n_key_value_heads", None) or model.cfg.n_heads)
+
+
+def unit_axis(model, config: PatchConfig) -> str | None:
+    """The unit axis of ``config``'s cells on ``model``: ``"head"``, ``"kv_head"`` (``k`` / ``v`` under grouped-query
+    attention, whose units are key/value heads), ``"neuron"`` or ``None``."""
+    if config.unit == "head" and config.site in KV_SITES and n_kv_heads(model) < model.cfg.n_heads:
+        return "kv_head"
+    return config.unit
 
 
 class PatchingResult(LabelledTensor):
-    """Per-example patching values ``[example, layer, position|span, (head|neuron)]`` with labels; ``meta``
-    holds the config, the metric name and the per-example clean / corrupted metric values."""
+    """Per-example patching values ``[example, layer, position|span, (head|kv_head|neuron)]`` with labels
+    (``L0``, ``3`` or ``span 0``, ``H1`` / ``KV1`` / ``N7``); ``meta`` holds the config, the normalisation, the
+    metric name and the per-example clean / corrupted metric values."""
 
 
 # ---------------------------------------------------------------------------------------------------------- runs
@@ -152,9 +184,11 @@ class _KV:
                        [v[rows, :, :length].to(device) for v in self.values], length)
 
 
-def _cache_run(model, tokens, attention_mask, names: list[str], batch_size: int, keep_kv: bool = False):
+def _cache_run(model, tokens, attention_mask, names: list[str], batch_size: int, keep_kv: bool = False,
+               writes: Sequence[str] = ()):
     """Last-position logits, the activations at ``names`` (on CPU) and, with ``keep_kv``, the run's keys and
-    values (None when the model's cache is not a plain per-layer one), in chunks of ``batch_size``."""
+    values (None when the model's cache is not a plain per-layer one), in chunks of ``batch_size``. A hook of
+    ``names`` or ``writes`` that does not fire (not wired on this architecture) is an error."""
     import functools
 
     device = model.cfg.device
@@ -162,15 +196,25 @@ def _cache_run(model, tokens, attention_mask, names: list[str], batch_size: int,
     kv_ok = keep_kv
     for start in range(0, tokens.shape[0], batch_size):
         store: dict[str, Tensor] = {}
+        fired: set[str] = set()
 
         def keep(act, hook, name):
             store[name] = act.detach().cpu()
 
+        def mark(act, hook, name):
+            fired.add(name)
+
+        hooks = [(n, functools.partial(keep, name=n)) for n in names]
+        hooks += [(n, functools.partial(mark, name=n)) for n in writes]
         mask = attention_mask[start:start + batch_size].to(device)
-        with torch.no_grad(), model.hooks(fwd_hooks=[(n, functools.partial(keep, name=n)) for n in names]):
+        with torch.no_grad(), model.hooks(fwd_hooks=hooks):
             out, cache = model(tokens[start:start + batch_size].to(device), attention_mask=mask,
                                position_ids=left_padded_positions(mask), use_cache=True,
                                return_type="logits_and_cache")
+        silent = [n for n in [*names, *writes] if n not in store and n not in fired]
+        if silent:
+            raise ReasonlensError(f"hook points {silent} exist on this model but never fire in a forward (not wired "
+                                  "by TransformerLens on this architecture): patching them would change nothing")
         logits.append(out[:, -1].float().cpu())
         for n in names:
             acts[n].append(store[n])
@@ -287,14 +331,28 @@ def _position_masks(config: PatchConfig, real: Bool[Tensor, "batch pos"], spans:
     return masks & real.unsqueeze(1), [f"span {s}" for s in range(masks.shape[1])]
 
 
-def _unit_indices(config: PatchConfig, n_units: int) -> list[int] | None:
-    if config.unit is None:
+def _unit_indices(config: PatchConfig, axis: str | None, n_units: int, n_heads: int) -> list[int] | None:
+    if axis is None:
         return None
     units = range(n_units) if config.units == "each" else list(config.units)
     bad = [u for u in units if not 0 <= u < n_units]
     if bad:
-        raise ReasonlensError(f"{config.unit}s {bad} out of range: the site has {n_units}")
+        has = {"head": f"{n_units} heads",
+               "kv_head": f"{n_units} key/value heads (grouped-query attention: {n_heads} query heads share them)",
+               "neuron": f"{n_units} neurons"}[axis]
+        raise ReasonlensError(f"{axis}s {bad} out of range: site {config.site!r} has {has}")
     return list(units)
+
+
+def _check_site(model, config: PatchConfig, names: dict[int, str], writes: dict[int, str]) -> None:
+    """A site the architecture lacks, or cannot patch faithfully, is an error."""
+    if config.site == "resid_mid" and getattr(model.cfg, "parallel_attn_mlp", False):
+        raise ReasonlensError("site 'resid_mid' does not exist on this architecture: attention and MLP read the "
+                              "same residual in parallel (cfg.parallel_attn_mlp), so there is no mid-block residual; "
+                              "patch resid_pre, attn_out or mlp_out instead")
+    for n in [*names.values(), *writes.values()]:
+        if n not in model.hook_dict:
+            raise ReasonlensError(f"this model has no hook point {n!r} for site {config.site!r}")
 
 
 def _resolve_layers(model, config: PatchConfig) -> list[int]:
@@ -369,6 +427,7 @@ class _Sweep:
     config: PatchConfig
     layers: list[int]
     names: dict[int, str]
+    writes: dict[int, str]
     mask: Tensor
     target: Tensor
     target_acts: dict[str, Tensor]
@@ -381,29 +440,43 @@ class _Sweep:
     m_target: Tensor
     pos_masks: Tensor
     pos_labels: list[str]
+    unit_axis: str | None
     units: list[int] | None
 
-    def finish(self, values: Float[Tensor, "batch layer cell unit"], extra: dict) -> PatchingResult:
-        """Normalise, label and wrap per-example cell values."""
-        config = self.config
-        if config.normalize:
-            scale = self.m_clean - self.m_corr
+    def normalise(self, values: Float[Tensor, "batch layer cell unit"]) -> tuple[Tensor, dict]:
+        """``values`` normalised as ``config.normalize`` says, and what to record about it."""
+        mode = self.config.normalize
+        if mode == "none":
+            return values, {"normalize": mode}
+        scale = self.m_clean - self.m_corr
+        if mode == "example":
             flat = scale.abs() < 1e-12
             if flat.any():
                 raise ReasonlensError(
                     f"the metric is the same on the clean and corrupted prompts of examples "
                     f"{flat.nonzero().flatten().tolist()} (nothing to normalise by); drop those pairs or pass "
-                    "normalize=False")
-            values = (values - self.m_corr.reshape(-1, 1, 1, 1)) / scale.reshape(-1, 1, 1, 1)
+                    "normalize='batch' or 'none'")
+            return (values - self.m_corr.reshape(-1, 1, 1, 1)) / scale.reshape(-1, 1, 1, 1), {"normalize": mode}
+        mean = scale.mean()
+        if mean.abs() <= 1e-12 + 1e-6 * scale.abs().mean():
+            raise ReasonlensError(
+                f"the mean over examples of metric(clean) - metric(corrupted) is {float(mean):.3g}, about 0 (nothing "
+                "to normalise by); pass normalize='example' or 'none'")
+        return (values - self.m_corr.reshape(-1, 1, 1, 1)) / mean, {"normalize": mode, "batch_scale": float(mean)}
+
+    def finish(self, values: Float[Tensor, "batch layer cell unit"], extra: dict) -> PatchingResult:
+        """Normalise, label and wrap per-example cell values."""
+        config = self.config
+        values, how = self.normalise(values)
         axes = ["example", "layer", "span" if config.positions == "spans" else "position"]
         labels = {"layer": [f"L{l}" for l in self.layers], axes[2]: self.pos_labels}
         if self.units is None:
             values = values.squeeze(-1)
         else:
-            axes.append(config.unit)
-            labels[config.unit] = [("H" if config.unit == "head" else "N") + str(u) for u in self.units]
+            axes.append(self.unit_axis)
+            labels[self.unit_axis] = [UNIT_PREFIX[self.unit_axis] + str(u) for u in self.units]
         meta = {"config": {k: (list(v) if isinstance(v, (list, tuple, range)) else v) for k, v in asdict(config).items()},
-                "metric": self.metric_name, "layers": self.layers, "units": self.units,
+                "metric": self.metric_name, "layers": self.layers, "units": self.units, **how,
                 "clean_metric": self.m_clean.tolist(), "corrupted_metric": self.m_corr.tolist(), **extra}
         return PatchingResult(values, axes=tuple(axes), labels=labels, meta=meta)
 
@@ -415,18 +488,19 @@ def _prepare(model, clean, corrupted, metric, answer, wrong, attention_mask, spa
     clean, corrupted = clean.cpu(), None if corrupted is None else corrupted.cpu()
     layers = _resolve_layers(model, config)
     names = {l: SITE_HOOKS[config.site].format(l=l) for l in layers}
-    for n in names.values():
-        if n not in model.hook_dict:
-            raise ReasonlensError(f"this model has no hook point {n!r} for site {config.site!r}")
-    if corrupted is None and config.normalize:
-        raise ReasonlensError("normalize=True needs corrupted prompts (the 0 of the scale); pass normalize=False")
+    writes = {l: DELTA_HOOKS.get(config.site, SITE_HOOKS[config.site]).format(l=l) for l in layers}
+    _check_site(model, config, names, writes)
+    if corrupted is None and config.normalize != "none":
+        raise ReasonlensError(f"normalize={config.normalize!r} needs corrupted prompts (the 0 of the scale); pass "
+                              "normalize='none'")
     denoise = config.direction == "denoise" and corrupted is not None
     batch, length = clean.shape
-    clean_logits, clean_acts, clean_kv = _cache_run(model, clean, mask, list(names.values()), config.batch_size,
-                                                    keep_kv=not denoise)
+    read, written = list(names.values()), [w for w in writes.values() if w not in names.values()]
+    clean_logits, clean_acts, clean_kv = _cache_run(model, clean, mask, read, config.batch_size,
+                                                    keep_kv=not denoise, writes=written)
     if corrupted is not None:
-        corr_logits, corr_acts, corr_kv = _cache_run(model, corrupted, mask, list(names.values()),
-                                                     config.batch_size, keep_kv=denoise)
+        corr_logits, corr_acts, corr_kv = _cache_run(model, corrupted, mask, read, config.batch_size,
+                                                     keep_kv=denoise)
     else:
         corr_logits, corr_acts, corr_kv = clean_logits, clean_acts, clean_kv
     target, target_acts, target_kv = (corrupted, corr_acts, corr_kv) if denoise else (clean, clean_acts, clean_kv)
@@ -450,11 +524,12 @@ def _prepare(model, clean, corrupted, metric, answer, wrong, attention_mask, spa
         if len(span_labels) != len(pos_labels):
             raise ReasonlensError(f"{len(span_labels)} span labels for {len(pos_labels)} spans")
         pos_labels = list(span_labels)
+    axis = unit_axis(model, config)
     first = _pos_view(config.site, target_acts[names[layers[0]]])
-    units = _unit_indices(config, first.shape[2] if config.unit else 0)
-    return _Sweep(config, layers, names, mask, target, target_acts, target_kv, source_acts, metric_fn,
+    units = _unit_indices(config, axis, first.shape[2] if axis else 0, model.cfg.n_heads)
+    return _Sweep(config, layers, names, writes, mask, target, target_acts, target_kv, source_acts, metric_fn,
                   metric if isinstance(metric, str) else getattr(metric, "__name__", "callable"),
-                  m_clean, m_corr, m_corr if denoise else m_clean, pos_masks, pos_labels, units)
+                  m_clean, m_corr, m_corr if denoise else m_clean, pos_masks, pos_labels, axis, units)
 
 
 def _per_position(sweep: _Sweep, per_entry: Tensor) -> Tensor:
@@ -511,6 +586,7 @@ def patch(model, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch 
     from tqdm.auto import tqdm
 
     n_chunks = (len(rows) + config.batch_size - 1) // config.batch_size
+    add = config.site in DELTA_HOOKS
     for start in tqdm(range(0, len(rows), config.batch_size), total=n_chunks, disable=not progress,
                       desc=f"patch {config.site}"):
         chunk = rows[start:start + config.batch_size]
@@ -522,8 +598,11 @@ def patch(model, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch 
             sel = (li == layer_i).nonzero().squeeze(1)
             name = names[layers[layer_i]]
             source = _pos_view(config.site, sweep.source_acts[name][b[sel]])[:, skip:]
-            hooks.append((name, _patch_hook(config.site, sel, source, sweep.pos_masks[b[sel], pc[sel]][:, skip:],
-                                            None if units is None else torch.tensor(units)[uc[sel]])))
+            if add:
+                source = source - _pos_view(config.site, sweep.target_acts[name][b[sel]])[:, skip:]
+            hooks.append((sweep.writes[layers[layer_i]],
+                          _patch_hook(config.site, sel, source, sweep.pos_masks[b[sel], pc[sel]][:, skip:],
+                                      None if units is None else torch.tensor(units)[uc[sel]], add=add)))
         logits = run_padded(model, sweep.target[b], sweep.mask[b], hooks, prefix=prefix)[:, -1].float().cpu()
         values[b, li, pc, uc] = _apply_metric(sweep.metric, logits, b)
     return sweep.finish(values, {"method": "activation patching", "rows_run": len(rows),
@@ -543,12 +622,13 @@ def attribution_patch(model, clean: Int[Tensor, "batch pos"],
     cached forwards and one forward + backward per ``batch_size`` examples. Same arguments, same result layout.
 
     A fast screen: it is poor on large activations (whole residual streams) and saturated attention; verify
-    the top cells with :func:`patch` (:func:`compare_rankings` measures the agreement).
+    the top cells with :func:`patch` (:func:`compare_rankings` measures the agreement). The gradient is taken
+    where the site is written: for ``resid_mid``, at ``hook_attn_out`` (d metric / d mid-block residual).
     """
     config = replace(config or PatchConfig(), **overrides)
     sweep = _prepare(model, clean, corrupted, metric, answer, wrong, attention_mask, spans, span_labels, reference,
                      config)
-    layers, names = sweep.layers, sweep.names
+    layers, names, writes = sweep.layers, sweep.names, sweep.writes
     batch = clean.shape[0]
     n_units = 1 if sweep.units is None else len(sweep.units)
     values = torch.zeros(batch, len(layers), sweep.pos_masks.shape[1], n_units)
@@ -566,13 +646,13 @@ def attribution_patch(model, clean: Int[Tensor, "batch pos"],
 
         import functools
 
-        hooks = [(n, functools.partial(add_delta, name=n)) for n in names.values()]
+        hooks = [(n, functools.partial(add_delta, name=n)) for n in writes.values()]
         mask = sweep.mask[rows].to(device)
         with torch.enable_grad(), model.hooks(fwd_hooks=hooks):
             logits = model(sweep.target[rows].to(device), attention_mask=mask,
                            position_ids=left_padded_positions(mask))[:, -1]
             total = _apply_metric(sweep.metric, logits.float().cpu(), rows).sum()
-            grads = torch.autograd.grad(total, [deltas[names[l]] for l in layers])
+            grads = torch.autograd.grad(total, [deltas[writes[l]] for l in layers])
         for li, (l, grad) in enumerate(zip(layers, grads)):
             name = names[l]
             diff = sweep.source_acts[name][rows] - sweep.target_acts[name][rows]
@@ -597,9 +677,9 @@ def compare_rankings(exact: PatchingResult, approx: PatchingResult, k: int = 10)
             "k": k}
 
 
-def _patch_hook(site: str, rows: Tensor, source: Tensor, pos_mask: Tensor, unit: Tensor | None):
+def _patch_hook(site: str, rows: Tensor, source: Tensor, pos_mask: Tensor, unit: Tensor | None, add: bool = False):
     """Write ``source`` (position view) into ``rows`` of the activation where ``pos_mask`` (and ``unit``)
-    select; the other rows of the batch are left alone."""
+    select, or with ``add`` add it there; the other rows of the batch are left alone."""
 
     def hook(act, hook):
         view = _pos_view(site, act)
@@ -609,9 +689,9 @@ def _patch_hook(site: str, rows: Tensor, source: Tensor, pos_mask: Tensor, unit:
             write[rows] = pos_mask.to(act.device)
         else:
             write[rows[:, None], torch.arange(view.shape[1])[None, :], unit[:, None]] = pos_mask.to(act.device)
-        full_source = view.clone()
+        full_source = torch.zeros_like(view) if add else view.clone()
         full_source[rows] = source.to(act.device, act.dtype)
         write = write.reshape(*write.shape, *([1] * (view.ndim - write.ndim)))
-        return _from_pos_view(site, torch.where(write, full_source, view))
+        return _from_pos_view(site, torch.where(write, view + full_source if add else full_source, view))
 
     return hook
