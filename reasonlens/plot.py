@@ -55,7 +55,8 @@ def _as_grid(scores) -> tuple[Any, list[str], list[str]]:
 
 
 def head_heatmap(scores, *, title: str = "patching score", zmax: float | None = None):
-    """Layer x head heatmap, diverging and centred at zero, hover labels ``L{l}H{h}``. ``scores`` is a
+    """Layer x head heatmap, diverging and centred at zero, hover labels ``L{l}H{h}`` (``L{l}KV{u}`` for the
+    key / value heads of a grouped-query ``k`` or ``v`` sweep). ``scores`` is a
     ``[layer, head]`` tensor or LabelledTensor, or a dict ``{facet title: scores}`` for one facet per subtask.
 
     >>> import torch
@@ -75,7 +76,7 @@ def head_heatmap(scores, *, title: str = "patching score", zmax: float | None = 
     import plotly.graph_objects as go
 
     for i, (name, (grid, layer_labels, head_labels)) in enumerate(grids.items()):
-        heads = [h if h.startswith("H") else f"H{h}" for h in head_labels]
+        heads = [h if h.startswith(("H", "KV")) else f"H{h}" for h in head_labels]
         text = [[f"{l}{h}" for h in heads] for l in layer_labels]
         fig.add_trace(go.Heatmap(z=grid, x=heads, y=layer_labels, text=text, zmid=0, zmin=-bound, zmax=bound,
                                  colorscale="RdBu", showscale=i == 0,

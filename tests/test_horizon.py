@@ -24,7 +24,6 @@ from reasonlens.patching.horizon import (
     UncorruptibleStatementError,
     horizon,
     horizon_pair,
-    wilson_interval,
 )
 from reasonlens.plot import horizon_heatmap
 
@@ -228,13 +227,6 @@ def test_reference_model_table_and_round_trip(tmp_path):
     fig = horizon_heatmap(out)
     assert list(fig.data[0].x) == out.layer_labels and len(fig.data[0].y) == 5
     assert fig.data[0].z.tolist() == out.fraction.values.tolist()
-
-
-def test_wilson_interval():
-    low, high = wilson_interval(torch.tensor([0, 5, 10]), 10).T.tolist()
-    assert low[0] == 0.0 and high[2] == 1.0 and low[1] < 0.5 < high[1]
-    assert abs(high[0] - 0.2775) < 1e-3  # 0 of 10: the Wilson upper bound
-    assert torch.isnan(wilson_interval(torch.tensor(0), 0)).all()
 
 
 def test_bad_input(model, examples, tmp_path):

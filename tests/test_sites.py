@@ -413,6 +413,12 @@ def test_grouped_query_kv_sites_sweep_key_value_heads(arch):
         cells = [f"{l}{h}" for l in res.labels["layer"] for h in res.labels[axis]]
         assert cells == [f"L2{prefix}{u}" for u in range(count)]
         assert set(res.to_dataframe().columns) == {"layer", "position", axis, "mean", "stderr"}
+    if kv < n:  # the heatmap keeps the key / value head labels
+        from reasonlens.plot import head_heatmap
+
+        res = patch(model, batch.clean, batch.corrupted, attention_mask=batch.mask, site="k", positions="all",
+                    layers=[1, 2], progress=False)
+        assert head_heatmap(res).data[0].text[1][1] == "L2KV1"
     with pytest.raises(ReasonlensError, match=f"has {kv} key/value heads" if kv < n else f"has {n} heads"):
         patch(model, batch.clean, batch.corrupted, attention_mask=batch.mask, site="k", units=[kv], progress=False)
 

@@ -53,6 +53,7 @@ from reasonlens.ontology.prompt import format_completion, format_prompt
 from reasonlens.ontology.realize import DUTTA_FORMS, PRONTOQA_FORMS, realize
 from reasonlens.ontology.types import Example, Fact, Sentence
 from reasonlens.results import LabelledTensor
+from reasonlens.stats import wilson_interval
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -306,22 +307,6 @@ def horizon_pair(model: TransformerBridge, example: Example, *, statement: str =
 
 
 # ------------------------------------------------------------------------------------------------ results
-
-
-def wilson_interval(successes: Tensor, n: int, z: float = 1.96) -> Float[Tensor, "*cell 2"]:
-    """Wilson score interval ``[..., (low, high)]`` of ``successes`` out of ``n`` (NaN when ``n`` is 0).
-
-    >>> [round(x, 3) for x in wilson_interval(torch.tensor(9), 10).tolist()]
-    [0.596, 0.982]
-    """
-    k = successes.double()
-    if n == 0:
-        return torch.full((*k.shape, 2), float("nan"), dtype=torch.float64)
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * torch.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return torch.stack([(centre - half).clamp_min(0.0), (centre + half).clamp_max(1.0)], dim=-1)
 
 
 @dataclass
