@@ -104,7 +104,8 @@ def _cmd_run_mechanism(args: argparse.Namespace) -> None:
 
     model = load_model(args.model)
     config = MechanismConfig(hops=args.hops, n_examples=args.n, seed=args.seed, batch_size=args.batch_size,
-                             subtasks=tuple(args.subtasks) if args.subtasks else None)
+                             subtasks=tuple(args.subtasks) if args.subtasks else None, ordering=args.ordering,
+                             normalize=args.normalize, few_shot=args.few_shot)
     result = analyze_mechanism(model, config, model_name=args.model)
     out = result.save(args.out)
     mechanism_report(result, model).save(out / "report.html")
@@ -215,6 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--hops", type=int, default=2)
     c.add_argument("--subtasks", nargs="+", type=int, default=None, help="subtask indices (default: all)")
     c.add_argument("--seed", type=int, default=2024)
+    c.add_argument("--ordering", choices=["preorder", "postorder", "random"], default="preorder",
+                   help="context order (preorder: Dutta et al.'s)")
+    c.add_argument("--normalize", choices=["batch", "example"], default="batch",
+                   help="head scores as a ratio of batch means (Dutta et al.) or a mean of per-example ratios")
+    c.add_argument("--few-shot", type=int, default=3, help="demonstrations in the few-shot condition (0: skip it)")
     c.add_argument("--batch-size", type=int, default=64)
     c.set_defaults(func=_cmd_run_mechanism)
 

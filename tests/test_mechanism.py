@@ -11,8 +11,8 @@ from reasonlens.model import load_model, main_model_name
 from reasonlens.patching import mechanism
 from reasonlens.patching.mechanism import MechanismConfig, analyze_mechanism, mechanism_report
 
-SMALL = dict(n_examples=6, subtasks=(0, 5), n_reference=6, n_trace=2, n_conflict=120, n_relation=30,
-             relation_seeds=(0,))
+SMALL = dict(n_examples=12, subtasks=(0, 5, 10), n_reference=6, n_trace=2, n_conflict=120, n_relation=30,
+             relation_seeds=(0,), few_shot=1, n_few_shot=4, n_horizon=4)
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +40,55 @@ def test_summary_has_every_finding_in_range(result):
     assert first.subtask["index"] == 0 and s["pathways"][first.name]["question"] > 0
     scores = first.head_scores
     assert scores.axes == ("example", "layer", "position", "head") and scores.values.shape[1:] == (6, 1, 4)
+    assert scores.meta["normalize"] == "batch"
+    assert s["horizon"]["n"] + s["horizon"]["n_dropped"] + s["horizon"]["n_skipped"] == 4
+
+
+def test_every_filter_is_counted_and_kept_pairs_switch(result, model):
+    """Each question is accounted for once; the kept pairs are exactly the candidates whose corrupted run
+    switched away from the answer (rebuilt here from the pairs and two plain forwards)."""
+    from reasonlens.ontology import generate
+    from reasonlens.patching.engine import run_padded
+    from reasonlens.patching.subtasks import subtask_pairs
+
+    config = result.config
+    examples = generate(config.n_examples, kind="fictional", seed=config.seed, hops=2, distractor=False,
+                        extra_concepts=0, redundant_step_p=0.0, ordering="preorder")
+    for a in result.subtasks:
+        p = a.pairs.summary()
+        assert p["questions"] == p["skipped_uncorruptible"] + p["dropped_clean_wrong"] + p["candidates"]
+        assert p["candidates"] == p["dropped_by_filter"] + p["dropped_to_balance"] + p["kept"]
+        assert p["kl_noise"]["n"] == p["candidates"] and p["kl_noise"]["min"] > 0
+        assert p["switch"]["ci95"][0] <= p["switch"]["rate"] <= p["switch"]["ci95"][1]
+        assert p["switch"]["rate"] > 0.5  # every subtask's corruption changes the answer in most pairs
+        pairs = subtask_pairs(model, examples, a.subtask["index"], seed=config.seed, skip_uncorruptible=True)
+        corrupted = run_padded(model, pairs.corrupted, pairs.attention_mask)[:, -1].argmax(-1)
+        switched = [i for i, top in zip(pairs.kept_indices, corrupted.tolist())
+                    if top != int(pairs.answer[pairs.kept_indices.index(i)])]
+        assert p["switch"]["rate"] == len(switched) / len(pairs)
+        if a.subtask["slot"] != "label":
+            assert a.kept_indices == switched
+        else:  # balanced: as many True as False questions, all switched
+            assert set(a.kept_indices) <= set(switched) and p["classes"]["True"] == p["classes"]["False"] > 0
+            assert a.labels == [examples[i].label for i in a.kept_indices]
+
+
+def test_label_agreement_is_reported_per_class(result):
+    by_class = result.summary()["label_agreement_by_class"]
+    label = next(a for a in result.analysed() if a.subtask["slot"] == "label")
+    matches = label.circuit.matches.values
+    for name, value in (("True", True), ("False", False)):
+        rows = [i for i, lab in enumerate(label.labels) if lab == value]
+        assert by_class[name]["k=0"] == pytest.approx(float(matches[rows, 0].mean()))
+        assert by_class[name]["k=24"] == 1.0  # all heads kept: the full model
+
+
+def test_few_shot_condition_reads_the_demonstrations(result):
+    few = result.summary()["few_shot"]
+    assert few["demonstrations"] == 1 and set(few["pairs"]) == {a.name for a in result.subtasks}
+    for analysis in result.few_shot:
+        if analysis.flow is not None:
+            assert all(r["few_shot"][1] > r["few_shot"][0] for r in analysis.flow.regions)
 
 
 def test_save_and_report(result, model, tmp_path):
@@ -56,6 +105,12 @@ def test_bad_config_is_a_clear_error(model):
         analyze_mechanism(model, MechanismConfig(**{**SMALL, "subtasks": (99,)}), progress=False)
     with pytest.raises(ReasonlensError, match="at least 2"):
         analyze_mechanism(model, MechanismConfig(**{**SMALL, "n_examples": 1}), progress=False)
+    with pytest.raises(ReasonlensError, match="normalize"):
+        analyze_mechanism(model, MechanismConfig(**{**SMALL, "normalize": "none"}), progress=False)
+    with pytest.raises(ReasonlensError, match="pair_filter"):
+        analyze_mechanism(model, MechanismConfig(**{**SMALL, "pair_filter": "kl"}), progress=False)
+    with pytest.raises(ReasonlensError, match="n_few_shot"):
+        analyze_mechanism(model, MechanismConfig(**{**SMALL, "few_shot": 4}), progress=False)
 
 
 def test_cli_recipe_writes_results_and_report(tmp_path, monkeypatch):
@@ -66,11 +121,14 @@ def test_cli_recipe_writes_results_and_report(tmp_path, monkeypatch):
         n_conflict: int = 120
         n_relation: int = 30
         relation_seeds: tuple = (0,)
+        n_few_shot: int = 3
+        n_horizon: int = 2
 
     monkeypatch.setattr(mechanism, "MechanismConfig", Small)
     assert main(["run", "cot-mechanism", "--model", main_model_name(), "--n", "6", "--subtasks", "4",
-                 "--out", str(tmp_path)]) == 0
+                 "--few-shot", "1", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
-    for key in ("circuit_head_fraction_90", "writer_share_late", "crossover_relative_depth", "pathways", "n_pairs"):
+    for key in ("circuit_head_fraction_90", "writer_share_late", "crossover_relative_depth", "pathways", "n_pairs",
+                "pairs", "label_agreement_by_class", "few_shot", "horizon"):
         assert key in results
     assert (tmp_path / "report.html").stat().st_size > 100_000

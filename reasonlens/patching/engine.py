@@ -16,10 +16,11 @@ Every site is written where its name says (pinned to a hand-made edit of the pla
 Qwen2, Gemma-2 and GPT-2 by ``tests/test_sites.py``). ``resid_mid`` is read at ``hook_resid_mid`` but written
 as a residual edit, see :data:`DELTA_HOOKS`.
 
-Speed comes from three exact shortcuts: many (example, cell) rows share one forward (packed along the batch,
+Speed comes from four exact shortcuts: many (example, cell) rows share one forward (packed along the batch,
 at most ``batch_size`` rows); a cell whose source activation equals the target's own activation is a no-op
 and takes the unpatched value without a forward (in a clean / corrupted pair every position before the
-corrupted token is such a cell); and only the last position's logits are read.
+corrupted token is such a cell); the positions before a row's first changed, patched position are those of
+the target run, so their keys and values come from its cache; and only the last position's logits are read.
 
 >>> import torch
 >>> from reasonlens.patching.engine import PatchConfig
@@ -567,7 +568,10 @@ def patch(model, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch 
     values = sweep.m_target.reshape(batch, 1, 1, 1).repeat(1, len(layers), n_pos, n_units)
     # A cell is a no-op for an example when the source equals the target's own activation on every entry it
     # writes; only the other (example, layer, position cell, unit) rows need a forward.
-    todo = []
+    # Positions before a row's first changed, patched position are those of the unpatched target run at every
+    # layer: their keys and values come from its cache and only the positions from there on are computed.
+    todo, firsts = [], []
+    cell_starts = sweep.pos_masks.float().argmax(-1)  # [b, position cell]
     for li, l in enumerate(layers):
         src = _pos_view(config.site, sweep.source_acts[names[l]])
         tgt = _pos_view(config.site, sweep.target_acts[names[l]])
@@ -575,11 +579,10 @@ def patch(model, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch 
         hit = torch.bmm(sweep.pos_masks.float(), changed.float()) > 0  # [b, position cell, unit]
         idx = hit.nonzero()
         todo.append(torch.cat([idx[:, :1], torch.full_like(idx[:, :1], li), idx[:, 1:]], 1))
-    rows = torch.cat(todo)
-    # Positions before a row's first patched position are those of the unpatched target run at every layer:
-    # their keys and values come from its cache and only the positions from there on are computed. Rows are
-    # sorted by that position so that a chunk shares a long prefix.
-    first = sweep.pos_masks.float().argmax(-1)[rows[:, 0], rows[:, 2]]
+        first_changed = changed.float().argmax(1)  # [b, unit]
+        firsts.append(torch.maximum(cell_starts[idx[:, 0], idx[:, 1]], first_changed[idx[:, 0], idx[:, 2]]))
+    rows, first = torch.cat(todo), torch.cat(firsts)
+    # Rows are sorted by that position so that a chunk shares a long prefix.
     order = torch.argsort(first, descending=True, stable=True)
     rows, first = rows[order], first[order]
 

@@ -1,9 +1,15 @@
 """The chain-of-thought mechanism study of Dutta et al. (TMLR 2024) in one call, on any model.
 
-For every subtask of a k-hop chain (:mod:`reasonlens.patching.subtasks`): clean / corrupted pairs, per-head
-patching scores (clean ``z`` into the corrupted run at all positions, normalised KL), circuit sufficiency by
-mean ablation over false-ontology prompts, head roles, and the pathways of the information flow; once per
-model: the prior-vs-context logit lens on false ontologies and the relation probes.
+For every subtask of a k-hop chain (:mod:`reasonlens.patching.subtasks`): clean / corrupted pairs and what
+each filter dropped (:class:`PairStats`: switch rate, KL_noise, class balance), per-head patching scores
+(clean ``z`` into the corrupted run at all positions, normalised KL as a ratio of batch means), circuit
+sufficiency by mean ablation over false-ontology prompts, head roles, and the pathways of the information
+flow, at 0 shots and again with demonstrations; once per model: the horizon experiment
+(:mod:`reasonlens.patching.horizon`), the prior-vs-context logit lens on false ontologies and the relation
+probes.
+
+>>> MechanismConfig().ordering, MechanismConfig().normalize, MechanismConfig().pair_filter
+('preorder', 'batch', 'switched')
 
 ``reasonlens run cot-mechanism --model NAME --out DIR`` runs :func:`analyze_mechanism` and writes
 ``DIR/results.json`` (:meth:`MechanismResult.summary`), the per-analysis results and ``DIR/report.html``.
@@ -20,44 +26,127 @@ import torch
 
 from reasonlens.errors import ReasonlensError
 
+PAIR_FILTERS: tuple[str, ...] = ("switched", "corrupted_answer")
+
 
 @dataclass
 class MechanismConfig:
-    """Sizes of the study. ``subtasks``: indices into the ``hops``-hop layout (default: all). ``seed`` draws
-    the questions (generator seeds ``reasonlens-{seed}-{i}``, disjoint from the reference models' training
-    questions)."""
+    """Sizes and choices of the study.
+
+    - ``subtasks``: indices into the ``hops``-hop layout (default: all). ``seed`` draws the questions
+      (generator seeds ``reasonlens-{seed}-{i}``, disjoint from the reference models' training questions).
+    - ``ordering``: context order of the questions; ``"preorder"`` is Dutta et al.'s (property rule, "is a"
+      rule, entity fact).
+    - ``normalize``: ``"batch"`` scores a head by Dutta et al.'s ratio of means, (mean KL_noise - mean
+      KL_patched) / mean KL_noise; ``"example"`` by the mean of per-example ratios.
+    - ``pair_filter``: the pairs scored, of those whose clean run predicts the answer: ``"switched"`` (the
+      corrupted run's argmax is another token) or ``"corrupted_answer"`` (it is the corrupted word, the authors'
+      filter). The label subtask's pairs are then balanced by class (True / False).
+    - ``few_shot``: demonstrations per prompt in the few-shot condition (0 leaves it out), run on
+      ``n_few_shot`` questions per subtask; ``n_horizon`` questions for the horizon experiment (0: left out).
+    """
 
     hops: int = 2
     n_examples: int = 48
     subtasks: tuple[int, ...] | None = None
     seed: int = 2024
+    ordering: str = "preorder"
+    normalize: str = "batch"
+    pair_filter: str = "switched"
     n_reference: int = 48
     n_trace: int = 8
+    few_shot: int = 3
+    n_few_shot: int = 24
+    n_horizon: int = 24
     n_conflict: int = 800
     n_relation: int = 120
     relation_seeds: tuple[int, ...] = (0, 1, 2)
     batch_size: int = 64
 
+    def check(self) -> None:
+        if self.n_examples < 2:
+            raise ReasonlensError(f"n_examples must be at least 2, got {self.n_examples}")
+        if self.normalize not in ("batch", "example"):
+            raise ReasonlensError(f"normalize must be 'batch' or 'example', not {self.normalize!r}")
+        if self.pair_filter not in PAIR_FILTERS:
+            raise ReasonlensError(f"pair_filter must be one of {PAIR_FILTERS}, not {self.pair_filter!r}")
+        if self.few_shot < 0 or self.n_few_shot < 0 or self.n_horizon < 0:
+            raise ReasonlensError(f"few_shot, n_few_shot and n_horizon must be >= 0, got {self.few_shot}, "
+                                  f"{self.n_few_shot} and {self.n_horizon}")
+        if self.few_shot and self.n_few_shot and self.n_few_shot <= self.few_shot:
+            raise ReasonlensError(f"n_few_shot ({self.n_few_shot}) must exceed few_shot ({self.few_shot}): the "
+                                  "demonstrations of a question are other questions of the set")
+
+
+@dataclass
+class PairStats:
+    """What happened to one subtask's pairs, filter by filter.
+
+    Of ``n_examples`` questions, ``n_skipped`` had no fitting corruption, ``n_dropped`` a clean run that does
+    not predict the answer; of the rest (the candidates), the corrupted run switched its argmax away from the
+    answer in ``n_switched`` and wrote the corrupted word in ``n_corrupted_answer``; ``n_filtered`` did not
+    pass the pair filter, ``n_unbalanced`` were left out to balance the label's classes; ``n_kept`` remain.
+    ``kl_noise``: KL(P_clean || P_corrupted) of each candidate; ``classes``: kept pairs per clean label.
+    """
+
+    n_examples: int
+    n_skipped: int
+    n_dropped: int
+    n_switched: int
+    n_corrupted_answer: int
+    n_filtered: int
+    n_unbalanced: int
+    n_kept: int
+    kl_noise: list[float]
+    classes: dict[str, int]
+
+    @property
+    def n_candidates(self) -> int:
+        return len(self.kl_noise)
+
+    def summary(self) -> dict[str, Any]:
+        from reasonlens.stats import proportion, quantiles
+
+        return {"questions": self.n_examples, "skipped_uncorruptible": self.n_skipped,
+                "dropped_clean_wrong": self.n_dropped, "candidates": self.n_candidates,
+                "switch": proportion(self.n_switched, self.n_candidates),
+                "corrupted_answer": proportion(self.n_corrupted_answer, self.n_candidates),
+                "kl_noise": quantiles(self.kl_noise), "dropped_by_filter": self.n_filtered,
+                "dropped_to_balance": self.n_unbalanced, "kept": self.n_kept, "classes": self.classes}
+
 
 @dataclass
 class SubtaskAnalysis:
-    """Everything measured on one subtask."""
+    """Everything measured on one subtask in one condition (0-shot or few-shot)."""
 
     subtask: dict[str, Any]
-    n_kept: int
-    n_dropped: int
-    n_skipped: int
-    n_flat: int
+    pairs: PairStats
     head_scores: Any = None  # PatchingResult [example, layer, 1, head]
     circuit: Any = None  # CircuitResult
     roles: Any = None  # HeadRoles
     flow: Any = None  # FlowResult
+    labels: list[bool] = field(default_factory=list)  # each kept pair's clean label
+    kept_indices: list[int] = field(default_factory=list)  # the kept pairs' questions (indices into the set)
     example_tokens: list[str] = field(default_factory=list)
     example_ids: list[int] = field(default_factory=list)
 
     @property
     def name(self) -> str:
         return self.subtask["name"]
+
+    @property
+    def n_kept(self) -> int:
+        return self.pairs.n_kept
+
+    def agreement_by_class(self) -> dict[str, dict[str, float | None]]:
+        """Circuit agreement per clean label at every circuit size of the curve: ``{"True": {"k=0": ...}}``."""
+        matches = self.circuit.matches
+        out = {}
+        for name, value in (("True", True), ("False", False)):
+            rows = [i for i, label in enumerate(self.labels) if label == value]
+            out[name] = {size: (float(matches.values[rows, j].mean()) if rows else None)
+                         for j, size in enumerate(matches.labels["size"])}
+        return out
 
 
 @dataclass
@@ -67,6 +156,8 @@ class MechanismResult:
     model: str
     config: MechanismConfig
     subtasks: list[SubtaskAnalysis]
+    few_shot: list[SubtaskAnalysis]
+    horizon: Any  # HorizonResult or None
     prior: Any  # PriorContextResult
     relations: Any  # RelationProbeResult
     n_layers: int
@@ -77,17 +168,16 @@ class MechanismResult:
 
     def summary(self) -> dict[str, Any]:
         """Headline numbers: ``circuit_head_fraction_90`` (per subtask and ``"mean"``), ``writer_share_late``,
-        ``crossover_relative_depth``, ``pathways`` (per subtask: counts by source) and ``n_pairs``."""
+        ``crossover_relative_depth``, ``pathways`` (per subtask: counts by source), ``pairs`` (per subtask:
+        switch rate, KL_noise distribution, filter counts, class balance), ``label_agreement_by_class``,
+        ``few_shot`` and ``horizon``."""
         done = self.analysed()
         fractions = {s.name: s.circuit.head_fraction_90 for s in done}
         reached = [f for f in fractions.values() if f is not None]
         shares = {s.name: s.roles.writer_share_late() for s in done}
-        pathways = {}
-        for s in done:
-            counts = s.flow.counts_by_source()
-            pathways[s.name] = {src: counts.get(src, 0) for src in ("question", "cot", "few_shot")}
         mover_depth = {s.name: _mean_depth(s.roles, "mover", self.n_layers) for s in done}
         writer_depth = {s.name: _mean_depth(s.roles, "writer", self.n_layers) for s in done}
+        label = [s for s in done if s.subtask["slot"] == "label"]
         return {
             "model": self.model,
             "config": asdict(self.config),
@@ -98,6 +188,8 @@ class MechanismResult:
             "writer_share_late_by_subtask": shares,
             "writer_mean_relative_depth": writer_depth,
             "mover_mean_relative_depth": mover_depth,
+            "head_score_mean": {s.name: float(s.head_scores.mean().mean()) for s in done},
+            "label_agreement_by_class": label[0].agreement_by_class() if label else None,
             "crossover_layer": self.prior.crossover_layer if self.prior is not None else None,
             "crossover_relative_depth": self.prior.crossover_relative_depth if self.prior is not None else None,
             "context_win_fraction_by_layer": (self.prior.context_win_fraction().tolist()
@@ -105,13 +197,22 @@ class MechanismResult:
             "relation_probe_accuracy": ({probe: self.relations.mean("accuracy")[i].tolist()
                                          for i, probe in enumerate(self.relations.probes)}
                                         if self.relations is not None else None),
-            "pathways": pathways,
+            "pathways": _pathways(done),
+            "pairs": {s.name: s.pairs.summary() for s in self.subtasks},
             "n_pairs": {"kept": sum(s.n_kept for s in self.subtasks),
-                        "dropped": sum(s.n_dropped for s in self.subtasks),
-                        "skipped": sum(s.n_skipped for s in self.subtasks),
-                        "unchanged_by_corruption": sum(s.n_flat for s in self.subtasks),
-                        "by_subtask": {s.name: {"kept": s.n_kept, "dropped": s.n_dropped, "skipped": s.n_skipped,
-                                                "unchanged_by_corruption": s.n_flat} for s in self.subtasks}},
+                        "candidates": sum(s.pairs.n_candidates for s in self.subtasks),
+                        "dropped_clean_wrong": sum(s.pairs.n_dropped for s in self.subtasks),
+                        "skipped_uncorruptible": sum(s.pairs.n_skipped for s in self.subtasks),
+                        "dropped_by_filter": sum(s.pairs.n_filtered for s in self.subtasks),
+                        "dropped_to_balance": sum(s.pairs.n_unbalanced for s in self.subtasks)},
+            "few_shot": ({"demonstrations": self.config.few_shot,
+                          "pathways": _pathways([s for s in self.few_shot if s.head_scores is not None]),
+                          "circuit_band": {s.name: {"heads": s.circuit.band.size,
+                                                    "agreement": s.circuit.band.agreement}
+                                           for s in self.few_shot if s.head_scores is not None},
+                          "pairs": {s.name: s.pairs.summary() for s in self.few_shot}}
+                         if self.few_shot else None),
+            "horizon": self.horizon.summary() if self.horizon is not None else None,
         }
 
     def save(self, out_dir: str | Path) -> Path:
@@ -119,11 +220,17 @@ class MechanismResult:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(self.summary(), indent=1))
-        for i, s in enumerate(self.analysed()):
-            s.head_scores.save(out / f"subtask{i:02d}_head_scores.pt")
-            s.circuit.save(out / f"subtask{i:02d}_circuit.pt")
-            s.roles.save(out / f"subtask{i:02d}_roles.pt")
-            s.flow.save(out / f"subtask{i:02d}_flow.pt")
+        for prefix, analyses in (("subtask", self.subtasks), ("few_shot_subtask", self.few_shot)):
+            for s in analyses:
+                if s.head_scores is None:
+                    continue
+                stem = f"{prefix}{s.subtask['index']:02d}"
+                s.head_scores.save(out / f"{stem}_head_scores.pt")
+                s.circuit.save(out / f"{stem}_circuit.pt")
+                s.roles.save(out / f"{stem}_roles.pt")
+                s.flow.save(out / f"{stem}_flow.pt")
+        if self.horizon is not None:
+            self.horizon.save(out / "horizon.pt")
         if self.prior is not None:
             self.prior.save(out / "prior_vs_context.pt")
         if self.relations is not None:
@@ -131,24 +238,91 @@ class MechanismResult:
         return out
 
 
+def _pathways(done: list[SubtaskAnalysis]) -> dict[str, dict[str, int]]:
+    out = {}
+    for s in done:
+        counts = s.flow.counts_by_source()
+        out[s.name] = {src: counts.get(src, 0) for src in ("question", "cot", "few_shot")}
+    return out
+
+
 def _mean_depth(roles, role: str, n_layers: int, top: int = 4) -> float:
     layers = [int(h[1:].split("H")[0]) for h in roles.top_heads(role, k=top)]
     return sum((l + 0.5) / n_layers for l in layers) / len(layers)
 
 
-def _keep_informative(model, pairs, batch_size: int):
-    """Indices of pairs whose corrupted run changes the next-token distribution (KL > 1e-6): the
-    normalised KL is undefined for the others."""
+def _pair_effects(model, pairs, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per pair: KL(P_clean || P_corrupted) at the last position, whether the corrupted run's argmax left the
+    answer, and whether it is the corrupted word."""
     from reasonlens.patching.engine import run_padded
 
-    kls = []
+    kls, argmaxes = [], []
     for start in range(0, len(pairs), batch_size):
         rows = slice(start, start + batch_size)
         clean = torch.log_softmax(run_padded(model, pairs.clean[rows], pairs.attention_mask[rows])[:, -1].float().cpu(), -1)
         corr = torch.log_softmax(run_padded(model, pairs.corrupted[rows], pairs.attention_mask[rows])[:, -1].float().cpu(), -1)
         kls.append((clean.exp() * (clean - corr)).sum(-1))
-    kl = torch.cat(kls) if kls else torch.zeros(0)
-    return (kl > 1e-6).nonzero().flatten()
+        argmaxes.append(corr.argmax(-1))
+    kl, top = (torch.cat(kls), torch.cat(argmaxes)) if kls else (torch.zeros(0), torch.zeros(0, dtype=torch.long))
+    return kl, top != pairs.answer, top == pairs.corrupted_answer
+
+
+def _select(pairs, switched: torch.Tensor, follows: torch.Tensor, config: MechanismConfig, label: bool
+            ) -> tuple[torch.Tensor, int]:
+    """Indices of the pairs to score, and how many passing the filter were left out to balance the classes."""
+    passed = (switched if config.pair_filter == "switched" else follows).nonzero().flatten().tolist()
+    if not label:
+        return torch.tensor(passed, dtype=torch.long), 0
+    by_class = {c: [i for i in passed if pairs.examples[i].label == c] for c in (True, False)}
+    n = min(len(v) for v in by_class.values())
+    keep = sorted(by_class[True][:n] + by_class[False][:n])
+    return torch.tensor(keep, dtype=torch.long), len(passed) - len(keep)
+
+
+def _analyse_subtask(model, examples, reference, index: int, task, config: MechanismConfig, shots: int
+                     ) -> SubtaskAnalysis:
+    from reasonlens.patching.circuit import circuit_curve, mean_head_activations
+    from reasonlens.patching.engine import patch
+    from reasonlens.patching.flow import trace_pathways
+    from reasonlens.patching.heads import head_roles
+    from reasonlens.patching.subtasks import subtask_pairs
+
+    info = {"index": index, "name": task.name, "kind": task.kind, "role": task.role, "slot": task.slot}
+    pairs = subtask_pairs(model, examples, index, seed=config.seed, skip_uncorruptible=True, demonstrations=shots,
+                          batch_size=config.batch_size)
+    kl, switched, follows = _pair_effects(model, pairs, config.batch_size)
+    keep, unbalanced = _select(pairs, switched, follows, config, task.slot == "label")
+    labels = [pairs.examples[i].label for i in keep.tolist()]
+    stats = PairStats(n_examples=len(examples), n_skipped=pairs.n_skipped, n_dropped=pairs.n_dropped,
+                      n_switched=int(switched.sum()), n_corrupted_answer=int(follows.sum()),
+                      n_filtered=len(pairs) - len(keep) - unbalanced, n_unbalanced=unbalanced, n_kept=len(keep),
+                      kl_noise=kl.tolist(), classes={"True": sum(labels), "False": len(labels) - sum(labels)})
+    analysis = SubtaskAnalysis(info, stats, labels=labels,
+                               kept_indices=[pairs.kept_indices[i] for i in keep.tolist()])
+    if len(keep) < 2:
+        return analysis
+    clean, corrupted, mask = pairs.clean[keep], pairs.corrupted[keep], pairs.attention_mask[keep]
+    answer, source = pairs.answer[keep], pairs.source_position[keep]
+    regions = [pairs.regions[i] for i in keep.tolist()]
+    analysis.example_tokens = pairs.str_tokens[int(keep[0])]
+    analysis.example_ids = clean[0][mask[0].bool()].tolist()
+    analysis.head_scores = patch(model, clean, corrupted, attention_mask=mask, metric="kl", site="z",
+                                 positions="all", normalize=config.normalize, batch_size=config.batch_size,
+                                 progress=False)
+    ref = subtask_pairs(model, reference, index, seed=config.seed, skip_uncorruptible=True, demonstrations=shots,
+                        batch_size=config.batch_size)
+    ref_tokens, ref_mask = (ref.clean, ref.attention_mask) if len(ref) else (clean, mask)
+    means = mean_head_activations(model, ref_tokens, ref_mask, batch_size=config.batch_size)
+    scores = analysis.head_scores.mean()[:, 0]
+    # The few-shot condition is for the pathways (traced in the band circuit); its curve is only k = 0 and all.
+    total = model.cfg.n_layers * model.cfg.n_heads
+    analysis.circuit = circuit_curve(model, clean, mask, scores, means, sizes=None if shots == 0 else [0, total],
+                                     batch_size=config.batch_size)
+    analysis.roles = head_roles(model, clean, mask, answer, source, batch_size=config.batch_size)
+    n_trace = min(config.n_trace, len(keep))
+    analysis.flow = trace_pathways(model, clean[:n_trace], mask[:n_trace], regions[:n_trace],
+                                   circuit=analysis.circuit.band.keep, means=means)
+    return analysis
 
 
 def analyze_mechanism(model, config: MechanismConfig | None = None, *, model_name: str = "model",
@@ -158,61 +332,46 @@ def analyze_mechanism(model, config: MechanismConfig | None = None, *, model_nam
 
     from reasonlens.model import require_tokenizer
     from reasonlens.ontology import generate
-    from reasonlens.patching.circuit import circuit_curve, mean_head_activations
-    from reasonlens.patching.engine import patch
-    from reasonlens.patching.flow import trace_pathways
-    from reasonlens.patching.heads import head_roles
+    from reasonlens.patching.horizon import HorizonConfig, horizon
     from reasonlens.patching.lens import prior_vs_context
     from reasonlens.patching.relations import relation_probes
-    from reasonlens.patching.subtasks import subtask_pairs, subtasks
+    from reasonlens.patching.subtasks import subtasks
 
     config = config or MechanismConfig()
-    if config.n_examples < 2:
-        raise ReasonlensError(f"n_examples must be at least 2, got {config.n_examples}")
+    config.check()
     require_tokenizer(model)  # fail early, with the fix in the message
     layout = subtasks(config.hops)
     chosen = range(len(layout)) if config.subtasks is None else config.subtasks
     bad = [i for i in chosen if not 0 <= i < len(layout)]
     if bad:
         raise ReasonlensError(f"subtasks {bad} out of range: a {config.hops}-hop chain has 0..{len(layout) - 1}")
-    gen = dict(hops=config.hops, distractor=False, extra_concepts=0, redundant_step_p=0.0)
+    gen = dict(hops=config.hops, distractor=False, extra_concepts=0, redundant_step_p=0.0, ordering=config.ordering)
     examples = generate(config.n_examples, kind="fictional", seed=config.seed, **gen)
     reference = generate(config.n_reference, kind="false", seed=config.seed + 1, false_mode="wrong_property", **gen)
-
-    analyses = []
-    for index in tqdm(list(chosen), desc="subtasks", disable=not progress):
-        task = layout[index]
-        info = {"index": index, "name": task.name, "kind": task.kind, "role": task.role, "slot": task.slot}
-        pairs = subtask_pairs(model, examples, index, seed=config.seed, skip_uncorruptible=True,
-                              batch_size=config.batch_size)
-        keep = _keep_informative(model, pairs, config.batch_size) if len(pairs) else torch.zeros(0, dtype=torch.long)
-        analysis = SubtaskAnalysis(info, n_kept=len(keep), n_dropped=pairs.n_dropped, n_skipped=pairs.n_skipped,
-                                   n_flat=len(pairs) - len(keep))
-        analyses.append(analysis)
-        if len(keep) < 2:
-            continue
-        clean, corrupted, mask = pairs.clean[keep], pairs.corrupted[keep], pairs.attention_mask[keep]
-        answer, source = pairs.answer[keep], pairs.source_position[keep]
-        regions = [pairs.regions[i] for i in keep.tolist()]
-        analysis.example_tokens = pairs.str_tokens[int(keep[0])]
-        analysis.example_ids = clean[0][mask[0].bool()].tolist()
-        analysis.head_scores = patch(model, clean, corrupted, attention_mask=mask, metric="kl", site="z",
-                                     positions="all", batch_size=config.batch_size, progress=False)
-        ref = subtask_pairs(model, reference, index, seed=config.seed, skip_uncorruptible=True,
-                            batch_size=config.batch_size)
-        ref_tokens, ref_mask = (ref.clean, ref.attention_mask) if len(ref) else (clean, mask)
-        means = mean_head_activations(model, ref_tokens, ref_mask, batch_size=config.batch_size)
-        scores = analysis.head_scores.mean()[:, 0]
-        analysis.circuit = circuit_curve(model, clean, mask, scores, means, batch_size=config.batch_size)
-        analysis.roles = head_roles(model, clean, mask, answer, source, batch_size=config.batch_size)
-        n_trace = min(config.n_trace, len(keep))
-        analysis.flow = trace_pathways(model, clean[:n_trace], mask[:n_trace], regions[:n_trace],
-                                       circuit=analysis.circuit.band.keep, means=means)
+    conditions = [(examples, 0)]
+    if config.few_shot and config.n_few_shot:
+        conditions.append((examples[:config.n_few_shot], config.few_shot))
+    runs = [(ex, shots, index) for ex, shots in conditions for index in chosen]
+    analyses: dict[int, list[SubtaskAnalysis]] = {0: [], config.few_shot: []}
+    for ex, shots, index in tqdm(runs, desc="subtasks (0-shot, then few-shot)", disable=not progress):
+        analyses[shots].append(_analyse_subtask(model, ex, reference, index, layout[index], config, shots))
+    horizon_result = None
+    if config.n_horizon:
+        horizon_result = horizon(model, generate(config.n_horizon, kind="fictional", seed=config.seed + 4, **gen),
+                                 HorizonConfig(batch_size=config.batch_size), progress=progress)
     conflict = generate(config.n_conflict, kind="false", seed=config.seed + 2, hops=(1, 2, 3))
     prior = prior_vs_context(model, conflict, batch_size=config.batch_size)
     relation_examples = generate(config.n_relation, kind="fictional", seed=config.seed + 3, hops=(1, 2, 3))
     relations = relation_probes(model, relation_examples, seeds=config.relation_seeds, batch_size=config.batch_size)
-    return MechanismResult(model_name, config, analyses, prior, relations, model.cfg.n_layers, model.cfg.n_heads)
+    return MechanismResult(model_name, config, analyses[0], analyses[config.few_shot] if config.few_shot else [],
+                           horizon_result, prior, relations, model.cfg.n_layers, model.cfg.n_heads)
+
+
+def _rate(p: dict[str, Any]) -> str:
+    if p["rate"] is None:
+        return "-"
+    low, high = p["ci95"]
+    return f"{p['rate']:.2f} [{low:.2f}, {high:.2f}]"
 
 
 def mechanism_report(result: MechanismResult, model=None) -> Any:
@@ -222,34 +381,54 @@ def mechanism_report(result: MechanismResult, model=None) -> Any:
     from reasonlens.report import HtmlReport
 
     summary = result.summary()
+    config = result.config
     done = result.analysed()
     report = HtmlReport(f"Chain-of-thought mechanism (Dutta et al.): {result.model}")
     report.paragraph(
-        f"{result.config.hops}-hop fictional chains, {result.config.n_examples} questions per subtask; a pair is "
-        "kept when the clean run predicts the answer and the corruption changes the next-token distribution. "
-        "Head scores: clean z patched into the corrupted run at all positions, normalised KL "
-        "(1 = clean behaviour restored). Circuits: every other head mean-ablated over false-ontology prompts; "
+        f"{config.hops}-hop fictional chains in {config.ordering} context order, {config.n_examples} questions per "
+        "subtask. The corruption replaces the occurrence each prediction reads (the stated sentence a copy "
+        "restates, the chain's last mention of a decision's word, the queried property for the label). A pair is "
+        f"scored when the clean run predicts the answer and the corruption {'switches the argmax away from it' if config.pair_filter == 'switched' else 'makes the run write the corrupted word'}"
+        "; the label's pairs are balanced True / False. Head scores: clean z patched into the corrupted run at "
+        f"all positions, normalised KL ({'ratio of batch means, as Dutta et al.' if config.normalize == 'batch' else 'mean of per-example ratios'}; "
+        "1 = clean behaviour restored). Circuits: every other head mean-ablated over false-ontology prompts; "
         "agreement = argmax equal to the full model's.")
+    report.heading("Pairs: what each corruption does")
+    rows = []
+    for s in result.subtasks:
+        p = summary["pairs"][s.name]
+        kl = p["kl_noise"]
+        rows.append([s.name, p["candidates"], _rate(p["switch"]), _rate(p["corrupted_answer"]),
+                     kl["median"], p["skipped_uncorruptible"], p["dropped_clean_wrong"], p["dropped_by_filter"],
+                     p["dropped_to_balance"], p["kept"], f"{p['classes']['True']} / {p['classes']['False']}"])
+    report.table(rows, header=["subtask", "candidates", "switch rate [95% CI]", "writes corrupted word",
+                               "median KL_noise", "uncorruptible", "clean wrong", "filtered", "balance",
+                               "kept", "True / False"])
     report.heading("Findings")
     fractions = summary["circuit_head_fraction_90"]
     rows = []
     for s in result.subtasks:
         if s.head_scores is None:
-            rows.append([s.name, s.n_kept, s.n_dropped, None, None, None, None, None])
+            rows.append([s.name, s.n_kept, None, None, None, None, None])
             continue
         paths = summary["pathways"][s.name]
-        rows.append([s.name, s.n_kept, s.n_dropped, fractions[s.name], f"{s.circuit.band.size} ({s.circuit.band.agreement:.2f})",
+        rows.append([s.name, s.n_kept, fractions[s.name], f"{s.circuit.band.size} ({s.circuit.band.agreement:.2f})",
                      " ".join(s.roles.top_heads("writer", 3)), " ".join(s.roles.top_heads("mover", 3)),
                      f"q {paths['question']} / cot {paths['cot']} / fs {paths['few_shot']}"])
-    report.table(rows, header=["subtask", "pairs kept", "dropped", "head fraction for 90%", "band circuit (agreement)",
+    report.table(rows, header=["subtask", "pairs kept", "head fraction for 90%", "band circuit (agreement)",
                                "top writers", "top movers", "pathways by source"])
-    mean_fraction = fractions["mean"]
     report.table([
-        ["mean head fraction for 90% agreement", mean_fraction],
+        ["mean head fraction for 90% agreement", fractions["mean"]],
         ["answer-writer share at relative depth >= 0.5", summary["writer_share_late"]],
         ["prior-vs-context crossover layer", summary["crossover_layer"]],
         ["crossover relative depth", summary["crossover_relative_depth"]],
     ], header=["finding", "value"])
+    by_class = summary["label_agreement_by_class"]
+    if by_class is not None:
+        report.paragraph("Label circuits, agreement with the full model per clean label (k = heads kept, the "
+                         "rest mean-ablated):")
+        sizes = list(by_class["True"])
+        report.table([[c, *[by_class[c][k] for k in sizes]] for c in ("True", "False")], header=["label", *sizes])
     if done:
         report.heading("Per-head patching scores")
         report.figure(plot.head_heatmap({s.name: s.head_scores for s in done}, title="normalised KL restored"))
@@ -266,6 +445,27 @@ def mechanism_report(result: MechanismResult, model=None) -> Any:
             report.heading("Attention of the top mover heads")
             report.paragraph(plot.attention_view(model, first.example_ids, first.roles.top_heads("mover", 4)),
                              raw_html=True)
+    few = summary["few_shot"]
+    if few is not None:
+        report.heading(f"Few-shot condition ({few['demonstrations']} demonstrations per prompt)")
+        report.paragraph("The same study on prompts with solved demonstrations before the question (the other "
+                         "questions of the set): pathways may now start in the demonstrations.")
+        rows = []
+        for s in result.few_shot:
+            p = few["pairs"][s.name]
+            paths = few["pathways"].get(s.name)
+            band = few["circuit_band"].get(s.name)
+            rows.append([s.name, p["candidates"], _rate(p["switch"]), p["kept"],
+                         f"{band['heads']} ({band['agreement']:.2f})" if band else None,
+                         f"q {paths['question']} / cot {paths['cot']} / fs {paths['few_shot']}" if paths else None])
+        report.table(rows, header=["subtask", "candidates", "switch rate [95% CI]", "kept", "band circuit (agreement)",
+                                   "pathways by source"])
+    if result.horizon is not None:
+        report.heading("Horizon: which layers still read the question as the chain grows")
+        report.paragraph("One statement of the question replaced by an unrelated one; all heads' z of one layer "
+                         "taken from that corrupted run while the model writes the rest of the chain from a gold "
+                         "prefix of k sentences; the fraction of chains still right.")
+        report.figure(plot.horizon_heatmap(result.horizon))
     if result.prior is not None:
         report.heading("Phase shift: prior vs context (logit lens, false ontologies)")
         report.figure(plot.prior_context_curves(result.prior))
