@@ -48,10 +48,11 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
-from reasonlens.ontology.lexicon import ENTITIES, FICTIONAL_CONCEPTS, PROPERTIES, TRUE_CONCEPTS, TRUE_PROPERTIES, plural
+from reasonlens.ontology.lexicon import plural
 from reasonlens.ontology.prompt import format_completion, format_prompt
 from reasonlens.ontology.realize import DUTTA_FORMS, PRONTOQA_FORMS, realize
 from reasonlens.ontology.types import Example, Fact, Sentence
+from reasonlens.patching.subtasks import replacement_pool, word_slots
 from reasonlens.results import LabelledTensor
 from reasonlens.stats import wilson_interval
 
@@ -142,18 +143,6 @@ class HorizonPair:
     replaced: tuple[str, str]
     prompt: str
     corrupted_prompt: str
-
-
-def _types(fact: Fact) -> tuple[str, str]:
-    return ("concept" if fact.universal else "entity"), ("concept" if fact.kind == "isa" else "property")
-
-
-def _pool(word_type: str, lemma: str) -> list[str]:
-    if word_type == "entity":
-        return list(ENTITIES)
-    if word_type == "concept":
-        return list(FICTIONAL_CONCEPTS if lemma in FICTIONAL_CONCEPTS else TRUE_CONCEPTS)
-    return list(PROPERTIES if lemma in PROPERTIES else TRUE_PROPERTIES)
 
 
 def _form(sentence: Sentence, style: str) -> str | None:
@@ -257,11 +246,10 @@ def horizon_pair(model: TransformerBridge, example: Example, *, statement: str =
 
     text = prompt + completion
     present = set(re.findall(r"\w+", text.lower()))
-    subject_type, predicate_type = _types(target.fact)
+    (_, _, subject_type), (_, _, predicate_type) = word_slots(target.fact)
     fresh = {}
-    for slot, lemma, word_type in (("subject", target.fact.subject, subject_type),
-                                   ("predicate", target.fact.predicate, predicate_type)):
-        pool = [w for w in _pool(word_type, lemma) if not {w.lower(), plural(w).lower()} & present]
+    for slot, lemma, word_type in word_slots(target.fact):
+        pool = [w for w in replacement_pool(word_type, lemma, example) if not {w.lower(), plural(w).lower()} & present]
         rng.shuffle(pool)
         fresh[slot] = pool
     candidates = [(s, p) for s in fresh["subject"] for p in fresh["predicate"] if s != p]

@@ -94,7 +94,7 @@ def _word_pattern(lemma: str, word_type: str) -> re.Pattern[str]:
     return re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, forms)) + r")(?!\w)", re.IGNORECASE)
 
 
-def _slots(fact: Fact) -> list[tuple[str, str, str]]:
+def word_slots(fact: Fact) -> list[tuple[str, str, str]]:
     """(slot, lemma, word type) of a fact's content words, in the order a sentence states them."""
     subject_type = "concept" if fact.universal else "entity"
     predicate_type = "concept" if fact.kind == "isa" else "property"
@@ -128,7 +128,7 @@ def _locate(example: Example) -> tuple[list[Subtask], list[tuple[int, int]]]:
     for step, sentence in enumerate(example.cot):
         start = completion.index(sentence.text, cursor)
         cursor = start + len(sentence.text)
-        for slot, lemma, word_type in _slots(sentence.fact):
+        for slot, lemma, word_type in word_slots(sentence.fact):
             found = _word_pattern(lemma, word_type).search(completion, start, cursor)
             if found is None:
                 raise ReasonlensError(f"CoT step {step} {sentence.text!r} does not state {lemma!r} of its logical "
@@ -185,7 +185,10 @@ class SubtaskPair:
     replaced: tuple[str, str]
 
 
-def _pool(word_type: str, lemma: str, example: Example, replacements: Mapping[str, Sequence[str]] | None) -> list[str]:
+def replacement_pool(word_type: str, lemma: str, example: Example,
+                     replacements: Mapping[str, Sequence[str]] | None = None) -> list[str]:
+    """The lexicon's words of ``word_type`` (fictional or real, as ``lemma`` / ``example`` is) that may replace
+    ``lemma`` in a corruption, or ``replacements[word_type]`` when given."""
     if replacements is not None and word_type in replacements:
         return list(replacements[word_type])
     if word_type == "entity":
@@ -281,7 +284,7 @@ def _corruption(example: Example, subtask: Subtask, text: str, demo_end: int, pr
         query, conclusion = example.query.fact, example.cot[-1].fact
         flipped = "False" if example.label else "True"
         if query.predicate == conclusion.predicate and not conclusion.negated:
-            pool = [w for w in _pool("property", query.predicate, example, replacements) if w.lower() not in present]
+            pool = [w for w in replacement_pool("property", query.predicate, example, replacements) if w.lower() not in present]
             rng.shuffle(pool)
         elif query.predicate != conclusion.predicate and query.negated == conclusion.negated:
             pool = [conclusion.predicate]
@@ -291,7 +294,7 @@ def _corruption(example: Example, subtask: Subtask, text: str, demo_end: int, pr
                 f"{example.cot[-1].text!r}): the label subtask needs a chain whose conclusion is not negated")
         return _Corruption(source, "property", query.predicate, pool, flipped)
     assert subtask.lemma is not None
-    pool = [w for w in _pool(subtask.word_type, subtask.lemma, example, replacements)
+    pool = [w for w in replacement_pool(subtask.word_type, subtask.lemma, example, replacements)
             if not {w.lower(), plural(w).lower()} & present]
     rng.shuffle(pool)
     return _Corruption(source, subtask.word_type, subtask.lemma, pool, None)
