@@ -188,7 +188,7 @@ def test_uncorruptible_examples_are_skipped_and_counted(model, monkeypatch):
     assert [i for i, _ in out.skipped] == hops_one and "no proof_rule" in out.skipped[0][1]
     assert out.n + out.n_skipped == len(mixed)
     # A replacement that does not tokenize (an unknown word) is rejected.
-    monkeypatch.setattr(horizon_module, "_pool", lambda word_type, lemma: ["qqzx", "zzqy"])
+    monkeypatch.setattr(horizon_module, "replacement_pool", lambda word_type, lemma, example: ["qqzx", "zzqy"])
     with pytest.raises(UncorruptibleStatementError, match="changes tokenization"):
         horizon_pair(model, next(e for e in mixed if e.hops == 2), statement="entity_fact")
     with pytest.raises(ReasonlensError, match="none of the 4 examples"):
