@@ -13,10 +13,12 @@ from reasonlens.errors import ReasonlensError
 
 def _cmd_generate(args: argparse.Namespace) -> None:
     from reasonlens.ontology import GeneratorConfig, generate
+    from reasonlens.ontology.generator import V1_SIZES
     from reasonlens.ontology.io import save_jsonl, to_hf_dataset
 
     cfg = GeneratorConfig(kind=tuple(args.kind), hops=tuple(args.hops), style=args.style, false_mode=args.false_mode,
-                          redundant_step_p=args.redundant_step_p, ordering=tuple(args.ordering), seed=args.seed)
+                          redundant_step_p=args.redundant_step_p, ordering=tuple(args.ordering), seed=args.seed,
+                          **(V1_SIZES if args.v1_sizes else {}))
     examples = generate(args.n, cfg)
     out = Path(args.out)
     if out.suffix == ".jsonl":
@@ -175,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--false-mode", default="negation", help="negation or wrong_property")
     g.add_argument("--ordering", nargs="+", default=["postorder"], help="postorder, preorder, random")
     g.add_argument("--redundant-step-p", type=float, default=0.0)
+    g.add_argument("--v1-sizes", action="store_true",
+                   help="ontologies of real PrOntoQA v1's sizes (chains of up to 10 concepts, the entity anywhere)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--out", required=True)
     g.set_defaults(func=_cmd_generate)

@@ -38,6 +38,9 @@ def test_generate_jsonl_and_hf_dataset(tmp_path, capsys):
     assert main(["generate", "--n", "4", "--style", "dutta", "--out", str(tmp_path / "ds")]) == 0
     assert [e.style for e in load_dataset_file(tmp_path / "ds")] == ["dutta"] * 4
     assert "wrote 4 examples" in capsys.readouterr().out
+    assert main(["generate", "--n", "40", "--hops", "1", "--v1-sizes", "--out", str(tmp_path / "v1.jsonl")]) == 0
+    sizes = [len(e.ontology.parents) + 1 for e in load_jsonl(tmp_path / "v1.jsonl")]
+    assert max(sizes) > 4  # past the first generator's 1 + 2 above + 1 below
 
 
 def test_models_json(zoo, capsys):

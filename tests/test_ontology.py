@@ -154,6 +154,53 @@ def test_min_extra_concepts_puts_a_concept_past_every_answer():
     assert generate(5, seed=4, min_extra_concepts=0) == generate(5, seed=4)
 
 
+def _below(example) -> list[str]:
+    """The ontology's nodes below the entity's concept, walking down from it."""
+    children = {parent: child for child, parent in example.ontology.parents.items()}
+    chain_down, node = [], example.cot[0].fact.predicate
+    on_chain = {node, *[s.fact.predicate for s in example.cot if s.fact.kind == "isa"]}
+    while node in children and children[node] not in on_chain:
+        node = children[node]
+        chain_down.append(node)
+    return chain_down
+
+
+def test_default_sizes_are_the_first_generators():
+    """Leaving below_concepts unset draws what the first generator drew (the shipped models' data): at most
+    one node below the entity's concept, two past the answer."""
+    for kwargs in ({}, {"kind": KINDS, "hops": (1, 2, 3, 4, 5)}, {"extra_concepts": 0, "distractor": False}):
+        examples = generate(300, seed=8, **kwargs)
+        assert max(len(_below(e)) for e in examples) == (0 if kwargs.get("extra_concepts") == 0 else 1)
+        assert all(len(e.ontology.parents) + 1 <= e.hops + 2 + 1 for e in examples)
+    assert generate(20, seed=1, below_concepts=None) == generate(20, seed=1)
+
+
+@pytest.mark.parametrize("kind", ["fictional", "false", "true"])
+def test_v1_sizes_cover_real_prontoqa_v1(kind):
+    """Real PrOntoQA v1 puts the entity inside a chain of up to 10 concepts with up to 20 context rules,
+    whatever the hop count: the V1_SIZES knobs draw that range, every gold chain still checks out, and the
+    chain length does not tell the hop count."""
+    from reasonlens.ontology.generator import MAX_CONCEPTS, V1_SIZES
+
+    examples = generate(600, kind=kind, hops=(1, 2, 3, 4, 5), seed=6, **V1_SIZES)
+    nodes = [len(e.ontology.parents) + 1 for e in examples]
+    rules = [len(e.context) - 1 for e in examples]  # all but the entity fact
+    below = [len(_below(e)) for e in examples]
+    assert max(nodes) <= MAX_CONCEPTS and max(rules) <= 2 * MAX_CONCEPTS
+    assert all(check(e).ok for e in examples[:200])
+    if kind == "true":  # as far as the real taxonomy goes
+        assert max(nodes) >= 7 and max(below) >= 1
+        return
+    assert max(nodes) == 10 and max(rules) == 20 and set(below) == {0, 1, 2, 3, 4}
+    for hops in (1, 3, 5):  # every hop count meets long chains
+        assert max(n for n, e in zip(nodes, examples) if e.hops == hops) == 10
+    for e in examples:
+        down = _below(e)
+        for child, parent in zip(down, [e.cot[0].fact.predicate, *down]):  # a chain going down, stated in the context
+            assert e.ontology.parents[child] == parent
+            assert any(s.fact.kind == "isa" and (s.fact.subject, s.fact.predicate) == (child, parent) for s in e.context)
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"kind": "imaginary"}, r"unknown ontology kind 'imaginary'; choose from"),
     ({"kind": ("fictional", "nope")}, r"unknown ontology kind 'nope'"),
@@ -168,6 +215,7 @@ def test_min_extra_concepts_puts_a_concept_past_every_answer():
     ({"ordering": "inorder"}, r"unknown ordering 'inorder'; choose from"),
     ({"extra_concepts": -1}, r"need 0 <= min_extra_concepts <= extra_concepts, got 0 and -1"),
     ({"min_extra_concepts": 3}, r"need 0 <= min_extra_concepts <= extra_concepts, got 3 and 2"),
+    ({"below_concepts": 2, "min_below_concepts": 3}, r"need 0 <= min_below_concepts <= below_concepts, got 3 and 2"),
 ])
 def test_bad_input_is_a_reasonlens_error(kwargs, message):
     kwargs = {"n": 2, **kwargs}

@@ -27,6 +27,9 @@ from reasonlens.ontology.realize import choose_form, realize, realize_query
 from reasonlens.ontology.types import ONTOLOGY_KINDS, STYLES, Example, Fact, Ontology, Sentence
 
 MAX_HOPS = 5
+MAX_CONCEPTS = len(PROPERTY_FAMILIES)  # one property family per ontology node
+# The knobs at real PrOntoQA v1's ontology sizes: chains of up to 10 concepts with the entity anywhere in them.
+V1_SIZES: dict[str, int] = {"extra_concepts": 6, "min_extra_concepts": 0, "below_concepts": 4, "min_below_concepts": 0}
 ORDERINGS: tuple[str, ...] = ("postorder", "preorder", "random")
 FALSE_MODES: tuple[str, ...] = ("negation", "wrong_property")
 
@@ -39,6 +42,12 @@ class GeneratorConfig:
       queried concept); each off-path node adds its rules to the context as distractors;
       ``min_extra_concepts`` the fewest (drawn uniformly between the two; true ontologies as far as the real
       taxonomy goes), so that with 1 every question offers the choice between stopping at the answer and going on.
+    - ``below_concepts``: most nodes below the entity's concept, a chain going down from it (the entity sits
+      inside the ontology, not at its bottom), ``min_below_concepts`` the fewest; ``None`` keeps the first
+      generator's rule, one node at most and only when the chain goes past the answer. An ontology has at most
+      :data:`MAX_CONCEPTS` nodes (one property family each): past that, nodes below are dropped first, then
+      nodes above. Real PrOntoQA v1 puts the entity inside a chain of up to 10 concepts with up to 20 context
+      rules, whatever the hop count; ``generate(n, **V1_SIZES)`` draws from that range.
     - ``distractor``: add PrOntoQA's distractor rule ("Every D is not P" when the answer is "x is P").
     - ``redundant_step_p``: probability, at each hop boundary of the CoT, of inserting a removable step
       (a restated distractor, or a derivation off the proof path); the generator tags them ``redundant``.
@@ -54,6 +63,8 @@ class GeneratorConfig:
     negate_property_p: float = 0.5
     extra_concepts: int = 2
     min_extra_concepts: int = 0
+    below_concepts: int | None = None
+    min_below_concepts: int = 0
     distractor: bool = True
     redundant_step_p: float = 0.0
     ordering: str | tuple[str, ...] = "postorder"
@@ -85,6 +96,11 @@ class GeneratorConfig:
         if not 0 <= self.min_extra_concepts <= self.extra_concepts:
             raise ReasonlensError(f"need 0 <= min_extra_concepts <= extra_concepts, got {self.min_extra_concepts} "
                                   f"and {self.extra_concepts}")
+        most_below = 1 if self.below_concepts is None else self.below_concepts
+        if not 0 <= self.min_below_concepts <= most_below:
+            raise ReasonlensError(f"need 0 <= min_below_concepts <= below_concepts, got {self.min_below_concepts} "
+                                  f"and {self.below_concepts}")
+
         object.__setattr__(self, "kind", kinds if len(kinds) > 1 else kinds[0])
         object.__setattr__(self, "hops", hops if len(hops) > 1 else hops[0])
         object.__setattr__(self, "ordering", orderings if len(orderings) > 1 else orderings[0])
@@ -115,7 +131,7 @@ def generate(n: int, config: GeneratorConfig | None = None, **overrides: object)
 class _World:
     chain: list[str]                      # c0 (the entity's concept) first, then its ancestors
     props: dict[str, tuple[str, bool]]    # one property per node
-    below: list[str] = field(default_factory=list)   # off-path children of c0
+    below: list[str] = field(default_factory=list)   # off-path nodes below c0: its child, that one's child, ...
     distractor: str | None = None
     families: dict[str, int] = field(default_factory=dict)
 
@@ -137,7 +153,12 @@ def _distinct_props(nodes: Sequence[str]) -> bool:
     return len(set(words)) == len(words)
 
 
-def _true_world(rng: random.Random, hops: int, extra: int, least: int) -> _World:
+def _below_parents(world: _World) -> dict[str, str]:
+    """The parent of each node below the entity's concept: ``c0`` for the first, the previous one after."""
+    return {b: (world.below[i - 1] if i else world.chain[0]) for i, b in enumerate(world.below)}
+
+
+def _true_world(rng: random.Random, hops: int, extra: int, least: int, n_below: int | None) -> _World:
     starts = [c for c in TRUE_TAXONOMY if len(true_ancestors(c)) >= hops - 1]
     for _ in range(100):
         c0 = rng.choice(starts)
@@ -148,7 +169,14 @@ def _true_world(rng: random.Random, hops: int, extra: int, least: int) -> _World
     else:  # pragma: no cover - the taxonomy always has such chains
         raise ReasonlensError(f"no true-ontology chain of {hops} hops with distinct properties")
     children = [c for c, (p, _, _) in TRUE_TAXONOMY.items() if p == c0 and _distinct_props([c, *chain])]
-    below = rng.sample(children, min(len(children), rng.randint(0, 1)))
+    if n_below is None:  # the first generator's rule: one child of c0 at most
+        below = rng.sample(children, min(len(children), rng.randint(0, 1)))
+    else:  # a chain going down the real taxonomy, as far as it goes
+        below = []
+        while children and len(below) < n_below:
+            below.append(rng.choice(children))
+            children = [c for c, (p, _, _) in TRUE_TAXONOMY.items()
+                        if p == below[-1] and _distinct_props([c, *chain, *below])]
     props = {c: (TRUE_TAXONOMY[c][1], TRUE_TAXONOMY[c][2]) for c in chain + below}
     return _World(chain=chain, props=props, below=below)
 
@@ -158,7 +186,7 @@ def _false_world(rng: random.Random, hops: int, length: int, n_below: int) -> _W
     for _ in range(1000):
         nodes = rng.sample(concepts, length + n_below)
         chain, below = nodes[:length], nodes[length:]
-        edges = list(zip(chain, chain[1:])) + [(b, chain[0]) for b in below]
+        edges = list(zip(chain, chain[1:])) + list(zip(below, [chain[0], *below]))
         if all(parent not in true_ancestors(child) for child, parent in edges) and _distinct_props(nodes):
             break
     else:  # pragma: no cover
@@ -198,13 +226,18 @@ def _generate_one(cfg: GeneratorConfig, rng: random.Random, index: int) -> Examp
     hops = rng.choice(cfg.choices("hops"))
     ordering = rng.choice(cfg.choices("ordering"))
     extra = rng.randint(cfg.min_extra_concepts, cfg.extra_concepts)
-    n_below = rng.randint(0, 1) if cfg.extra_concepts else 0
+    if cfg.below_concepts is None:
+        n_below = rng.randint(0, 1) if cfg.extra_concepts else 0
+    else:
+        n_below = rng.randint(cfg.min_below_concepts, cfg.below_concepts)
+    over = max(0, hops + extra + n_below - MAX_CONCEPTS)
+    n_below, extra = max(0, n_below - over), extra - max(0, over - n_below)
     if kind == "fictional":
         world = _fictional_world(rng, hops + extra, n_below)
         # PrOntoQA negates a node's property with probability 1/2.
         world.props = {c: (p, rng.random() >= cfg.negate_property_p) for c, (p, _) in world.props.items()}
     elif kind == "true":
-        world = _true_world(rng, hops, extra, cfg.min_extra_concepts)
+        world = _true_world(rng, hops, extra, cfg.min_extra_concepts, None if cfg.below_concepts is None else n_below)
     else:
         world = _false_world(rng, hops, hops + extra, n_below)
     entity = rng.choice(ENTITIES)
@@ -223,12 +256,13 @@ def _generate_one(cfg: GeneratorConfig, rng: random.Random, index: int) -> Examp
     # Context sentences, one isa rule per edge and one property rule per node.
     rules: list[list[Sentence]] = []
     nodes_in_order = list(reversed(world.below)) + world.chain
+    below_parents = _below_parents(world)
     for c in nodes_in_order:
         group = []
         p, h = world.props[c]
         role = "property_rule" if c == target else "distractor"
         group.append(sentence(Fact(c, p, "property", negated=not h, universal=True), role))
-        parent = world.chain[0] if c in world.below else (
+        parent = below_parents[c] if c in below_parents else (
             world.chain[world.chain.index(c) + 1] if world.chain.index(c) + 1 < len(world.chain) else None)
         if parent is not None:
             on_path = c in path[:-1]
@@ -292,7 +326,7 @@ def _generate_one(cfg: GeneratorConfig, rng: random.Random, index: int) -> Examp
         known = true_properties(path[0]).get(qfact.predicate)
         prior = None if known is None else (known != qfact.negated)
     ontology = Ontology(
-        parents={c: p for c, p in zip(world.chain, world.chain[1:])} | {b: world.chain[0] for b in world.below},
+        parents={c: p for c, p in zip(world.chain, world.chain[1:])} | _below_parents(world),
         properties={c: [world.props[c]] for c in world.chain + world.below}
         | ({distractor: [(prop, not holds)]} if distractor else {}),
         distractor=distractor,
