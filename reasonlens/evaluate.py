@@ -16,7 +16,7 @@ from reasonlens.errors import ReasonlensError
 from reasonlens.ontology.background import closed_book_prompt, closed_book_questions
 from reasonlens.ontology.checker import check_chain, infer_concepts, parse_sentence
 from reasonlens.ontology.generator import MAX_HOPS, generate
-from reasonlens.ontology.prompt import format_prompt
+from reasonlens.ontology.prompt import ANSWER_NOW, format_prompt
 from reasonlens.ontology.realize import choose_form
 from reasonlens.ontology.sentences import split_sentences
 from reasonlens.ontology.types import ONTOLOGY_KINDS, Example, Fact, Sentence
@@ -77,6 +77,19 @@ class RuleChoice:
     margin: float  # log-probability of the gold rule minus the best other rule's
 
 
+@dataclass
+class AnswerNow:
+    """The answer-now readout of one question: after the first ``j`` steps of its gold chain (``j`` = 0 .. all)
+    and :data:`~reasonlens.ontology.prompt.ANSWER_NOW`, ``mass[j]`` is the probability of the two label tokens
+    and ``correct[j]`` whether the likelier of them is the gold label."""
+
+    kind: str
+    hops: int | None
+    label: bool
+    mass: list[float]
+    correct: list[bool]
+
+
 def _form(text: str) -> str:
     word = text.split()[0].lower()
     return word if word in ("every", "each") else "subject"
@@ -133,6 +146,8 @@ class EvalResult:
     records: list[Record]
     closed_book: list[tuple[str, bool]] = field(default_factory=list)  # (prompt, answered correctly)
     rule_choices: list[RuleChoice] = field(default_factory=list)
+    answer_now: list[AnswerNow] = field(default_factory=list)
+    answer_now_unavailable: str | None = None  # why the readout was not measured
 
     def metrics(self) -> dict[str, Any]:
         """``{"model", "n_per_cell", "seed", "label_accuracy": {kind: {hops: acc}}, "proof_accuracy": ...,
@@ -175,7 +190,26 @@ class EvalResult:
             forms[kind][f"{c.decision}: {c.forms}"].append(c.correct)
         out["rule_choice_accuracy"] = mean(decisions)
         out["rule_choice_by_forms"] = mean(forms)
+        out["answer_now"] = self._answer_now_metrics()
         return out
+
+    def _answer_now_metrics(self) -> dict[str, Any]:
+        """Label accuracy of the answer-now readout after the full gold chain and after none of it (no CoT), per
+        kind and hops, and the mass on the two label tokens at every step boundary (its minimum and mean)."""
+        if not self.answer_now:
+            return {"suffix": ANSWER_NOW, "available": False, "reason": self.answer_now_unavailable}
+        full: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
+        empty: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
+        for r in self.answer_now:
+            kind, hops = (r.kind if r.kind in ONTOLOGY_KINDS else "data"), (str(r.hops) if r.hops else "data")
+            full[kind][hops].append(r.correct[-1])
+            empty[kind][hops].append(r.correct[0])
+        masses = [m for r in self.answer_now for m in r.mass]
+        return {"suffix": ANSWER_NOW, "available": True, "n": len(self.answer_now),
+                "accuracy_full_chain": {k: {h: sum(v) / len(v) for h, v in sorted(c.items())} for k, c in full.items()},
+                "accuracy_no_cot": {k: {h: sum(v) / len(v) for h, v in sorted(c.items())} for k, c in empty.items()},
+                "label_mass_min": min(masses), "label_mass_mean": sum(masses) / len(masses),
+                "boundaries": len(masses)}
 
     def save(self, out_dir: str | Path) -> Path:
         out = Path(out_dir)
@@ -186,6 +220,8 @@ class EvalResult:
                 f.write(json.dumps(asdict(r)) + "\n")
         (out / "closed_book.json").write_text(json.dumps(self.closed_book))
         (out / "rule_choices.json").write_text(json.dumps([asdict(c) for c in self.rule_choices]))
+        (out / "answer_now.json").write_text(json.dumps({"unavailable": self.answer_now_unavailable,
+                                                         "records": [asdict(a) for a in self.answer_now]}))
         return out
 
     def report(self, n_chains: int = 6):
@@ -231,6 +267,18 @@ class EvalResult:
             cols = sorted({c for v in m["rule_choice_by_forms"].values() for c in v})
             rep.table([[kind, *[v.get(c) for c in cols]] for kind, v in m["rule_choice_by_forms"].items()],
                       header=["ontology", *cols])
+        rep.heading("Answer now")
+        now = m["answer_now"]
+        if now["available"]:
+            rep.paragraph(f"After each prefix of the gold chain and \"{ANSWER_NOW.strip()}\": label accuracy after the "
+                          "full chain and after none of it (no CoT), and the probability on the two label tokens "
+                          f"(minimum {now['label_mass_min']:.3f}, mean {now['label_mass_mean']:.3f} over "
+                          f"{now['boundaries']} step boundaries).")
+            for key in ("accuracy_full_chain", "accuracy_no_cot"):
+                rep.table([[kind, *[cells.get(h) for h in hops]] for kind, cells in now[key].items()],
+                          header=[key.replace("_", " "), *[f"{h} hops" if h.isdigit() else h for h in hops]])
+        else:
+            rep.paragraph(f"Not measured: {now['reason']}.")
         if m["closed_book_accuracy"] is not None:
             rep.heading("Closed-book accuracy (background facts, no context)")
             rep.paragraph(f"{m['closed_book_accuracy']:.3f} over {len(self.closed_book)} questions.")
@@ -252,8 +300,11 @@ class EvalResult:
         closed = [tuple(q) for q in json.loads((out / "closed_book.json").read_text())]
         saved = out / "rule_choices.json"  # absent in results saved before reasonlens measured rule choices
         choices = [RuleChoice(**c) for c in json.loads(saved.read_text())] if saved.exists() else []
+        now = out / "answer_now.json"  # absent in results saved before reasonlens measured the readout
+        readout = json.loads(now.read_text()) if now.exists() else {"unavailable": None, "records": []}
         return cls(model=m["model"], n_per_cell=m["n_per_cell"], seed=m["seed"], records=records, closed_book=closed,
-                   rule_choices=choices)
+                   rule_choices=choices, answer_now=[AnswerNow(**a) for a in readout["records"]],
+                   answer_now_unavailable=readout["unavailable"])
 
 
 def normalize(text: str) -> str:
@@ -305,6 +356,65 @@ def evaluate_examples(model, examples: list[Example], *, shots: int = 0, batch_s
                               prior_agrees=None if e.meta.get("prior_label") is None else e.meta["prior_label"] == e.label,
                               first_error=error))
     return records
+
+
+def answer_now_problem(model) -> str | None:
+    """Why ``model`` cannot be read out with :data:`~reasonlens.ontology.prompt.ANSWER_NOW` (its tokenizer
+    lacks a word of the suffix or the labels), or ``None`` when it can."""
+    from reasonlens.model import require_tokenizer
+
+    tok = require_tokenizer(model)
+    if tok.unk_token_id is None:
+        return None
+    unknown = [w for w in (ANSWER_NOW + " True False").split()
+               if tok.unk_token_id in tok(" " + w, add_special_tokens=False)["input_ids"]]
+    return (f"the model's tokenizer has no token for {unknown} of the answer-now suffix {ANSWER_NOW.strip()!r} and "
+            "the labels (the reference models before v2 were not trained to answer mid-chain)") if unknown else None
+
+
+def answer_now(model, examples: list[Example], *, shots: int = 0, batch_size: int = 64,
+               progress: bool = False) -> list[AnswerNow]:
+    """The answer-now readout of every example: after each prefix of its gold chain (none of it .. all of it),
+    then :data:`~reasonlens.ontology.prompt.ANSWER_NOW`, the next-token probabilities of the two labels (one
+    forward per prefix, ``batch_size`` at a time). A tokenizer that cannot write the suffix is an error
+    (:func:`answer_now_problem`)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from reasonlens.generation import left_pad, pad_token_id
+    from reasonlens.model import context_length
+    from reasonlens.patching.engine import run_padded
+
+    if not examples:
+        raise ReasonlensError("no examples to read out: the dataset is empty")
+    problem = answer_now_problem(model)
+    if problem is not None:
+        raise ReasonlensError(f"cannot measure the answer-now readout: {problem}")
+    rows, owner = [], []
+    for i, e in enumerate(examples):
+        prompt = format_prompt(e, _demonstrations(e, shots) if shots else [])
+        for j in range(len(e.cot) + 1):
+            rows.append(model.to_tokens(prompt + "".join(" " + s.text for s in e.cot[:j]) + ANSWER_NOW,
+                                        truncate=False)[0].tolist())
+            owner.append(i)
+    longest = max(len(r) for r in rows)
+    if longest > context_length(model):
+        raise ReasonlensError(f"an answer-now prefix has {longest} tokens, more than the model's context length "
+                              f"{context_length(model)}; use fewer demonstrations")
+    labels = [model.to_tokens(rows_text, prepend_bos=False)[0, 0].item() for rows_text in (" True", " False")]
+    if labels[0] == labels[1]:
+        raise ReasonlensError("' True' and ' False' start with the same token: the readout needs distinct label tokens")
+    probs = []
+    for start in tqdm(range(0, len(rows), batch_size), desc="answer now", disable=not progress):
+        ids, mask = left_pad(rows[start:start + batch_size], pad_token_id(model))
+        probs.append(torch.softmax(run_padded(model, ids, mask)[:, -1].float(), -1)[:, labels].cpu())
+    p = torch.cat(probs)
+    out = []
+    for i, e in enumerate(examples):
+        mine = p[[k for k, o in enumerate(owner) if o == i]]
+        out.append(AnswerNow(kind=e.kind, hops=e.hops, label=e.label, mass=mine.sum(-1).tolist(),
+                             correct=((mine[:, 0] > mine[:, 1]) == e.label).tolist()))
+    return out
 
 
 def rule_choice_points(example: Example) -> list[tuple[int, Sentence, list[str]]]:
@@ -434,5 +544,8 @@ def evaluate(model, config: EvalConfig = EvalConfig(), *, model_name: str = "mod
     closed = closed_book_accuracy(model, seed=config.seed, batch_size=config.batch_size,
                                   progress=progress) if config.closed_book else []
     choices = rule_choices(model, examples, shots=config.shots, batch_size=config.batch_size, progress=progress)
+    problem = answer_now_problem(model)
+    readout = [] if problem else answer_now(model, examples, shots=config.shots, batch_size=config.batch_size,
+                                            progress=progress)
     return EvalResult(model=model_name, n_per_cell=config.n_per_cell, seed=config.seed, records=records,
-                      closed_book=closed, rule_choices=choices)
+                      closed_book=closed, rule_choices=choices, answer_now=readout, answer_now_unavailable=problem)

@@ -4,6 +4,7 @@ metric tables."""
 import pytest
 from model_util import write_checkpoint
 
+from reasonlens.errors import ReasonlensError
 from reasonlens.evaluate import EvalResult, Record, RuleChoice, first_error, rule_choice_points, rule_choices
 from reasonlens.ontology import generate
 
@@ -143,3 +144,60 @@ def test_rule_choices_reject_a_question_longer_than_the_context(tmp_path):
     short = load_model(str(write_checkpoint(tmp_path, "llama", n_ctx=64)))
     with pytest.raises(ReasonlensError, match="attends over 64"):
         rule_choices(short, generate(1, kind="fictional", hops=3, seed=1))
+
+
+def test_answer_now_equals_one_forward_per_prefix(tmp_path):
+    """Batched, left-padded readout equals, for every prefix of the gold chain, one plain forward of
+    prompt + steps + suffix, its softmax at the last position read at the two label tokens."""
+    import torch
+    from tokenizers_util import subword_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from reasonlens.evaluate import answer_now, answer_now_problem
+    from reasonlens.model import load_model
+    from reasonlens.ontology.prompt import ANSWER_NOW, format_prompt
+
+    tok = subword_tokenizers()["byte-level"]
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=512, n_embd=32, n_layer=2, n_head=2,
+                               bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    model = load_model(str(tmp_path))
+    assert answer_now_problem(model) is None
+    examples = generate(3, hops=(1, 2), seed=4)
+    got = answer_now(model, examples, batch_size=4)
+    true_id, false_id = (model.to_tokens(w, prepend_bos=False)[0, 0].item() for w in (" True", " False"))
+    for e, r in zip(examples, got):
+        assert (r.kind, r.hops, r.label) == (e.kind, e.hops, e.label) and len(r.mass) == len(e.cot) + 1
+        for j in range(len(e.cot) + 1):
+            text = format_prompt(e) + "".join(" " + s.text for s in e.cot[:j]) + ANSWER_NOW
+            with torch.no_grad():
+                p = torch.softmax(model(model.to_tokens(text))[0, -1], -1)
+            assert r.mass[j] == pytest.approx(float(p[true_id] + p[false_id]), abs=1e-5)
+            assert r.correct[j] == ((p[true_id] > p[false_id]).item() == e.label)
+
+
+def test_answer_now_needs_the_suffix_words_and_reports_why(tiny_model, tmp_path):
+    from reasonlens.evaluate import answer_now, answer_now_problem
+
+    problem = answer_now_problem(tiny_model)  # the reference vocabulary has no "so", "the", "answer"
+    assert problem is not None and "['So', 'the', 'answer']" in problem
+    with pytest.raises(ReasonlensError, match="cannot measure the answer-now readout"):
+        answer_now(tiny_model, generate(1, seed=0))
+    result = EvalResult(model="m", n_per_cell=1, seed=2, records=[], answer_now_unavailable=problem)
+    assert result._answer_now_metrics() == {"suffix": " So the answer is", "available": False, "reason": problem}
+
+
+def test_answer_now_metrics_and_round_trip(tmp_path):
+    from reasonlens.evaluate import AnswerNow
+
+    rec = Record(kind="fictional", hops=2, prompt="p", gold="g", output="o", label_correct=True, proof_exact=True)
+    readout = [AnswerNow("fictional", 2, True, [0.5, 0.9, 0.95, 0.99, 0.97, 0.99], [False, True, True, True, True, True]),
+               AnswerNow("fictional", 2, False, [0.4, 0.8, 0.9, 0.9, 0.9, 0.9], [True, True, True, True, True, False])]
+    result = EvalResult(model="m", n_per_cell=1, seed=2, records=[rec], answer_now=readout)
+    m = result.metrics()["answer_now"]
+    assert m["accuracy_full_chain"] == {"fictional": {"2": 0.5}} and m["accuracy_no_cot"] == {"fictional": {"2": 0.5}}
+    assert m["label_mass_min"] == 0.4 and m["boundaries"] == 12 and m["available"]
+    result.save(tmp_path)
+    again = EvalResult.load(tmp_path)
+    assert again.answer_now == readout and again.metrics() == result.metrics()

@@ -8,6 +8,8 @@ from reasonlens.errors import ReasonlensError
 from reasonlens.ontology.types import Example
 
 DUTTA_SUFFIX = " Let us think step by step."
+# Written after any prefix of a chain of thought, it asks for the label at once ("answer now").
+ANSWER_NOW = " So the answer is"
 
 
 def _block(example: Example, style: str) -> str:
