@@ -19,10 +19,23 @@ FUNCTION_WORDS: tuple[str, ...] = (
 SUFFIXES: tuple[str, ...] = ("##es", "##s")
 # Further nonsense concept names used by Dutta et al. for distractors in demonstrations.
 EXTRA_CONCEPTS: tuple[str, ...] = ("twimpus", "shampor", "jempor", "jelgit", "dropant", "daumpin")
+# Version 2 appends the words of the answer-now suffix (reasonlens.ontology.prompt.ANSWER_NOW); the ids of version 1
+# (the shipped models' vocabulary) stay as they are.
+VOCABULARY_VERSIONS: tuple[int, ...] = (1, 2)
+ANSWER_NOW_WORDS: tuple[str, ...] = ("so", "the", "answer")
 
 
-def reference_vocabulary() -> list[str]:
-    """The reference vocabulary, in id order (specials first)."""
+def reference_vocabulary(version: int = 1) -> list[str]:
+    """The reference vocabulary of ``version`` (:data:`VOCABULARY_VERSIONS`), in id order (specials first); a
+    later version appends words, so every earlier id keeps its word.
+
+    >>> reference_vocabulary(2)[:len(reference_vocabulary(1))] == reference_vocabulary(1)
+    True
+    """
+    if version not in VOCABULARY_VERSIONS:
+        from reasonlens.errors import ReasonlensError
+
+        raise ReasonlensError(f"unknown vocabulary version {version!r}; choose from {VOCABULARY_VERSIONS}")
     words = [
         *FUNCTION_WORDS,
         *FICTIONAL_CONCEPTS, *EXTRA_CONCEPTS,
@@ -31,6 +44,7 @@ def reference_vocabulary() -> list[str]:
         *TRUE_TAXONOMY,
         *TRUE_PROPERTIES,
         *SUFFIXES,
+        *(ANSWER_NOW_WORDS if version >= 2 else ()),
     ]
     seen: dict[str, None] = dict.fromkeys(SPECIAL_TOKENS)
     for w in words:
@@ -38,8 +52,9 @@ def reference_vocabulary() -> list[str]:
     return list(seen)
 
 
-def build_reference_tokenizer():
-    """A ``transformers.PreTrainedTokenizerFast`` over :func:`reference_vocabulary` that prepends BOS.
+def build_reference_tokenizer(version: int = 1):
+    """A ``transformers.PreTrainedTokenizerFast`` over :func:`reference_vocabulary` of ``version`` that prepends
+    BOS.
 
     >>> tok = build_reference_tokenizer()
     >>> tok.convert_ids_to_tokens(tok("Wumpuses are not wooden.")["input_ids"])
@@ -48,7 +63,7 @@ def build_reference_tokenizer():
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {w: i for i, w in enumerate(reference_vocabulary())}
+    vocab = {w: i for i, w in enumerate(reference_vocabulary(version))}
     tk = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]", continuing_subword_prefix="##",
                                     max_input_chars_per_word=100))
     tk.normalizer = normalizers.Lowercase()

@@ -23,13 +23,13 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from reasonlens.errors import ReasonlensError
 from reasonlens.ontology.background import background_passage, closed_book_prompt, closed_book_questions
 from reasonlens.ontology.generator import GeneratorConfig, generate
-from reasonlens.ontology.prompt import format_prompt
+from reasonlens.ontology.prompt import ANSWER_NOW, format_prompt
 from reasonlens.ontology.realize import choose_form
 from reasonlens.ontology.types import Example
 
@@ -90,6 +90,15 @@ class TrainConfig:
     # "bfloat16": the blocks' matrix products run under bfloat16 autocast (weights, residual stream, attention,
     # output head, losses and optimizer stay float32), about twice as fast on a CPU with bfloat16 units.
     precision: str = "float32"
+    # Generator knobs for the questions after the curriculum (e.g. reasonlens.ontology.generator.V1_SIZES: real
+    # PrOntoQA v1's ontology sizes); empty: the first recipe's (at most two concepts past the answer, one below).
+    sizes: dict[str, int] = field(default_factory=dict)
+    # Probability that a CoT question after the curriculum is an answer-now sequence instead: the prompt, a random
+    # ordered subset of its gold chain (none of it .. all of it), ANSWER_NOW and the label, the label the only target.
+    answer_now_p: float = 0.0
+    max_shots: int = 1  # demonstrations in a few-shot question (1..max_shots, drawn when above 1)
+    vocabulary: int = 1  # the reference tokenizer's version (reasonlens.tokenizer.VOCABULARY_VERSIONS)
+    device: str = "cpu"  # "cuda" trains on a GPU (checkpoints are saved and monitored on the CPU either way)
 
     @property
     def data_seed(self) -> int:
@@ -146,6 +155,12 @@ class _Encoder:
         t = self.ids(" " + ex.answer)
         return ids + t + [self.eos], weights + [decision_weight] * len(t) + [1.0]
 
+    def answer_now_example(self, ex: Example, demos: list[Example], steps: list[int]):
+        """The prompt, the gold chain's steps ``steps`` (in order), :data:`ANSWER_NOW` and the label: only the
+        label is a target (the shortened chain is no proof to imitate)."""
+        chain = "".join(" " + ex.cot[i].text for i in steps)
+        return self.sequence([(format_prompt(ex, demos) + chain + ANSWER_NOW, 0.0), (" " + ex.answer, 1.0)])
+
 
 class _Sampler:
     """Streams training sequences: background passages, closed-book questions, CoT questions."""
@@ -168,15 +183,23 @@ class _Sampler:
         kinds, weights = zip(*cfg.kind_weights.items())
         kind = self.rng.choices(kinds, weights)[0]
         warm = step < cfg.curriculum_steps
-        gen = GeneratorConfig(kind=kind, hops=cfg.hops, ordering=("postorder", "preorder", "random"),
-                              extra_concepts=0 if warm else 2, min_extra_concepts=0 if warm else cfg.min_extra_concepts,
+        sizes = {"extra_concepts": 0 if warm else 2, "min_extra_concepts": 0 if warm else cfg.min_extra_concepts,
+                 **({} if warm else cfg.sizes)}
+        gen = GeneratorConfig(kind=kind, hops=cfg.hops, ordering=("postorder", "preorder", "random"), **sizes,
                               distractor=not warm or self.rng.random() < 0.5,
                               redundant_step_p=0.0 if warm else cfg.redundant_step_p)
         n_demos = 1 if (not warm and self.rng.random() < cfg.few_shot_p) else 0
+        if n_demos and cfg.max_shots > 1:
+            n_demos = self.rng.randint(1, cfg.max_shots)
+        answer_now = not warm and cfg.answer_now_p > 0 and self.rng.random() < cfg.answer_now_p
         exs = generate(1 + n_demos, gen, seed=cfg.question_seeds[0] + self.counter)
         self.counter += 1
-        ids, weights = self.enc.cot_example(exs[0], exs[1:], cfg.decision_weight, cfg.form_weight,
-                                            cfg.isa_rule_weight)
+        if answer_now:
+            steps = sorted(self.rng.sample(range(len(exs[0].cot)), self.rng.randint(0, len(exs[0].cot))))
+            ids, weights = self.enc.answer_now_example(exs[0], exs[1:], steps)
+        else:
+            ids, weights = self.enc.cot_example(exs[0], exs[1:], cfg.decision_weight, cfg.form_weight,
+                                                cfg.isa_rule_weight)
         return ids, weights, self.enc.tok.convert_tokens_to_ids(exs[0].query.fact.predicate)
 
     def sequence(self, step: int) -> tuple[list[int], list[float], int]:
@@ -204,7 +227,7 @@ def _float32_sdpa(module, query, key, value, attention_mask, **kwargs):
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    with torch.autocast("cpu", enabled=False):
+    with torch.autocast(query.device.type, enabled=False):
         return sdpa_attention_forward(module, query.float(), key.float(), value.float(), attention_mask, **kwargs)
 
 
@@ -240,8 +263,24 @@ def _warn_if_bfloat16_is_emulated(precision: str, cpu_bfloat16_units: bool | Non
 
 def _check_config(cfg: TrainConfig) -> None:
     """Reject a config :func:`train` cannot run before it loads or builds a model."""
+    import torch
+
+    from reasonlens.tokenizer import VOCABULARY_VERSIONS
+
     if cfg.precision not in PRECISIONS:
         raise ReasonlensError(f"precision must be one of {PRECISIONS}, got {cfg.precision!r}")
+    if not 0.0 <= cfg.answer_now_p <= 1.0 or cfg.max_shots < 1:
+        raise ReasonlensError(f"answer_now_p must be a probability and max_shots >= 1, got {cfg.answer_now_p} and "
+                              f"{cfg.max_shots}")
+    if cfg.vocabulary not in VOCABULARY_VERSIONS:
+        raise ReasonlensError(f"vocabulary must be one of {VOCABULARY_VERSIONS}, got {cfg.vocabulary!r}")
+    unknown = set(cfg.sizes) - {f.name for f in fields(GeneratorConfig)}
+    if unknown:
+        raise ReasonlensError(f"sizes has unknown generator option(s) {sorted(unknown)}")
+    if cfg.answer_now_p > 0 and cfg.vocabulary < 2:
+        raise ReasonlensError("answer_now_p > 0 needs vocabulary=2 (version 1 has no token for the answer-now suffix)")
+    if torch.device(cfg.device).type == "cuda" and not torch.cuda.is_available():
+        raise ReasonlensError(f"device={cfg.device!r} but no CUDA GPU is available here; train with device='cpu'")
     n_blocks = cfg.architecture.n_layers
     if cfg.init_from:
         saved = Path(cfg.init_from) / "config.json"
@@ -272,7 +311,7 @@ def _batch_loss(model, aux_head, ids, w, query, cfg: TrainConfig):
     import torch
     import torch.nn.functional as F
 
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bfloat16"):
+    with torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bfloat16"):
         forward = model.model(input_ids=ids, output_hidden_states=aux_head is not None)
     logits = model.lm_head(forward.last_hidden_state.float())[:, :-1]
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none")
@@ -356,14 +395,19 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    tok = build_reference_tokenizer()
+    tok = build_reference_tokenizer(cfg.vocabulary)
     enc = _Encoder(tok)
     if cfg.init_from:
         from transformers import LlamaForCausalLM
 
         model = LlamaForCausalLM.from_pretrained(cfg.init_from)
+        if model.config.vocab_size < len(tok):  # a later vocabulary version adds words at the end
+            with torch.random.fork_rng():
+                torch.manual_seed(cfg.seed)
+                model.resize_token_embeddings(len(tok), mean_resizing=True)
     else:
         model = build_model(cfg.architecture, tok, cfg.seed)
+    model.to(cfg.device)
     model.train()
     sampler = _Sampler(cfg, enc)
     schedule = cfg.background_steps + cfg.cot_steps
@@ -383,17 +427,17 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
     if cfg.query_aux_weight > 0:
         with torch.random.fork_rng():  # the head's own seed, without reseeding the caller's generator
             torch.manual_seed(cfg.seed)
-            aux_head = torch.nn.Linear(model.config.hidden_size, len(tok))
+            aux_head = torch.nn.Linear(model.config.hidden_size, len(tok)).to(cfg.device)
         carried = Path(cfg.init_from) / READOUT_FILE if cfg.init_from and cfg.continue_read_out else None
         if carried is not None and carried.exists():  # the previous stage's read-out, not a fresh random one
             from safetensors.torch import load_file
 
-            aux_head.load_state_dict(load_file(str(carried)))
+            aux_head.load_state_dict(load_file(str(carried), device=cfg.device))
         opt.add_param_group({"params": aux_head.parameters()})
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     eval_sets = {
         kind: generate(cfg.eval_n, kind=kind, hops=cfg.hops, ordering=("postorder", "preorder", "random"),
-                       seed=cfg.data_seed + 500_000)
+                       seed=cfg.data_seed + 500_000, **cfg.sizes)
         for kind in ("fictional", "false")
     }
     log: dict = {"config": asdict(cfg), "cpu_bfloat16_units": cpu_bfloat16_units, "evals": []}
@@ -403,7 +447,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True) -> dict:
     # Batches come from the whole schedule's stream, so stopping early changes none of them.
     bar = tqdm(itertools.islice(sampler.batches(schedule), total), total=total, disable=not progress, desc="train")
     for step, batch in enumerate(bar):
-        ids, w, query = _collate(batch, tok.pad_token_id)
+        ids, w, query = (t.to(cfg.device) for t in _collate(batch, tok.pad_token_id))
         tokens += sum(len(seq) for seq, *_ in batch)
         loss = _batch_loss(model, aux_head, ids, w, query, cfg)
         opt.zero_grad(set_to_none=True)

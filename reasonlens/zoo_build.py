@@ -80,18 +80,20 @@ def stage_configs(seed: int, run_dir: str | Path) -> list[tuple[TrainConfig, Pat
 
 
 def train_reference(run_dir: str | Path, *, seed: int = 0, threads: int = 0, progress: bool = True,
-                    precision: str | None = None) -> Path:
+                    precision: str | None = None, device: str = "cpu") -> Path:
     """Train one model with the reference recipe into ``run_dir/stage*``; returns the final checkpoint.
-    ``precision`` overrides the recipe's float32 (``"bfloat16"``: faster on a CPU with bfloat16 units, other weights)."""
+    ``precision`` overrides the recipe's float32 (``"bfloat16"``: faster on a CPU with bfloat16 units, other weights);
+    ``device="cuda"`` trains on a GPU (other weights than the CPU's, as with any change of hardware)."""
     for cfg, out in stage_configs(seed, run_dir):
         if not (out / "final").exists():
-            train(replace(cfg, threads=threads, precision=precision or cfg.precision), out, progress=progress)
+            train(replace(cfg, threads=threads, precision=precision or cfg.precision, device=device), out,
+                  progress=progress)
     return out / "final"
 
 
-def _train_worker(args: tuple[str, int, str | None]) -> None:
-    run, seed, precision = args
-    train_reference(run, seed=seed, threads=1, progress=False, precision=precision)
+def _train_worker(args: tuple[str, int, str | None, str]) -> None:
+    run, seed, precision, device = args
+    train_reference(run, seed=seed, threads=1, progress=False, precision=precision, device=device)
 
 
 def select_headroom(run_dirs: list[Path], *, n_per_cell: int = 30, seed: int = 11) -> tuple[Path, float]:
@@ -130,15 +132,16 @@ def _question_seeds(seed: int) -> list[int]:
     return [ranges[0][0], ranges[-1][1]]
 
 
-def build_zoo(out_dir: str | Path, *, install: bool = False, precision: str | None = None) -> Path:
+def build_zoo(out_dir: str | Path, *, install: bool = False, precision: str | None = None,
+              device: str = "cpu") -> Path:
     """Train every shipped model into ``out_dir/zoo`` (and into the package with ``install=True``); ``precision``
-    overrides the recipe's."""
+    overrides the recipe's; ``device`` is where the runs train."""
     from concurrent.futures import ProcessPoolExecutor
 
     out = Path(out_dir)
     runs = {name: (out / "runs" / name, role, seed) for name, (role, seed) in ZOO_MODELS.items()}
     with ProcessPoolExecutor(max_workers=len(runs)) as pool:
-        list(pool.map(_train_worker, [(str(d), seed, precision) for d, _, seed in runs.values()]))
+        list(pool.map(_train_worker, [(str(d), seed, precision, device) for d, _, seed in runs.values()]))
     zoo = out / "zoo"
     for name, (run, role, seed) in runs.items():
         stages = [out for _, out in stage_configs(seed, run)]

@@ -236,3 +236,76 @@ def test_training_rejects_an_init_from_that_is_not_a_checkpoint(tmp_path):
     with pytest.raises(ReasonlensError, match="is not a saved checkpoint.*'final' or 'step-\\*' folder"):
         train(tiny_config(init_from=str(tmp_path / "stage1")), tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_answer_now_sequences_target_only_the_label():
+    from reasonlens.ontology.prompt import ANSWER_NOW
+
+    tok = build_reference_tokenizer(2)
+    enc = _Encoder(tok)
+    ex = generate(1, hops=3, seed=4)[0]
+    ids, weights = enc.answer_now_example(ex, [], [0, 2, 5])
+    text = tok.decode(ids[1:-1])
+    chain = " ".join(ex.cot[i].text for i in (0, 2, 5))
+    assert text == tok.decode(tok(format_prompt(ex) + " " + chain + ANSWER_NOW + " " + ex.answer,
+                                  add_special_tokens=False)["input_ids"])
+    targets = [t for t, w in zip(ids, weights) if w > 0]
+    assert targets == [tok.convert_tokens_to_ids(ex.answer.lower()), tok.eos_token_id]
+    empty, _ = enc.answer_now_example(ex, [], [])  # no chain at all: the question, the suffix, the label
+    assert tok.decode(empty[1:-1]).endswith("a : so the answer is " + ex.answer.lower())
+
+
+def test_v2_knobs_reach_the_questions_after_the_curriculum(monkeypatch):
+    """sizes, answer_now_p and max_shots act after the curriculum only; the answer-now chains are ordered
+    subsets of the gold chain (none of it .. all of it)."""
+    import reasonlens.train as train_module
+    from reasonlens.ontology.generator import V1_SIZES
+
+    drawn = []
+
+    def spy(n, config, seed):
+        exs = generate(n, config, seed=seed)
+        drawn.append((config, exs))
+        return exs
+
+    monkeypatch.setattr(train_module, "generate", spy)
+    cfg = tiny_config(background_steps=0, background_replay=0.0, curriculum_steps=2, sizes=V1_SIZES, vocabulary=2,
+                      answer_now_p=0.5, max_shots=2, few_shot_p=0.5)
+    tok = build_reference_tokenizer(2)
+    sampler = _Sampler(cfg, _Encoder(tok))
+    seqs = [sampler.sequence(step) for step in range(200)]
+    assert [c.below_concepts for c, _ in drawn[:2]] == [None, None]  # the curriculum keeps its short chains
+    assert all(c.below_concepts == 4 and c.extra_concepts == 6 for c, _ in drawn[2:])
+    assert max(len(exs[0].ontology.parents) + 1 for _, exs in drawn) == 10
+    assert {len(exs) - 1 for _, exs in drawn[2:]} == {0, 1, 2}  # 0, 1 or 2 demonstrations
+    answer = tok.convert_tokens_to_ids("answer")
+    now = [(s, exs[0]) for s, (_, exs) in zip(seqs, drawn) if answer in s[0]]
+    assert 60 < len(now) < 140
+    lengths = set()
+    for (ids, weights, _), ex in now:
+        written = tok.decode(ids[1:ids.index(answer) - 2])  # before "so the"
+        after_prompt = written.split("a :")[-1]
+        steps = [s for s in ex.cot if tok.decode(tok(s.text, add_special_tokens=False)["input_ids"]) in after_prompt]
+        lengths.add(len(steps))
+        assert sum(w > 0 for w in weights) == 2  # the label and EOS
+    assert 0 in lengths and max(lengths) >= 5
+
+
+def test_v2_training_resizes_a_version_1_checkpoint_and_bad_knobs_are_errors(tmp_path):
+    from reasonlens.errors import ReasonlensError
+
+    train(tiny_config(seed=1), tmp_path / "v1", progress=False)
+    v2 = tiny_config(seed=1, background_steps=0, curriculum_steps=0, init_from=str(tmp_path / "v1" / "final"),
+                     vocabulary=2, answer_now_p=0.5, cot_steps=3)
+    train(v2, tmp_path / "v2", progress=False)
+    old = LlamaForCausalLM.from_pretrained(tmp_path / "v1" / "final")
+    new = LlamaForCausalLM.from_pretrained(tmp_path / "v2" / "final")
+    assert new.config.vocab_size == len(build_reference_tokenizer(2)) == old.config.vocab_size + 3
+    bad_configs = [(dict(answer_now_p=0.5), "needs vocabulary=2"), (dict(vocabulary=3), "vocabulary must be"),
+                   (dict(sizes={"depth": 3}), "unknown generator option"), (dict(max_shots=0), "max_shots")]
+    if not torch.cuda.is_available():
+        bad_configs.append((dict(device="cuda:0"), "no CUDA GPU"))
+    for bad, message in bad_configs:
+        with pytest.raises(ReasonlensError, match=message):
+            train(tiny_config(**bad), tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad").exists()
