@@ -38,26 +38,36 @@ def _cmd_train(args: argparse.Namespace) -> None:
     print(f"training output in {args.out}")
 
 
-def _eval(model_name: str, out: Path, n: int, seed: int, data: str | None, batch_size: int, shots: int = 0) -> dict:
+def _eval(model_name: str, out: Path, n: int | None, seed: int, data: str | None, batch_size: int, shots: int = 0,
+          allow_unknown_words: bool = False) -> dict:
+    """Evaluate on generated questions (``n`` per cell, default 100) or on the file ``data`` (its first ``n``
+    questions, default all; what was imported, left out and read as unknown words is the metrics' ``import``)."""
     from reasonlens.evaluate import EvalConfig, EvalResult, evaluate, evaluate_examples, rule_choices
-    from reasonlens.model import load_model, model_info
+    from reasonlens.model import context_length, load_model, model_info
+    from reasonlens.ontology.io import prepare_for_model, read_dataset
 
+    examples, imported = read_dataset(data, limit=n) if data else ([], None)
     model = load_model(model_name)
     info = model_info(model_name)
-    if data:
-        from reasonlens.ontology.io import load_dataset_file
-
-        examples = load_dataset_file(data)
+    if imported is not None:
+        examples = prepare_for_model(examples, imported, model.tokenizer, n_ctx=context_length(model), shots=shots,
+                                     allow_unknown_words=allow_unknown_words)
+        print(imported.summary())
         records = evaluate_examples(model, examples, shots=shots, batch_size=batch_size, progress=True)
         choices = rule_choices(model, examples, shots=shots, batch_size=batch_size, progress=True)
         result = EvalResult(model=model_name, n_per_cell=None, seed=None, records=records, rule_choices=choices)
     else:
-        result = evaluate(model, EvalConfig(n_per_cell=n, seed=seed, batch_size=batch_size, shots=shots),
+        result = evaluate(model, EvalConfig(n_per_cell=100 if n is None else n, seed=seed, batch_size=batch_size,
+                                            shots=shots),
                           model_name=model_name,
                           train_question_seeds=info.train_question_seeds if info else None, progress=True)
     result.save(out)
     result.report().save(out / "report.html")
-    return result.metrics()
+    metrics = result.metrics()
+    if imported is not None:
+        metrics["import"] = imported.to_dict()
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
 
 
 def _print_table(metrics: dict) -> None:
@@ -74,7 +84,7 @@ def _print_table(metrics: dict) -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> None:
     out = Path(args.out)
-    metrics = _eval(args.model, out, args.n, args.seed, args.data, args.batch_size, args.shots)
+    metrics = _eval(args.model, out, args.n, args.seed, args.data, args.batch_size, args.shots, args.allow_unknown_words)
     _print_table(metrics)
     print(f"wrote {out / 'metrics.json'} and {out / 'report.html'}")
 
@@ -197,9 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="decode held-out questions greedily; write metrics.json and report.html")
     e.add_argument("--model", required=True, help="a shipped model name, a local HF folder or a hub name")
-    e.add_argument("--n", type=int, default=100, help="questions per (ontology kind, hops) cell")
+    e.add_argument("--n", type=int, default=None, help="questions per (ontology kind, hops) cell (default 100); "
+                   "with --data: the file's first N questions that import (default all)")
     e.add_argument("--seed", type=int, default=7)
-    e.add_argument("--data", default=None, help="evaluate on a dataset file instead (PrOntoQA v1 JSON, JSONL, HF)")
+    e.add_argument("--data", default=None, help="evaluate on a dataset file instead (PrOntoQA v1 JSON, JSONL, HF); "
+                   "questions and demonstrations that cannot be imported are left out and counted in metrics.json")
+    e.add_argument("--allow-unknown-words", action="store_true",
+                   help="with --data: evaluate even if the file has words outside the model's vocabulary (they are "
+                        "read as its unknown token and counted in metrics.json; without this flag they are an error)")
     e.add_argument("--shots", type=int, default=0, help="few-shot demonstrations before each question "
                    "(generated data: same kind and hops; --data: the file's own in-context examples)")
     e.add_argument("--batch-size", type=int, default=64)

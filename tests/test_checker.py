@@ -32,9 +32,40 @@ GOLD = ["Polly is a vumpus.", "Each vumpus is a numpus.", "Polly is a numpus.", 
     ("True or false: Polly is not wooden.", Fact("Polly", "wooden", "property", negated=True)),
     ("Tabbies are cats.", Fact("tabby", "cat", "isa", universal=True)),
     ("Max is a Mersenne prime.", Fact("Max", "mersenne prime", "isa")),
+    # PrOntoQA v1's true and false ontologies: numbers as entities, multi-word concepts, plural objects of "are"
+    ("31 is a Mersenne prime.", Fact("31", "mersenne prime", "isa")),
+    ("True or false: 8191 is not composite.", Fact("8191", "composite", "property", negated=True)),
+    ("Mersenne primes are prime numbers.", Fact("mersenne prime", "prime number", "isa", universal=True)),
+    ("Each Mersenne prime is not an even number.",
+     Fact("mersenne prime", "even number", "isa", negated=True, universal=True)),
+    ("Natural numbers are integers.", Fact("natural number", "integer", "isa", universal=True)),
+    ("Real numbers are not imaginary.", Fact("real number", "imaginary", "property", negated=True, universal=True)),
+    ("Invertebrates are lepidopterans.", Fact("invertebrate", "lepidopteran", "isa", universal=True)),
+    ("Painted ladies are butterflies.", Fact("painted lady", "butterfly", "isa", universal=True)),
+    ("Cats are sheep.", Fact("cat", "sheep", "isa", universal=True)),
+    ("Sheep are not bacteria.", Fact("sheep", "bacteria", "isa", negated=True, universal=True)),
+    ("Timples are dalpists.", Fact("timple", "dalpist", "isa", universal=True)),
+    ("Mammals are warm-blooded.", Fact("mammal", "warm-blooded", "property", universal=True)),
+    ("Insects are not eight-legged.", Fact("insect", "eight-legged", "property", negated=True, universal=True)),
+    ("Wumpuses are nervous.", Fact("wumpus", "nervous", "property", universal=True)),
+    ("Timples are gloopy.", Fact("timple", "gloopy", "property", universal=True)),
 ])
 def test_parse_sentence(text, fact):
     assert parse_sentence(text) == fact
+
+
+def test_number_ontology_chain_checks_out():
+    context = ("Mersenne primes are not composite. Each Mersenne prime is a prime number. Prime numbers are natural "
+               "numbers. Natural numbers are not negative. Each negative number is negative. 127 is a Mersenne prime.")
+    chain = ("127 is a Mersenne prime. Each Mersenne prime is a prime number. 127 is a prime number. Prime numbers "
+             "are natural numbers. 127 is a natural number. Natural numbers are not negative. 127 is not negative.")
+    result = check_chain(context, "True or false: 127 is negative.", chain, "False")
+    assert result.ok, result.problems
+    assert [s.role for s in result.steps].count("derived_fact") == 3
+    assert result.steps[-1].rule == Fact("natural number", "negative", "property", negated=True, universal=True)
+    assert "prime number" in infer_concepts([context]) and "negative" not in infer_concepts([context])
+    assert not check_chain(context, "True or false: 127 is negative.", chain.replace("127 is a prime number. ", ""),
+                           "False").steps_valid
 
 
 @pytest.mark.parametrize("text", ["Polly likes numbers.", "Is Polly a wumpus?", "", "Every is a wumpus.",

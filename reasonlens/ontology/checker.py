@@ -10,9 +10,12 @@ is [not] X" give "x is [not] X". The expected answer comes from the context's de
 it contains the query (with its polarity), False if it contains the negation or neither (Dutta's
 "wrong property" questions).
 
-Which words are concepts: the lexicon's, plus unknown words the text marks as nouns (after "a"/"an",
-after "every"/"each", or plural subjects of "are"); a plural object is a concept when its singular is one.
-Every other predicate is a property. Entities are the other subjects of "is".
+Which words are concepts: the lexicon's (with PrOntoQA v1's real-world nouns), plus unknown words the text
+marks as nouns: after "a"/"an", after "every"/"each", subjects of "are", and plural objects of "are" (several
+words, or one word with a plural ending -s but not -ss/-us, that is no known property: "Invertebrates are
+lepidopterans."). Every other predicate is a property. A concept is a lower-case lemma; a multi-word one
+("Mersenne prime") inflects its last word ("mersenne primes"). Entities are the other subjects of "is": a name
+("Polly") or a number ("31", PrOntoQA v1's number ontology).
 """
 
 from __future__ import annotations
@@ -22,15 +25,26 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from reasonlens.errors import ReasonlensError
-from reasonlens.ontology.lexicon import ENTITIES, FICTIONAL_CONCEPTS, PROPERTIES, TRUE_CONCEPTS, TRUE_PROPERTIES, plural
+from reasonlens.ontology.lexicon import (
+    ENTITIES,
+    FICTIONAL_CONCEPTS,
+    IRREGULAR_PLURALS,
+    PRONTOQA_V1_PROPERTIES,
+    PRONTOQA_V1_TAXONOMY,
+    PROPERTIES,
+    TRUE_CONCEPTS,
+    TRUE_PROPERTIES,
+    plural,
+)
 from reasonlens.ontology.sentences import split_sentences
 from reasonlens.ontology.types import Example, Fact
 
-KNOWN_CONCEPTS: frozenset[str] = frozenset(FICTIONAL_CONCEPTS) | frozenset(TRUE_CONCEPTS)
-KNOWN_PROPERTIES: frozenset[str] = frozenset(PROPERTIES) | frozenset(TRUE_PROPERTIES)
+KNOWN_CONCEPTS: frozenset[str] = (frozenset(FICTIONAL_CONCEPTS) | frozenset(TRUE_CONCEPTS)
+                                  | frozenset(PRONTOQA_V1_TAXONOMY))
+KNOWN_PROPERTIES: frozenset[str] = frozenset(PROPERTIES) | frozenset(TRUE_PROPERTIES) | frozenset(PRONTOQA_V1_PROPERTIES)
 
 _RESERVED = r"(?!(?:is|are|not|a|an|every|each|all)\b)"
-_WORD = _RESERVED + r"[A-Za-z][A-Za-z'-]*"
+_WORD = _RESERVED + r"(?:[A-Za-z][A-Za-z'-]*|\d+)"
 _PHRASE = rf"{_WORD}(?:\s+{_WORD}){{0,2}}"
 _SENTENCE = re.compile(
     rf"^(?:(?P<quant>every|each|all)\s+)?(?P<subj>{_PHRASE})\s+(?P<verb>is|are)\s+(?P<neg>not\s+)?"
@@ -110,12 +124,23 @@ def _guess_singular(phrase: str) -> str:
     return " ".join([*head, word])
 
 
+def _plural_concept(phrase: str) -> str | None:
+    """The concept a lower-case object of "are" names when it reads as a plural noun (several words, or one word
+    ending in -s but not -ss/-us, that is no known property), else None: "lepidopterans" -> "lepidopteran"."""
+    if phrase in KNOWN_PROPERTIES:
+        return None
+    if " " in phrase or (phrase.endswith("s") and not phrase.endswith(("ss", "us"))):
+        return _guess_singular(phrase)
+    return None
+
+
 def _noun_forms(concepts: Iterable[str]) -> dict[str, str]:
     """Every singular and plural surface form of each concept (lower case) mapped to the concept."""
     forms: dict[str, str] = {}
     for concept in concepts:
         *head, last = concept.split()
         plurals = {plural(last), last + "s", last + "es"} | ({last[:-1] + "ies"} if last.endswith("y") else set())
+        plurals |= {IRREGULAR_PLURALS[last]} if last in IRREGULAR_PLURALS else set()
         forms.update({" ".join([*head, p]): concept for p in plurals})
     forms.update({c: c for c in concepts})
     return forms
@@ -127,18 +152,20 @@ KNOWN_FORMS: dict[str, str] = _noun_forms(KNOWN_CONCEPTS)
 def _vocabulary(matches: Sequence[re.Match[str] | None]) -> dict[str, str]:
     """Noun forms of the lexicon's concepts plus the unknown nouns the grammar of ``matches`` reveals."""
     found: set[str] = set()
-    plural_subjects: list[str] = []
+    plurals: list[str] = []
     for m in matches:
         if m is None:
             continue
         if m["art"]:
             found.add(m["obj"].lower())
         if m["verb"].lower() == "are":
-            plural_subjects.append(m["subj"].lower())
+            plurals.append(m["subj"].lower())
+            if not m["art"] and _plural_concept(m["obj"].lower()) is not None:
+                plurals.append(m["obj"].lower())
         elif m["quant"]:
             found.add(m["subj"].lower())
     forms = {**KNOWN_FORMS, **_noun_forms({f for f in found if f not in KNOWN_FORMS} - KNOWN_PROPERTIES)}
-    unknown = {_guess_singular(s) for s in plural_subjects if s not in forms} - KNOWN_PROPERTIES
+    unknown = {_guess_singular(s) for s in plurals if s not in forms} - KNOWN_PROPERTIES
     return {**forms, **_noun_forms(unknown)} if unknown else forms
 
 
@@ -169,10 +196,13 @@ def _fact(text: str, m: re.Match[str] | None, forms: dict[str, str]) -> Fact | s
     else:
         subject, universal = subj[0].upper() + subj[1:], False
     concept = forms.get(obj.lower(), obj.lower()) if m["art"] else forms.get(obj.lower())
+    if concept is None and m["verb"].lower() == "are":
+        concept = _plural_concept(obj.lower())
     if concept is not None:
         return Fact(subject, concept, "isa", negated=negated, universal=universal)
     if " " in obj:
-        return f"cannot parse {text!r}: {obj!r} is neither a known concept nor one property word"
+        return (f"cannot parse {text!r}: {obj!r} is neither a known concept nor one property word (a concept of "
+                "several words takes an article after 'is': 'Name is a prime number')")
     return Fact(subject, obj.lower(), "property", negated=negated, universal=universal)
 
 
@@ -186,6 +216,10 @@ def parse_sentence(text: str, concepts: Iterable[str] | None = None) -> Fact:
     Fact(subject='wumpus', predicate='wooden', kind='property', negated=True, universal=True)
     >>> parse_sentence("Polly is yumpus.")
     Fact(subject='Polly', predicate='yumpus', kind='isa', negated=False, universal=False)
+    >>> parse_sentence("Mersenne primes are prime numbers.")
+    Fact(subject='mersenne prime', predicate='prime number', kind='isa', negated=False, universal=True)
+    >>> parse_sentence("31 is not composite.")
+    Fact(subject='31', predicate='composite', kind='property', negated=True, universal=False)
     """
     m = _match_all([text])[0]
     fact = _fact(text, m, _vocabulary([m]) if concepts is None else _noun_forms(concepts))

@@ -114,3 +114,31 @@ def true_properties(concept: str) -> dict[str, bool]:
         _, prop, holds = TRUE_TAXONOMY[node]
         props.setdefault(prop, holds)
     return props
+
+
+# PrOntoQA v1's real-world nouns: the concepts of its "true" ontology files (animals, invertebrates and the number
+# ontology), the distractor concepts they use, and the concept names its "false" files shuffle into wrong trees.
+# Each maps to its parent in the real world (None: a root, or a word outside the three trees). Concepts are
+# lower-case lemmas; a multi-word concept inflects its last word ("mersenne prime" -> "mersenne primes"). v1 spells
+# "mullosc" so. Used to parse and classify imported files only (the reference models' vocabulary is unchanged).
+PRONTOQA_V1_TAXONOMY: dict[str, str | None] = {
+    "animal": None, "bilaterian": "animal", "chordate": "bilaterian", "vertebrate": "chordate",
+    "mammal": "vertebrate", "carnivore": "mammal", "feline": "carnivore", "cat": "feline", "tabby": "cat",
+    "dog": "carnivore", "herbivore": "mammal", "sheep": "herbivore", "cow": "herbivore", "whale": "mammal",
+    "reptile": "vertebrate", "snake": "reptile", "invertebrate": "animal", "protostome": "invertebrate",
+    "arthropod": "protostome", "insect": "arthropod", "lepidopteran": "insect", "butterfly": "lepidopteran",
+    "painted lady": "butterfly", "moth": "lepidopteran", "ant": "insect", "spider": "arthropod",
+    "crustacean": "arthropod", "mullosc": "protostome", "nematode": "protostome", "plant": None, "bacteria": None,
+    "number": None, "real number": "number", "integer": "real number", "natural number": "integer",
+    "prime number": "natural number", "mersenne prime": "prime number", "composite number": "natural number",
+    "even number": "integer", "negative number": "real number", "fraction": "real number",
+    "complex number": "number", "imaginary number": "complex number", "function": None,
+}
+# The properties of v1's true ontologies (its false ontologies take the fictional PROPERTY_FAMILIES).
+PRONTOQA_V1_PROPERTIES: tuple[str, ...] = (
+    "multicellular", "unicellular", "furry", "warm-blooded", "cold-blooded", "carnivorous", "herbivorous",
+    "segmented", "small", "bony", "six-legged", "eight-legged", "real", "imaginary", "positive", "negative", "prime",
+    "composite",
+)
+# Nouns whose plural is not formed with -s/-es/-ies.
+IRREGULAR_PLURALS: dict[str, str] = {"sheep": "sheep", "bacteria": "bacteria"}
