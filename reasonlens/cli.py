@@ -32,9 +32,10 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from reasonlens.zoo_build import build_zoo, train_reference
 
     if args.zoo:
-        build_zoo(args.out, install=args.install, precision=args.precision)
+        build_zoo(args.out, install=args.install, precision=args.precision, device=args.device)
     else:
-        train_reference(args.out, seed=args.seed, progress=not args.quiet, precision=args.precision)
+        train_reference(args.out, seed=args.seed, progress=not args.quiet, precision=args.precision,
+                        device=args.device)
     print(f"training output in {args.out}")
 
 
@@ -202,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="arithmetic of the blocks' matrix products (default: the recipe's float32, as the shipped "
                         "models were trained; bfloat16 autocast is about twice as fast on a CPU with bfloat16 units "
                         "and trains other weights)")
+    t.add_argument("--device", default="cpu", help="cpu, or cuda to train on a GPU (other weights than on a CPU)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_cmd_train)
 

@@ -110,12 +110,12 @@ def test_train_runs_the_recipe_in_its_precision_unless_told(tmp_path, monkeypatc
     seen = []
 
     def fake_train(cfg, out, progress=True):
-        seen.append(cfg.precision)
+        seen.append((cfg.precision, cfg.device))
         (Path(out) / "final").mkdir(parents=True)
 
     monkeypatch.setattr(zoo_build, "train", fake_train)
     assert main(["train", "--out", str(tmp_path / "a"), "--quiet"]) == 0
-    assert seen == ["float32"] * len(zoo_build.STAGES)
+    assert seen == [("float32", "cpu")] * len(zoo_build.STAGES)
     seen.clear()
-    assert main(["train", "--out", str(tmp_path / "b"), "--quiet", "--precision", "bfloat16"]) == 0
-    assert seen == ["bfloat16"] * len(zoo_build.STAGES)
+    assert main(["train", "--out", str(tmp_path / "b"), "--quiet", "--precision", "bfloat16", "--device", "cuda"]) == 0
+    assert seen == [("bfloat16", "cuda")] * len(zoo_build.STAGES)
