@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/reasonlens demo --out out/demo
+	$(BIN)/reasonlens demo --out out/demo --overwrite
 
 test: setup
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -1,14 +1,65 @@
 """The reasonlens command line: generate data, train and evaluate reference models, list models, and run
-the demo report."""
+the demo report.
+
+Every command that writes checks its ``--out`` before any work, refuses to replace an existing file or a
+non-empty folder unless ``--overwrite`` is given, and writes its results atomically (:mod:`reasonlens.output`).
+Bad input, including bad arguments, ends with ``reasonlens: error: <message>`` on stderr and exit status 2."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
 from reasonlens.errors import ReasonlensError
+from reasonlens.output import atomic_output, check_run_folder
+
+EVAL_OUTPUT = "a folder of results (metrics.json, records, report.html)"
+RECIPE_OUTPUT = "a folder of results (results.json, report.html, ...)"
+OVERWRITE_HELP = ("replace the results in a non-empty --out (files there that no reasonlens run wrote are kept; "
+                  "without this flag a non-empty --out is an error)")
+
+
+class UsageError(Exception):
+    """A bad command line: its message says which argument and what to do."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that raises :class:`UsageError` instead of printing usage and exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _count(least: int) -> Callable[[str], int]:
+    """An argparse type: a whole number, ``least`` or more."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {least}, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be a whole number >= {least}, got {text!r}")
+        return value
+
+    parse.__name__ = f"count>={least}"
+    return parse
+
+
+def _probability(text: str) -> float:
+    """An argparse type: a probability in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a probability in [0, 1], got {text!r}")
+    return value
 
 
 def _cmd_generate(args: argparse.Namespace) -> None:
@@ -16,21 +67,39 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     from reasonlens.ontology.generator import V1_SIZES
     from reasonlens.ontology.io import save_jsonl, to_hf_dataset
 
+    sizes = {k: getattr(args, k) for k in ("extra_concepts", "min_extra_concepts", "below_concepts",
+                                           "min_below_concepts") if getattr(args, k) is not None}
     cfg = GeneratorConfig(kind=tuple(args.kind), hops=tuple(args.hops), style=args.style, false_mode=args.false_mode,
                           redundant_step_p=args.redundant_step_p, ordering=tuple(args.ordering), seed=args.seed,
-                          **(V1_SIZES if args.v1_sizes else {}))
-    examples = generate(args.n, cfg)
-    out = Path(args.out)
-    if out.suffix == ".jsonl":
-        save_jsonl(examples, out)
-    else:
-        to_hf_dataset(examples).save_to_disk(str(out))
-    print(f"wrote {len(examples)} examples to {out}")
+                          **({**V1_SIZES, **sizes} if args.v1_sizes else sizes))
+    jsonl = Path(args.out).suffix == ".jsonl"
+    with atomic_output(args.out, kind="file" if jsonl else "dir", overwrite=args.overwrite, command=args.command_line,
+                       writes="a JSONL file" if jsonl else "a Hugging Face dataset folder (name --out X.jsonl for a "
+                                                           "JSONL file)") as tmp:
+        examples = generate(args.n, cfg)
+        if jsonl:
+            save_jsonl(examples, tmp)
+        else:
+            to_hf_dataset(examples).save_to_disk(str(tmp))
+    print(f"wrote {len(examples)} examples to {args.out}")
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as e:
+        raise ReasonlensError(f"--device {device!r} is not a torch device ({e}); use cpu or cuda") from e
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ReasonlensError(f"--device {device} asked for, but torch sees no CUDA GPU here; use --device cpu")
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
     from reasonlens.zoo_build import build_zoo, train_reference
 
+    _check_device(args.device)
+    check_run_folder(args.out, resumable=["runs", "zoo"] if args.zoo else ["stage1"], overwrite=args.overwrite)
     if args.zoo:
         build_zoo(args.out, install=args.install, precision=args.precision, device=args.device)
     else:
@@ -85,7 +154,9 @@ def _print_table(metrics: dict) -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> None:
     out = Path(args.out)
-    metrics = _eval(args.model, out, args.n, args.seed, args.data, args.batch_size, args.shots, args.allow_unknown_words)
+    with atomic_output(out, overwrite=args.overwrite, command=args.command_line, writes=EVAL_OUTPUT) as tmp:
+        metrics = _eval(args.model, tmp, args.n, args.seed, args.data, args.batch_size, args.shots,
+                        args.allow_unknown_words)
     _print_table(metrics)
     print(f"wrote {out / 'metrics.json'} and {out / 'report.html'}")
 
@@ -94,7 +165,8 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     from reasonlens.model import main_model_name
 
     out = Path(args.out)
-    metrics = _eval(main_model_name(), out, args.n, args.seed, None, args.batch_size)
+    with atomic_output(out, overwrite=args.overwrite, command=args.command_line, writes=EVAL_OUTPUT) as tmp:
+        metrics = _eval(main_model_name(), tmp, args.n, args.seed, None, args.batch_size)
     _print_table(metrics)
     print(f"open {out / 'report.html'}")
 
@@ -115,35 +187,34 @@ def _cmd_run_mechanism(args: argparse.Namespace) -> None:
     from reasonlens.model import load_model
     from reasonlens.patching.mechanism import MechanismConfig, analyze_mechanism, mechanism_report
 
-    model = load_model(args.model)
     config = MechanismConfig(hops=args.hops, n_examples=args.n, seed=args.seed, batch_size=args.batch_size,
                              subtasks=tuple(args.subtasks) if args.subtasks else None, ordering=args.ordering,
                              normalize=args.normalize, few_shot=args.few_shot)
-    result = analyze_mechanism(model, config, model_name=args.model)
-    out = result.save(args.out)
-    mechanism_report(result, model).save(out / "report.html")
+    with atomic_output(args.out, overwrite=args.overwrite, command=args.command_line, writes=RECIPE_OUTPUT) as tmp:
+        model = load_model(args.model)
+        result = analyze_mechanism(model, config, model_name=args.model)
+        mechanism_report(result, model).save(result.save(tmp) / "report.html")
     summary = result.summary()
     print(json.dumps({k: summary[k] for k in ("circuit_head_fraction_90", "writer_share_late",
                                               "crossover_relative_depth")}, indent=1))
-    print(f"wrote {out / 'results.json'} and {out / 'report.html'}")
+    print(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'report.html'}")
 
 
 def _cmd_run_ipg(args: argparse.Namespace) -> None:
     from reasonlens.attribution.study import IPGStudyConfig, ipg_report, run_ipg_study
     from reasonlens.model import load_model
 
-    model = load_model(args.model)
     heads = args.kind == "head"
     p_values = tuple(args.p) if args.p else ((1, 2, 3, 4) if heads else (2, 4, 8, 16, 32))
     config = IPGStudyConfig(kind=args.kind, layers=tuple(args.layers), n_support=args.n_support, n_eval=args.n_eval,
                             p_values=p_values, dice_p=2 if heads else 16, length_p=2 if heads else 8, seed=args.seed,
                             batch_size=args.batch_size, support_sizes=tuple(m for m in (10, 20) if m < args.n_support))
-    result = run_ipg_study(model, config, model_name=args.model, progress=True)
-    out = result.save(args.out)
-    ipg_report(result).save(out / "report.html")
+    with atomic_output(args.out, overwrite=args.overwrite, command=args.command_line, writes=RECIPE_OUTPUT) as tmp:
+        result = run_ipg_study(load_model(args.model), config, model_name=args.model, progress=True)
+        ipg_report(result).save(result.save(tmp) / "report.html")
     summary = result.summary()
     print(json.dumps({k: summary[k] for k in ("accuracy_original", "suppression", "enhancement")}, indent=1))
-    print(f"wrote {out / 'results.json'} and {out / 'report.html'}")
+    print(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'report.html'}")
 
 
 def _second_seed_model(name: str) -> str | None:
@@ -165,33 +236,40 @@ def _cmd_run_step_importance(args: argparse.Namespace) -> None:
     config = StepImportanceConfig(kinds=tuple(args.kind), hops=tuple(args.hops), n_per_cell=args.n,
                                   redundant_step_p=args.redundant_step_p, source=args.source, seed=args.seed,
                                   batch_size=args.batch_size)
-    result = run_step_importance_study(load_model(args.model), config,
-                                       second_model=load_model(second) if second else None,
-                                       model_name=args.model, second_model_name=second,
-                                       progress=True)
-    out = result.save(args.out)
-    step_importance_report(result).save(out / "report.html")
+    with atomic_output(args.out, overwrite=args.overwrite, command=args.command_line, writes=RECIPE_OUTPUT) as tmp:
+        result = run_step_importance_study(load_model(args.model), config,
+                                           second_model=load_model(second) if second else None,
+                                           model_name=args.model, second_model_name=second,
+                                           progress=True)
+        step_importance_report(result).save(result.save(tmp) / "report.html")
     summary = result.summary()
     print(json.dumps({k: summary[k] for k in ("probe_accuracy", "labels_vs_ground_truth", "core_size")}, indent=1))
-    print(f"wrote {out / 'results.json'} and {out / 'report.html'}")
+    print(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'report.html'}")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="reasonlens", description=__doc__)
+    p = _Parser(prog="reasonlens", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="write a generated PrOntoQA dataset (.jsonl, or a HF dataset folder)")
-    g.add_argument("--n", type=int, required=True)
+    g.add_argument("--n", type=_count(1), required=True)
     g.add_argument("--kind", nargs="+", default=["fictional"], help="fictional, true, false")
-    g.add_argument("--hops", nargs="+", type=int, default=[1, 2, 3, 4])
+    g.add_argument("--hops", nargs="+", type=_count(1), default=[1, 2, 3, 4])
     g.add_argument("--style", default="prontoqa", help="prontoqa or dutta")
     g.add_argument("--false-mode", default="negation", help="negation or wrong_property")
     g.add_argument("--ordering", nargs="+", default=["postorder"], help="postorder, preorder, random")
-    g.add_argument("--redundant-step-p", type=float, default=0.0)
+    g.add_argument("--redundant-step-p", type=_probability, default=0.0)
     g.add_argument("--v1-sizes", action="store_true",
                    help="ontologies of real PrOntoQA v1's sizes (chains of up to 10 concepts, the entity anywhere)")
+    g.add_argument("--extra-concepts", type=_count(0), default=None,
+                   help="most ontology nodes above the proof path (default 2; --v1-sizes: 6; at most 9)")
+    g.add_argument("--min-extra-concepts", type=_count(0), default=None, help="fewest of them (default 0)")
+    g.add_argument("--below-concepts", type=_count(0), default=None,
+                   help="most nodes below the entity's concept (default: the first generator's rule; --v1-sizes: 4)")
+    g.add_argument("--min-below-concepts", type=_count(0), default=None, help="fewest of them (default 0)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--out", required=True)
+    g.add_argument("--out", required=True, help="a .jsonl file, or a folder for a Hugging Face dataset")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing --out file or dataset folder")
     g.set_defaults(func=_cmd_generate)
 
     t = sub.add_parser("train", help="train a model with the reference recipe (or, with --zoo, every shipped model)")
@@ -205,11 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "and trains other weights)")
     t.add_argument("--device", default="cpu", help="cpu, or cuda to train on a GPU (other weights than on a CPU)")
     t.add_argument("--quiet", action="store_true")
+    t.add_argument("--overwrite", action="store_true",
+                   help="train into a non-empty --out that holds no earlier run (its files are kept; an earlier run "
+                        "in --out is resumed, with or without this flag)")
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("eval", help="decode held-out questions greedily; write metrics.json and report.html")
     e.add_argument("--model", required=True, help="a shipped model name, a local HF folder or a hub name")
-    e.add_argument("--n", type=int, default=None, help="questions per (ontology kind, hops) cell (default 100); "
+    e.add_argument("--n", type=_count(1), default=None, help="questions per (ontology kind, hops) cell (default 100); "
                    "with --data: the file's first N questions that import (default all)")
     e.add_argument("--seed", type=int, default=7)
     e.add_argument("--data", default=None, help="evaluate on a dataset file instead (PrOntoQA v1 JSON, JSONL, HF); "
@@ -217,10 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--allow-unknown-words", action="store_true",
                    help="with --data: evaluate even if the file has words outside the model's vocabulary (they are "
                         "read as its unknown token and counted in metrics.json; without this flag they are an error)")
-    e.add_argument("--shots", type=int, default=0, help="few-shot demonstrations before each question "
+    e.add_argument("--shots", type=_count(0), default=0, help="few-shot demonstrations before each question "
                    "(generated data: same kind and hops; --data: the file's own in-context examples)")
-    e.add_argument("--batch-size", type=int, default=64)
-    e.add_argument("--out", required=True)
+    e.add_argument("--batch-size", type=_count(1), default=64)
+    e.add_argument("--out", required=True, help="a folder for the results")
+    e.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     e.set_defaults(func=_cmd_eval)
 
     m = sub.add_parser("models", help="list the shipped reference models")
@@ -233,29 +315,32 @@ def build_parser() -> argparse.ArgumentParser:
     c = recipes.add_parser("cot-mechanism", help="activation patching, head roles, circuits, pathways, prior vs context")
     c.add_argument("--model", required=True, help="a shipped model name, a local HF folder or a hub name")
     c.add_argument("--out", required=True)
-    c.add_argument("--n", type=int, default=48, help="questions per subtask")
-    c.add_argument("--hops", type=int, default=2)
-    c.add_argument("--subtasks", nargs="+", type=int, default=None, help="subtask indices (default: all)")
+    c.add_argument("--n", type=_count(1), default=48, help="questions per subtask")
+    c.add_argument("--hops", type=_count(1), default=2)
+    c.add_argument("--subtasks", nargs="+", type=_count(0), default=None, help="subtask indices (default: all)")
     c.add_argument("--seed", type=int, default=2024)
     c.add_argument("--ordering", choices=["preorder", "postorder", "random"], default="preorder",
                    help="context order (preorder: Dutta et al.'s)")
     c.add_argument("--normalize", choices=["batch", "example"], default="batch",
                    help="head scores as a ratio of batch means (Dutta et al.) or a mean of per-example ratios")
-    c.add_argument("--few-shot", type=int, default=3, help="demonstrations in the few-shot condition (0: skip it)")
-    c.add_argument("--batch-size", type=int, default=64)
+    c.add_argument("--few-shot", type=_count(0), default=3,
+                   help="demonstrations in the few-shot condition (0: skip it)")
+    c.add_argument("--batch-size", type=_count(1), default=64)
+    c.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     c.set_defaults(func=_cmd_run_mechanism)
 
     i = recipes.add_parser("ipg", help="attribute correctness and length with IPG, then suppress / enhance / steer")
     i.add_argument("--model", required=True, help="a shipped model name, a local HF folder or a hub name")
     i.add_argument("--out", required=True)
     i.add_argument("--kind", choices=["resid", "neuron", "head"], default="resid")
-    i.add_argument("--layers", nargs="+", type=int, default=[3, 4])
-    i.add_argument("--n-support", type=int, default=40, help="support-set questions (M)")
-    i.add_argument("--n-eval", type=int, default=100, help="held-out questions per accuracy measurement")
-    i.add_argument("--p", nargs="+", type=int, default=None,
+    i.add_argument("--layers", nargs="+", type=_count(0), default=[3, 4])
+    i.add_argument("--n-support", type=_count(1), default=40, help="support-set questions (M)")
+    i.add_argument("--n-eval", type=_count(1), default=100, help="held-out questions per accuracy measurement")
+    i.add_argument("--p", nargs="+", type=_count(1), default=None,
                    help="numbers of components to steer (default: 2 4 8 16 32; for heads 1 2 3 4)")
     i.add_argument("--seed", type=int, default=0)
-    i.add_argument("--batch-size", type=int, default=32)
+    i.add_argument("--batch-size", type=_count(1), default=32)
+    i.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     i.set_defaults(func=_cmd_run_ipg)
 
     si = recipes.add_parser("step-importance", help="label which CoT steps are removable, probe activations for it, "
@@ -265,27 +350,38 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument("--second-model", default=None,
                     help="the cross-model partner (default: the shipped second-seed model for a shipped model; "
                          "'none' to skip)")
-    si.add_argument("--n", type=int, default=60, help="questions per (kind, hops) cell")
+    si.add_argument("--n", type=_count(1), default=60, help="questions per (kind, hops) cell")
     si.add_argument("--kind", nargs="+", default=["fictional", "false"], help="fictional, true, false")
-    si.add_argument("--hops", nargs="+", type=int, default=[2, 3, 4])
-    si.add_argument("--redundant-step-p", type=float, default=0.5)
+    si.add_argument("--hops", nargs="+", type=_count(1), default=[2, 3, 4])
+    si.add_argument("--redundant-step-p", type=_probability, default=0.5)
     si.add_argument("--source", choices=["gold", "greedy"], default="gold",
                     help="label the generator's gold chains (with ground truth) or the model's greedy chains")
     si.add_argument("--seed", type=int, default=0)
-    si.add_argument("--batch-size", type=int, default=16)
+    si.add_argument("--batch-size", type=_count(1), default=16)
+    si.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     si.set_defaults(func=_cmd_run_step_importance)
 
     d = sub.add_parser("demo", help="the main job: evaluate the main reference model and write an HTML report")
     d.add_argument("--out", default="out/demo")
-    d.add_argument("--n", type=int, default=50)
+    d.add_argument("--n", type=_count(1), default=50)
     d.add_argument("--seed", type=int, default=7)
-    d.add_argument("--batch-size", type=int, default=64)
+    d.add_argument("--batch-size", type=_count(1), default=64)
+    d.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     d.set_defaults(func=_cmd_demo)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run a command; 0 on success, 2 (with ``reasonlens: error: ...`` on stderr) for bad input or arguments."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = build_parser().parse_args(argv)
+        args.command_line = shlex.join(["reasonlens", *argv])
+    except UsageError as err:
+        print(f"reasonlens: error: {err}", file=sys.stderr)
+        return 2
+    except SystemExit as done:  # --help
+        return done.code if isinstance(done.code, int) else 0
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our own progress bars say what is happening
@@ -294,6 +390,11 @@ def main(argv: list[str] | None = None) -> int:
     except ReasonlensError as err:
         print(f"reasonlens: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        out = getattr(args, "out", None)
+        print("reasonlens: interrupted" + (f"; nothing new was written to {out}" if out and args.command != "train"
+                                           else ""), file=sys.stderr)
+        return 130
     return 0
 
 

@@ -38,13 +38,24 @@ class EvalConfig:
     shots: int = 0  # solved demonstrations before each question (same kind and hops, another seed)
 
     def __post_init__(self) -> None:
-        if self.shots < 0:
-            raise ReasonlensError(f"shots must be >= 0, got {self.shots}")
-        if self.n_per_cell < 1:
-            raise ReasonlensError(f"n_per_cell must be >= 1, got {self.n_per_cell}")
+        _check_count("shots", self.shots, 0)
+        _check_count("n_per_cell", self.n_per_cell, 1)
+        _check_count("batch_size", self.batch_size, 1)
+        _check_count("seed", self.seed, None)
         unknown = set(self.kinds) - set(ONTOLOGY_KINDS)
-        if unknown:
-            raise ReasonlensError(f"unknown ontology kind(s) {sorted(unknown)}; choose from {ONTOLOGY_KINDS}")
+        if unknown or not self.kinds:
+            raise ReasonlensError(f"unknown ontology kind(s) {sorted(unknown)}; choose from {ONTOLOGY_KINDS}" if unknown
+                                  else f"kinds is empty; choose one or more of {ONTOLOGY_KINDS}")
+        bad = [h for h in self.hops if not (isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= MAX_HOPS)]
+        if bad or not self.hops:
+            raise ReasonlensError(f"hops must be one or more integers in 1..{MAX_HOPS}, got {list(self.hops)}")
+
+
+def _check_count(name: str, value: object, least: int | None) -> None:
+    """A ReasonlensError unless ``value`` is a whole number (``least`` or more)."""
+    if not isinstance(value, int) or isinstance(value, bool) or (least is not None and value < least):
+        raise ReasonlensError(f"{name} must be a whole number{f' >= {least}' if least is not None else ''}, "
+                              f"got {value!r}")
 
 
 @dataclass
@@ -338,6 +349,8 @@ def evaluate_examples(model, examples: list[Example], *, shots: int = 0, batch_s
 
     if not examples:
         raise ReasonlensError("no examples to evaluate: the dataset is empty")
+    _check_count("shots", shots, 0)
+    _check_count("batch_size", batch_size, 1)
     prompts = [format_prompt(e, _demonstrations(e, shots) if shots else []) for e in examples]
     tok = model.tokenizer
     gold_len = max(len(tok(" " + e.cot_text + " " + e.answer, add_special_tokens=False)["input_ids"])
@@ -387,6 +400,8 @@ def answer_now(model, examples: list[Example], *, shots: int = 0, batch_size: in
 
     if not examples:
         raise ReasonlensError("no examples to read out: the dataset is empty")
+    _check_count("shots", shots, 0)
+    _check_count("batch_size", batch_size, 1)
     problem = answer_now_problem(model)
     if problem is not None:
         raise ReasonlensError(f"cannot measure the answer-now readout: {problem}")

@@ -46,6 +46,10 @@ ROLES: tuple[str, ...] = ("main", "second-seed", "headroom")
 METADATA_FILE = "reasonlens.json"
 _REQUIRED_METADATA = ("role", "description", "train_question_seeds")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+# Weight files transformers loads from a folder (one of them must be there).
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+HUB_PROBE_SECONDS = 3.0  # how long a hub look-up waits for a connection before failing
 # A hub repository id: "name" or "owner/name" (anything else can only be a local path).
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
@@ -66,17 +70,28 @@ class ModelInfo:
 def _read_info(folder: Path) -> ModelInfo:
     meta_file = folder / METADATA_FILE
     try:
-        meta = json.loads(meta_file.read_text())
-    except json.JSONDecodeError as e:
-        raise ReasonlensError(f"{meta_file} is not valid JSON ({e}); rewrite it or reinstall the model") from e
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # unreadable, not UTF-8 or not JSON
+        raise ReasonlensError(f"{meta_file} is not readable JSON ({type(e).__name__}: {e}); rewrite it or reinstall "
+                              "the model") from e
+    if not isinstance(meta, dict):
+        raise ReasonlensError(f"{meta_file} holds a {type(meta).__name__}, not a JSON object; rewrite it as "
+                              f"{{{', '.join(repr(k) + ': ...' for k in _REQUIRED_METADATA)}}}")
     missing = [k for k in _REQUIRED_METADATA if k not in meta]
     if missing:
         raise ReasonlensError(f"{meta_file} lacks {missing}; add them (required keys: {list(_REQUIRED_METADATA)})")
     if meta["role"] not in ROLES:
         raise ReasonlensError(f"{meta_file} has role {meta['role']!r}; use one of {ROLES}")
+    seeds = meta["train_question_seeds"]
+    if not (isinstance(seeds, list) and len(seeds) == 2 and all(type(s) is int for s in seeds)
+            and seeds[0] <= seeds[1]):
+        raise ReasonlensError(f"{meta_file} has train_question_seeds {seeds!r}; it must be [lo, hi], two integers "
+                              "with lo <= hi (the half-open range of generator seeds of the training questions)")
+    if not isinstance(meta["description"], str):
+        raise ReasonlensError(f"{meta_file} has description {meta['description']!r}; it must be a string")
     size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
     return ModelInfo(name=folder.name, role=meta["role"], path=folder, size_bytes=size,
-                     description=meta["description"], train_question_seeds=tuple(int(s) for s in meta["train_question_seeds"]), metadata=meta)
+                     description=meta["description"], train_question_seeds=(seeds[0], seeds[1]), metadata=meta)
 
 
 def list_models() -> list[ModelInfo]:
@@ -128,49 +143,141 @@ def _from_pretrained(cls: Any, source: str, **kwargs: Any) -> PreTrainedTokenize
 
 
 def _folder_tokenizer(folder: Path) -> PreTrainedTokenizerBase | None:
-    if (folder / "tokenizer.json").is_file():
-        # Straight from tokenizer.json: AutoTokenizer maps model_type qwen2 to Qwen2Tokenizer, which ignores it.
-        from transformers import PreTrainedTokenizerFast
+    try:
+        if (folder / "tokenizer.json").is_file():
+            # Straight from tokenizer.json: AutoTokenizer maps model_type qwen2 to Qwen2Tokenizer, which ignores it.
+            from transformers import PreTrainedTokenizerFast
 
-        return _from_pretrained(PreTrainedTokenizerFast, str(folder))
-    if any((folder / f).is_file() for f in _TOKENIZER_FILES):
-        from transformers import AutoTokenizer
+            return _from_pretrained(PreTrainedTokenizerFast, str(folder))
+        if any((folder / f).is_file() for f in _TOKENIZER_FILES):
+            from transformers import AutoTokenizer
 
-        return _from_pretrained(AutoTokenizer, str(folder))
+            return _from_pretrained(AutoTokenizer, str(folder))
+    except Exception as e:  # the tokenizers library raises plain Exception for a broken tokenizer.json
+        raise ReasonlensError(
+            f"the tokenizer files of {folder} do not load ({_reason(e)}); save the tokenizer again with "
+            "tokenizer.save_pretrained(folder), or delete its files to load the model without one") from e
     return None
+
+
+def _reason(e: BaseException) -> str:
+    """An exception's type and the first line of its message."""
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__
+
+
+def _check_folder(folder: Path) -> None:
+    """A :class:`ReasonlensError` naming what a model folder lacks: a readable ``config.json`` (a JSON object with a
+    ``model_type``) and weights (:data:`WEIGHT_FILES`)."""
+    config = folder / "config.json"
+    if not config.is_file():
+        raise ReasonlensError(f"{folder} is not a Hugging Face model folder (no config.json); save the model "
+                              "there with model.save_pretrained(folder)")
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # unreadable, not UTF-8 or not JSON
+        raise ReasonlensError(f"{config} is not valid JSON ({_reason(e)}); save the model again with "
+                              "model.save_pretrained(folder), or copy its config.json again") from e
+    if not isinstance(data, dict) or not isinstance(data.get("model_type"), str):
+        got = f"a {type(data).__name__}" if not isinstance(data, dict) else "an object without 'model_type'"
+        raise ReasonlensError(f"{config} holds {got}, not a Hugging Face model configuration; save the model again "
+                              "with model.save_pretrained(folder)")
+    if not any((folder / f).is_file() for f in WEIGHT_FILES):
+        raise ReasonlensError(f"{folder} has no weights (none of {', '.join(WEIGHT_FILES)}); save the model there with "
+                              "model.save_pretrained(folder), or finish copying or downloading it")
 
 
 def _load_folder(folder: Path, device: str | torch.device, dtype: torch.dtype) -> TransformerBridge:
     from transformer_lens.model_bridge import TransformerBridge
 
-    if not (folder / "config.json").is_file():
-        raise ReasonlensError(f"{folder} is not a Hugging Face model folder (no config.json); save the model "
-                              "there with model.save_pretrained(folder)")
+    _check_folder(folder)
     tokenizer = _folder_tokenizer(folder)
-    if tokenizer is not None:
-        return TransformerBridge.boot_transformers(str(folder), device=device, dtype=dtype, tokenizer=tokenizer)
-    # boot_transformers insists on a tokenizer, so wrap the loaded model directly.
-    from transformer_lens.model_bridge.sources import build_bridge_from_module
-    from transformers import AutoModelForCausalLM
+    try:
+        if tokenizer is not None:
+            return TransformerBridge.boot_transformers(str(folder), device=device, dtype=dtype, tokenizer=tokenizer)
+        # boot_transformers insists on a tokenizer, so wrap the loaded model directly.
+        from transformer_lens.model_bridge.sources import build_bridge_from_module
+        from transformers import AutoModelForCausalLM
 
-    hf = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, attn_implementation="eager").to(device)
-    return build_bridge_from_module(hf, hf.config.architectures[0], hf_config=hf.config, model_name=str(folder),
-                                    device=device)
+        hf = AutoModelForCausalLM.from_pretrained(str(folder), dtype=dtype, attn_implementation="eager").to(device)
+        return build_bridge_from_module(hf, hf.config.architectures[0], hf_config=hf.config, model_name=str(folder),
+                                        device=device)
+    except ReasonlensError:
+        raise
+    except Exception as e:  # a broken or truncated weight file, weights of other shapes, an unknown architecture
+        raise ReasonlensError(
+            f"cannot load the model in {folder} ({_reason(e)}); its files may be incomplete or from another "
+            "model: save it again with model.save_pretrained(folder) and tokenizer.save_pretrained(folder)") from e
+
+
+def hub_problem(timeout: float = HUB_PROBE_SECONDS) -> str | None:
+    """Why the Hugging Face hub cannot be reached now (offline mode, or no connection to its host, or to the
+    proxy, within ``timeout`` seconds), or ``None`` when it can; a look-up of a name that is not on this machine
+    waits on the network only after this says yes."""
+    import threading
+    import urllib.parse
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode():
+        return "offline mode is on (HF_HUB_OFFLINE)"
+    url = urllib.parse.urlsplit(constants.ENDPOINT)
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and not urllib.request.proxy_bypass(url.hostname or ""):
+        url = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    host, port = url.hostname or "", url.port or (443 if url.scheme == "https" else 80)
+    found: list[str | None] = []
+
+    def connect() -> None:  # in a thread: a name look-up is not bounded by the socket timeout
+        import socket
+
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            found.append(None)
+        except OSError as e:
+            found.append(f"no connection to {host}:{port}: {e}")
+
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(timeout)
+    return found[0] if found else f"no connection to {host}:{port} within {timeout:g} s"
+
+
+def _in_hub_cache(name: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except Exception:  # a name the cache cannot hold
+        return False
 
 
 def _load_hub(name: str, device: str | torch.device, dtype: torch.dtype) -> TransformerBridge:
+    from huggingface_hub import constants
     from transformer_lens.model_bridge import TransformerBridge
     from transformers import AutoTokenizer
 
+    unreachable = hub_problem()
+    if unreachable and not _in_hub_cache(name):
+        raise ReasonlensError(
+            f"cannot load model {name!r}: it is not a shipped model (shipped: {_shipped_names()}), not a local "
+            f"folder, not in the Hugging Face cache ({constants.HF_HUB_CACHE}), and the hub is unreachable "
+            f"({unreachable}); check the name, pass the path of a folder written by save_pretrained, or connect to "
+            "the network")
+    offline = constants.HF_HUB_OFFLINE
     try:
+        if unreachable:
+            constants.HF_HUB_OFFLINE = True  # load from the cache without waiting on the network
         tokenizer = _from_pretrained(AutoTokenizer, name)
         return TransformerBridge.boot_transformers(name, device=device, dtype=dtype, tokenizer=tokenizer)
     except (OSError, ValueError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ReasonlensError(
             f"cannot load model {name!r}: it is not a shipped model (shipped: {_shipped_names()}), not a local "
-            f"folder, and not reachable on the Hugging Face hub ({reason}); check the name, or pass the path of a "
+            f"folder, and not reachable on the Hugging Face hub ({_reason(e)}); check the name, or pass the path of a "
             "folder written by save_pretrained") from e
+    finally:
+        constants.HF_HUB_OFFLINE = offline
 
 
 def load_model(name_or_path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,

@@ -4,6 +4,7 @@ that opens offline (plotly.js is embedded once)."""
 from __future__ import annotations
 
 import html
+import os
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +70,14 @@ class HtmlReport:
                 + "\n".join(self._parts) + "</body></html>")
 
     def save(self, path: str | Path) -> Path:
+        """Write the page to ``path`` atomically (a temporary sibling renamed over it): an interrupted save leaves
+        the previous file, or none, never half a page."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.to_html(), encoding="utf-8")
+        tmp = path.with_name(f".{path.name}.partial")
+        try:
+            tmp.write_text(self.to_html(), encoding="utf-8")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return path

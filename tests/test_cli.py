@@ -95,7 +95,7 @@ def test_demo_uses_the_main_model(zoo, tmp_path, capsys):
     (["eval", "--model", "tiny-main", "--seed", "105", "--n", "1", "--out", "x"], "training questions"),
     (["generate", "--n", "3", "--kind", "imaginary", "--out", "x.jsonl"], "unknown ontology kind"),
     (["generate", "--n", "3", "--hops", "7", "--out", "x.jsonl"], "hops must be"),
-    (["generate", "--n", "0", "--out", "x.jsonl"], "positive number"),
+    (["generate", "--n", "0", "--out", "x.jsonl"], "argument --n: must be a whole number >= 1"),
 ])
 def test_bad_input_exits_with_a_clear_message(zoo, offline, tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)
@@ -114,6 +114,7 @@ def test_train_runs_the_recipe_in_its_precision_unless_told(tmp_path, monkeypatc
         (Path(out) / "final").mkdir(parents=True)
 
     monkeypatch.setattr(zoo_build, "train", fake_train)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # --device cuda is checked before training
     assert main(["train", "--out", str(tmp_path / "a"), "--quiet"]) == 0
     assert seen == [("float32", "cpu")] * len(zoo_build.STAGES)
     seen.clear()

@@ -114,8 +114,9 @@ def test_errors(tmp_path):
         (lambda: load_dataset_file(write("list.json", "[1, 2]")), "cannot tell what"),
         (lambda: load_dataset_file(write("notes.txt", "hello world")), "cannot tell what"),
         (lambda: load_jsonl(write("bad.jsonl", json.dumps(generate(1)[0].to_dict()) + "\n{oops\n")),
-         "line 2 of .* is not JSON"),
-        (lambda: load_jsonl(write("alien.jsonl", '{"context": [], "cot": []}\n')), "line 1 of .* is not a reasonlens"),
+         r"line 2 \(record 2\) of .* is not JSON"),
+        (lambda: load_jsonl(write("alien.jsonl", '{"context": [], "cot": []}\n')),
+         r"1 of 1 records of .* record 1 \(line 1\): lacks the fields \['kind', 'hops'"),
         (lambda: load_prontoqa_v1(write("empty_v1.json", "{}")), "holds no PrOntoQA v1 questions"),
         (lambda: load_prontoqa_v1(write("no_test.json", '{"example1": {}}')), "has no 'test_example'"),
         (lambda: load_prontoqa_v1(_v1_file(tmp_path, {"question": "Polly is a wumpus."})), "needs the fields"),
@@ -301,7 +302,7 @@ def test_eval_data_checks_and_reports_the_import(tiny, tmp_path, capsys):
     from reasonlens.cli import main
 
     out = tmp_path / "eval"
-    eval_args = ["eval", "--model", str(tiny), "--out", str(out), "--data"]
+    eval_args = ["eval", "--model", str(tiny), "--out", str(out), "--overwrite", "--data"]
     assert main([*eval_args, str(V1_UNKNOWN)]) == 2
     err = capsys.readouterr().err
     assert "7 words of" in err and "--allow-unknown-words" in err and not (out / "metrics.json").exists()

@@ -10,8 +10,9 @@ property instead of a negation, as in their data.
 
 from __future__ import annotations
 
+import numbers
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
 
 from reasonlens.errors import ReasonlensError
@@ -32,6 +33,15 @@ MAX_CONCEPTS = len(PROPERTY_FAMILIES)  # one property family per ontology node
 V1_SIZES: dict[str, int] = {"extra_concepts": 6, "min_extra_concepts": 0, "below_concepts": 4, "min_below_concepts": 0}
 ORDERINGS: tuple[str, ...] = ("postorder", "preorder", "random")
 FALSE_MODES: tuple[str, ...] = ("negation", "wrong_property")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _values(value: object) -> tuple:
+    """``value`` as a tuple of values: one value (a string counts as one), or the items of a list or tuple."""
+    return tuple(value) if isinstance(value, Iterable) and not isinstance(value, str) else (value,)
 
 
 @dataclass(frozen=True)
@@ -71,14 +81,12 @@ class GeneratorConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        kinds = (self.kind,) if isinstance(self.kind, str) else tuple(self.kind)
-        hops = (self.hops,) if isinstance(self.hops, int) else tuple(self.hops)
-        orderings = (self.ordering,) if isinstance(self.ordering, str) else tuple(self.ordering)
+        kinds, hops, orderings = _values(self.kind), _values(self.hops), _values(self.ordering)
         for k in kinds:
             if k not in ONTOLOGY_KINDS:
                 raise ReasonlensError(f"unknown ontology kind {k!r}; choose from {ONTOLOGY_KINDS}")
         for h in hops:
-            if not isinstance(h, int) or not 1 <= h <= MAX_HOPS:
+            if not _is_int(h) or not 1 <= h <= MAX_HOPS:
                 raise ReasonlensError(f"hops must be an integer in 1..{MAX_HOPS}, got {h!r}")
         for o in orderings:
             if o not in ORDERINGS:
@@ -91,8 +99,15 @@ class GeneratorConfig:
             raise ReasonlensError(f"unknown false_mode {self.false_mode!r}; choose from {FALSE_MODES}")
         for name in ("negate_query_p", "negate_property_p", "redundant_step_p"):
             p = getattr(self, name)
-            if not 0.0 <= p <= 1.0:
+            if not isinstance(p, numbers.Real) or isinstance(p, bool) or not 0.0 <= p <= 1.0:
                 raise ReasonlensError(f"{name} must be a probability in [0, 1], got {p!r}")
+        for name in ("extra_concepts", "min_extra_concepts", "below_concepts", "min_below_concepts", "seed"):
+            value = getattr(self, name)
+            if not _is_int(value) and not (name == "below_concepts" and value is None):
+                raise ReasonlensError(f"{name} must be a whole number{' or None' if name == 'below_concepts' else ''}, "
+                                      f"got {value!r}")
+        if not isinstance(self.distractor, bool):
+            raise ReasonlensError(f"distractor must be True or False, got {self.distractor!r}")
         if not 0 <= self.min_extra_concepts <= self.extra_concepts:
             raise ReasonlensError(f"need 0 <= min_extra_concepts <= extra_concepts, got {self.min_extra_concepts} "
                                   f"and {self.extra_concepts}")
@@ -100,6 +115,19 @@ class GeneratorConfig:
         if not 0 <= self.min_below_concepts <= most_below:
             raise ReasonlensError(f"need 0 <= min_below_concepts <= below_concepts, got {self.min_below_concepts} "
                                   f"and {self.below_concepts}")
+        # An ontology has at most MAX_CONCEPTS nodes, one of them on the proof path at least: larger maxima are
+        # capped as documented, but a maximum no ontology can reach, or a minimum the cap cannot honour, is an error.
+        for name in ("extra_concepts", "below_concepts"):
+            value = getattr(self, name)
+            if value is not None and value > MAX_CONCEPTS - 1:
+                raise ReasonlensError(f"{name} must be at most {MAX_CONCEPTS - 1}, got {value}: an ontology has at "
+                                      f"most MAX_CONCEPTS = {MAX_CONCEPTS} nodes (one property family each), one of "
+                                      "them on the proof path at least")
+        fewest = max(hops) + self.min_extra_concepts + self.min_below_concepts
+        if fewest > MAX_CONCEPTS:
+            raise ReasonlensError(f"hops up to {max(hops)} with min_extra_concepts {self.min_extra_concepts} and "
+                                  f"min_below_concepts {self.min_below_concepts} need {fewest} ontology nodes, more "
+                                  f"than MAX_CONCEPTS = {MAX_CONCEPTS}; lower the minima (or the hops)")
 
         object.__setattr__(self, "kind", kinds if len(kinds) > 1 else kinds[0])
         object.__setattr__(self, "hops", hops if len(hops) > 1 else hops[0])
@@ -117,7 +145,7 @@ def generate(n: int, config: GeneratorConfig | None = None, **overrides: object)
     >>> [len(e.cot) == 2 * e.hops + 1 for e in exs]
     [True, True, True, True]
     """
-    if not isinstance(n, int) or n < 1:
+    if not _is_int(n) or n < 1:
         raise ReasonlensError(f"n must be a positive number of examples, got {n!r}")
     known = {f.name for f in fields(GeneratorConfig)}
     unknown = set(overrides) - known

@@ -45,7 +45,16 @@ from reasonlens.ontology.lexicon import (
     TRUE_TAXONOMY,
 )
 from reasonlens.ontology.prompt import format_completion, format_prompt
-from reasonlens.ontology.types import Example, Fact, Ontology, Sentence
+from reasonlens.ontology.types import (
+    CONTEXT_ROLES,
+    COT_ROLES,
+    ONTOLOGY_KINDS,
+    STYLES,
+    Example,
+    Fact,
+    Ontology,
+    Sentence,
+)
 
 if TYPE_CHECKING:
     import datasets
@@ -57,7 +66,8 @@ FORMATS_HINT = ("expected JSONL written by save_jsonl, a directory written by to
 
 
 def save_jsonl(examples: Iterable[Example], path: PathLike) -> Path:
-    """Write one :meth:`Example.to_dict` JSON object per line; returns the path.
+    """Write one :meth:`Example.to_dict` JSON object per line, atomically (an interrupted save leaves the previous
+    file, or none); returns the path.
 
     >>> import tempfile
     >>> from reasonlens.ontology import generate
@@ -70,7 +80,12 @@ def save_jsonl(examples: Iterable[Example], path: PathLike) -> Path:
         raise ReasonlensError(f"no examples to save to {path}; pass a non-empty list (e.g. generate(n, ...))")
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    tmp = out.with_name(f".{out.name}.partial")  # written whole, then renamed over the target
+    try:
+        tmp.write_text("\n".join(rows) + "\n", encoding="utf-8")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
 
 
@@ -78,32 +93,182 @@ def _read_text(path: PathLike) -> str:
     p = Path(path)
     if not p.is_file():
         raise ReasonlensError(f"no such file: {p}; check the path")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ReasonlensError(f"{p} is not a UTF-8 text file (byte {err.object[err.start]:#04x} at offset {err.start} "
+                              f"is not UTF-8; a binary file?); {FORMATS_HINT}") from err
+    except OSError as err:
+        raise ReasonlensError(f"cannot read {p} ({err.strerror or err}); check its permissions") from err
     if not text.strip():
         raise ReasonlensError(f"{p} is empty; {FORMATS_HINT}")
     return text
 
 
-def _from_dict(d: Any, where: str) -> Example:
+# The schema of a record (Example.to_dict()); docs/data.md describes it.
+RECORD_KINDS: tuple[str, ...] = (*ONTOLOGY_KINDS, "unknown")  # "unknown": an imported question of no known kind
+FACT_KINDS: tuple[str, ...] = ("isa", "property")
+MAX_PROBLEMS = 5  # schema problems listed in an error
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value) if isinstance(value, (dict, list, str, bool, int, float)) or value is None else repr(value)
+    return (text if len(text) <= 40 else text[:37] + "...") + f" ({type(value).__name__})"
+
+
+def _text_problem(value: Any, field: str) -> str | None:
+    if not isinstance(value, str):
+        return f"field {field!r} must be a string, got {_show(value)}"
+    return None if value.strip() else f"field {field!r} must not be empty"
+
+
+def _fact_problems(fact: Any, field: str) -> list[str]:
+    if not isinstance(fact, dict):
+        return [f"field {field!r} must be an object {{subject, predicate, kind, negated, universal}}, "
+                f"got {_show(fact)}"]
+    problems = [p for key in ("subject", "predicate") if (p := _text_problem(fact.get(key), f"{field}.{key}"))]
+    if fact.get("kind") not in FACT_KINDS:
+        problems.append(f"field '{field}.kind' must be one of {FACT_KINDS}, got {_show(fact.get('kind'))}")
+    problems += [f"field '{field}.{key}' must be true or false, got {_show(fact[key])}"
+                 for key in ("negated", "universal") if key in fact and not isinstance(fact[key], bool)]
+    extra = sorted(set(fact) - {"subject", "predicate", "kind", "negated", "universal"})
+    return problems + ([f"field {field!r} has unknown keys {extra}"] if extra else [])
+
+
+def _sentence_problems(sentence: Any, field: str, roles: tuple[str, ...]) -> list[str]:
+    if not isinstance(sentence, dict):
+        return [f"field {field!r} must be an object {{text, role, fact}}, got {_show(sentence)}"]
+    problems = [p for p in [_text_problem(sentence.get("text"), f"{field}.text")] if p]
+    if sentence.get("role") not in roles:
+        problems.append(f"field '{field}.role' must be one of {roles}, got {_show(sentence.get('role'))}")
+    return problems + _fact_problems(sentence.get("fact"), f"{field}.fact")
+
+
+def _sentences_problems(value: Any, field: str, roles: tuple[str, ...]) -> list[str]:
+    if not isinstance(value, list) or not value:
+        return [f"field {field!r} must be a non-empty list of sentences, got {_show(value)}"]
+    return [p for i, s in enumerate(value) for p in _sentence_problems(s, f"{field}[{i}]", roles)]
+
+
+def _ontology_problems(onto: Any, field: str) -> list[str]:
+    if not isinstance(onto, dict):
+        return [f"field {field!r} must be an object {{parents, properties, distractor}}, got {_show(onto)}"]
+    problems = []
+    parents, properties = onto.get("parents"), onto.get("properties")
+    if not isinstance(parents, dict) or not all(isinstance(v, str) for v in parents.values()):
+        problems.append(f"field '{field}.parents' must map concepts to parent concepts (strings), got {_show(parents)}")
+    if not isinstance(properties, dict):
+        problems.append(f"field '{field}.properties' must map concepts to [property, holds] pairs, got "
+                        f"{_show(properties)}")
+    else:
+        for concept, pairs in properties.items():
+            if not (isinstance(pairs, list) and all(isinstance(pair, list) and len(pair) == 2
+                                                   and isinstance(pair[0], str) and isinstance(pair[1], bool)
+                                                   for pair in pairs)):
+                problems.append(f"field '{field}.properties.{concept}' must be a list of [property, true/false] "
+                                f"pairs, got {_show(pairs)}")
+    distractor = onto.get("distractor")
+    if distractor is not None and not isinstance(distractor, str):
+        problems.append(f"field '{field}.distractor' must be a concept (string) or null, got {_show(distractor)}")
+    return problems
+
+
+def example_problems(record: Any, field: str = "") -> list[str]:
+    """What keeps ``record`` (one line of a JSONL file, one row's ``example_json``) from being a valid
+    :meth:`Example.to_dict`: wrong types, values out of range, empty texts and lists, a ``hops`` other than the
+    number of ``derived_fact`` steps; ``[]`` when it is valid. Demonstrations in ``meta`` are checked too.
+
+    >>> from reasonlens.ontology import generate
+    >>> d = generate(1, hops=2, seed=0)[0].to_dict()
+    >>> example_problems(d)
+    []
+    >>> for problem in example_problems(d | {"label": "no", "hops": "2", "kind": "banana", "cot": []}):
+    ...     print(problem)
+    field 'kind' must be one of ('fictional', 'true', 'false', 'unknown'), got "banana" (str)
+    field 'hops' must be a whole number, 1 or more, got "2" (str)
+    field 'cot' must be a non-empty list of sentences, got [] (list)
+    field 'label' must be true or false, got "no" (str)
+    """
+    if not isinstance(record, dict):
+        return [f"{'field ' + repr(field) + ' ' if field else ''}must be an example object, got {_show(record)}"]
+    at = f"{field}." if field else ""
+    missing = [k for k in ("kind", "hops", "style", "entity", "context", "query", "cot", "label", "ontology")
+               if k not in record]
+    if missing:
+        return [f"{'field ' + repr(field) + ' ' if field else ''}lacks the fields {missing}"]
+    problems = []
+    if record["kind"] not in RECORD_KINDS:
+        problems.append(f"field '{at}kind' must be one of {RECORD_KINDS}, got {_show(record['kind'])}")
+    hops = record["hops"]
+    if type(hops) is not int or hops < 1:
+        problems.append(f"field '{at}hops' must be a whole number, 1 or more, got {_show(hops)}")
+    if record["style"] not in STYLES:
+        problems.append(f"field '{at}style' must be one of {STYLES}, got {_show(record['style'])}")
+    problems += [p for p in [_text_problem(record["entity"], f"{at}entity")] if p]
+    problems += _sentences_problems(record["context"], f"{at}context", CONTEXT_ROLES)
+    problems += _sentence_problems(record["query"], f"{at}query", ("query",))
+    cot_problems = _sentences_problems(record["cot"], f"{at}cot", COT_ROLES)
+    problems += cot_problems
+    if not cot_problems and type(hops) is int and hops >= 1:
+        derived = sum(s["role"] == "derived_fact" for s in record["cot"])
+        if derived != hops:
+            problems.append(f"field '{at}hops' is {hops}, but the chain of thought derives {derived} facts "
+                            "(steps with role 'derived_fact'); they must agree")
+    if not isinstance(record["label"], bool):
+        problems.append(f"field '{at}label' must be true or false, got {_show(record['label'])}")
+    problems += _ontology_problems(record["ontology"], f"{at}ontology")
+    meta = record.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        problems.append(f"field '{at}meta' must be an object or null, got {_show(meta)}")
+    elif meta:
+        if meta.get("prior_label") is not None and not isinstance(meta["prior_label"], bool):
+            problems.append(f"field '{at}meta.prior_label' must be true, false or null, "
+                            f"got {_show(meta['prior_label'])}")
+        demos = meta.get("demonstrations", [])
+        if not isinstance(demos, list):
+            problems.append(f"field '{at}meta.demonstrations' must be a list of examples, got {_show(demos)}")
+        else:
+            for i, demo in enumerate(demos):
+                problems += example_problems(demo, f"{at}meta.demonstrations[{i}]")
+    return problems
+
+
+def _check_records(found: list[tuple[str, list[str]]], total: int, source: str, fix: str) -> None:
+    """A :class:`ReasonlensError` listing the first problems of the records that have any (``(where, problems)``)."""
+    bad = [(where, problems) for where, problems in found if problems]
+    if not bad:
+        return
+    shown = "; ".join(f"{where}: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+                      for where, problems in bad[:MAX_PROBLEMS])
+    more = f"; and {len(bad) - MAX_PROBLEMS} more records" if len(bad) > MAX_PROBLEMS else ""
+    raise ReasonlensError(f"{len(bad)} of {total} records of {source} do not match the example schema "
+                          f"(docs/data.md): {shown}{more}; {fix}")
+
+
+def _from_dict(d: dict[str, Any], where: str) -> Example:
     try:
         return Example.from_dict(d)
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError) as err:  # pragma: no cover - the schema check comes first
         raise ReasonlensError(f"{where} is not a reasonlens example ({type(err).__name__}: {err}); "
                               "write examples with save_jsonl or to_hf_dataset") from err
 
 
 def load_jsonl(path: PathLike) -> list[Example]:
-    """Examples from a file written by :func:`save_jsonl` (blank lines are skipped)."""
-    examples = []
+    """Examples from a file written by :func:`save_jsonl` (blank lines are skipped). Every record is checked
+    against the example schema (:func:`example_problems`) first: a record that does not match is an error naming
+    its number, its line and the field."""
+    records: list[tuple[int, Any]] = []
     for n, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            d = json.loads(line)
+            records.append((n, json.loads(line)))
         except json.JSONDecodeError as err:
-            raise ReasonlensError(f"line {n} of {path} is not JSON ({err}); {FORMATS_HINT}") from err
-        examples.append(_from_dict(d, f"line {n} of {path}"))
-    return examples
+            raise ReasonlensError(f"line {n} (record {len(records) + 1}) of {path} is not JSON ({err}); "
+                                  f"{FORMATS_HINT}") from err
+    found = [(f"record {k} (line {n})", example_problems(d)) for k, (n, d) in enumerate(records, start=1)]
+    _check_records(found, len(records), str(path), "fix those records, or write the file with save_jsonl")
+    return [_from_dict(d, f"line {n} of {path}") for n, d in records]
 
 
 def to_hf_dataset(examples: Iterable[Example]) -> datasets.Dataset:
@@ -124,14 +289,28 @@ def to_hf_dataset(examples: Iterable[Example]) -> datasets.Dataset:
     return datasets.Dataset.from_list(rows)
 
 
-def from_hf_dataset(ds: datasets.Dataset) -> list[Example]:
-    """The examples of a dataset made by :func:`to_hf_dataset` (possibly saved and reloaded)."""
+def from_hf_dataset(ds: datasets.Dataset, source: str = "the dataset") -> list[Example]:
+    """The examples of a dataset made by :func:`to_hf_dataset` (possibly saved and reloaded); each row's
+    ``example_json`` is checked against the example schema (:func:`example_problems`) first. ``source`` names the
+    dataset in errors."""
     if "example_json" not in ds.column_names:
-        raise ReasonlensError(f"dataset has no 'example_json' column (columns: {ds.column_names}); "
+        raise ReasonlensError(f"{source} has no 'example_json' column (columns: {ds.column_names}); "
                               "build it with to_hf_dataset")
     if len(ds) == 0:
-        raise ReasonlensError("the dataset is empty; build it with to_hf_dataset from a non-empty list")
-    return [_from_dict(json.loads(s), f"row {i} of the dataset") for i, s in enumerate(ds["example_json"])]
+        raise ReasonlensError(f"{source} is empty; build it with to_hf_dataset from a non-empty list")
+    records, found = [], []
+    for i, text in enumerate(ds["example_json"]):
+        where = f"record {i + 1} (row {i})"
+        try:
+            d = json.loads(text) if isinstance(text, str) else None
+            problems = example_problems(d) if isinstance(text, str) else [
+                f"column 'example_json' must hold a JSON string, got {_show(text)}"]
+        except json.JSONDecodeError as err:
+            d, problems = None, [f"column 'example_json' is not JSON ({err})"]
+        records.append(d)
+        found.append((where, problems))
+    _check_records(found, len(ds), source, "fix those rows, or build the dataset with to_hf_dataset")
+    return [_from_dict(d, f"row {i} of {source}") for i, d in enumerate(records)]
 
 
 def demonstrations(example: Example) -> list[Example]:
@@ -210,14 +389,32 @@ class _Unimportable(ReasonlensError):
         self.category = category
 
 
+def _v1_field_problem(raw: dict[str, Any]) -> str | None:
+    """The first field of a v1 question with the wrong type or an empty value, in words (None if all are right)."""
+    for key in ("question", "query"):
+        problem = _text_problem(raw[key], key)
+        if problem:
+            return problem
+    cot = raw["chain_of_thought"]
+    if not (isinstance(cot, str) and cot.strip() or isinstance(cot, list) and cot
+            and all(isinstance(step, str) and step.strip() for step in cot)):
+        return f"field 'chain_of_thought' must be a non-empty list of sentences (strings) or a string, got {_show(cot)}"
+    if raw["answer"] not in ("True", "False"):
+        return f"field 'answer' must be \"True\" or \"False\", got {_show(raw['answer'])}"
+    return None
+
+
 def _v1_example(raw: Any, where: str, meta: dict[str, Any]) -> Example:
     if not isinstance(raw, dict) or any(k not in raw for k in V1_FIELDS):
         raise _Unimportable(f"{where} is not a PrOntoQA v1 question: it needs the fields {V1_FIELDS}",
                             "not a v1 question")
+    problem = _v1_field_problem(raw)
+    if problem:
+        raise _Unimportable(f"{where}: {problem}", "invalid field")
     cot = raw["chain_of_thought"]
-    context = split_sentences(str(raw["question"]))
-    steps = split_sentences(cot) if isinstance(cot, str) else [str(s) for s in cot]
-    result: CheckResult = check_chain(context, str(raw["query"]), steps, str(raw["answer"]))
+    context = split_sentences(raw["question"])
+    steps = split_sentences(cot) if isinstance(cot, str) else list(cot)
+    result: CheckResult = check_chain(context, raw["query"], steps, raw["answer"])
     unparsed = [p for p in result.problems if "cannot parse" in p]
     if unparsed:
         raise _Unimportable(f"{where}: {'; '.join(unparsed)}. The importer reads PrOntoQA v1's one-clause sentences "
@@ -248,7 +445,7 @@ def _v1_example(raw: Any, where: str, meta: dict[str, Any]) -> Example:
         style="prontoqa",
         entity=result.query.subject,
         context=[Sentence(text, _context_role(f, used), f) for text, f in zip(context, facts)],
-        query=Sentence(str(raw["query"]), "query", result.query),
+        query=Sentence(raw["query"], "query", result.query),
         cot=[Sentence(v.text, v.role, v.fact) for v in result.steps if v.fact is not None],
         label=bool(result.answer),
         ontology=Ontology(
@@ -408,9 +605,13 @@ def _load_hf_directory(p: Path) -> list[Example]:
         ds = datasets.load_from_disk(str(p))
     except FileNotFoundError as err:
         raise ReasonlensError(f"{p} is a directory but not a saved dataset; {FORMATS_HINT}") from err
+    except Exception as err:  # a damaged state.json or arrow file (json, pyarrow and datasets errors)
+        raise ReasonlensError(f"{p} looks like a saved dataset but does not load ({type(err).__name__}: "
+                              f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}); save it again with "
+                              "to_hf_dataset(examples).save_to_disk(folder)") from err
     if isinstance(ds, datasets.DatasetDict):
         raise ReasonlensError(f"{p} holds splits {sorted(ds)}; save or load one split (ds['train'])")
-    return from_hf_dataset(ds)
+    return from_hf_dataset(ds, str(p))
 
 
 def _file_format(p: Path) -> str:
@@ -429,7 +630,7 @@ def _file_format(p: Path) -> str:
         head = json.loads(first)
     except json.JSONDecodeError:
         head = None
-    if not (isinstance(head, dict) and "context" in head and "cot" in head):
+    if not (isinstance(head, dict) and {"kind", "hops", "context", "query", "cot", "label"} & head.keys()):
         raise ReasonlensError(f"cannot tell what {p} holds; {FORMATS_HINT}")
     return "jsonl"
 
