@@ -72,7 +72,7 @@ def test_study_without_a_correctness_signal_says_so():
                       IPGStudyConfig(**{**SMALL, "task": Variant("fictional 1-hop", "fictional", 1)}), progress=False)
 
 
-def test_cli_recipe_writes_results_and_report(tmp_path, monkeypatch):
+def test_cli_recipe_writes_results_and_report(tmp_path, monkeypatch, capsys):
     @dataclass(frozen=True)
     class Small(IPGStudyConfig):
         n_support: int = 4
@@ -91,4 +91,5 @@ def test_cli_recipe_writes_results_and_report(tmp_path, monkeypatch):
         assert key in results
     assert set(results["suppression"]["ipg"]) == {"1", "2", "3", "4"}
     assert (tmp_path / "report.html").stat().st_size > 100_000
-    assert main(["run", "ipg", "--model", "reasonlens-headroom", "--layers", "9", "--out", str(tmp_path)]) == 2
+    assert main(["run", "ipg", "--model", "reasonlens-headroom", "--layers", "9", "--out", str(tmp_path / "bad")]) == 2
+    assert "layers" in capsys.readouterr().err
