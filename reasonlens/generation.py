@@ -17,19 +17,19 @@ per new token with ``[batch, 1, ...]``. The batch keeps its rows until its last 
 
 from __future__ import annotations
 
-import math
 import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, no_type_check
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
-from reasonlens.model import check_hook_name, context_length, require_tokenizer
+from reasonlens.model import check_hook_name, require_tokenizer
+from reasonlens.validation import check_bool, check_context, check_float, check_int, check_token_lists
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -47,12 +47,14 @@ HookFn = Callable[..., Any]
 FwdHook = tuple[str | Callable[[str], bool], HookFn]
 
 
+@no_type_check  # checked by __post_init__, so a bad value gets the ReasonlensError under the test run's type checks too
 @dataclass(frozen=True)
 class GenerationConfig:
     """How to decode.
 
     - ``max_new_tokens``: most tokens generated per sequence.
-    - ``temperature``: 0 decodes greedily (argmax); above 0 samples from ``softmax(logits / temperature)``.
+    - ``temperature``: 0 decodes greedily (argmax); above 0 samples from ``softmax(logits / temperature)``
+      (computed as ``softmax((logits - max) / temperature)``, so a tiny temperature gives the argmax, never NaN).
     - ``top_p``: nucleus sampling, from the fewest most likely tokens whose probability reaches ``top_p``
       (1 keeps every token).
     - ``seed``: seed of the sampling streams (see :func:`generate`).
@@ -76,15 +78,13 @@ class GenerationConfig:
     stop_at_answer: bool = True
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ReasonlensError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
-        if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise ReasonlensError(f"temperature must be finite and >= 0 (0 = greedy), got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ReasonlensError(f"top_p must be in (0, 1] (1 = no nucleus filtering), got {self.top_p}")
-        if self.batch_size < 1 or self.num_samples < 1:
-            raise ReasonlensError(f"batch_size and num_samples must be at least 1, got {self.batch_size} and "
-                                  f"{self.num_samples}")
+        check_int(self.max_new_tokens, "max_new_tokens", low=1, hint="pass a whole number of tokens, e.g. 64")
+        check_float(self.temperature, "temperature", low=0, hint="0 decodes greedily, above 0 samples")
+        check_float(self.top_p, "top_p", low=0, high=1, low_open=True, hint="1 = no nucleus filtering")
+        check_int(self.seed, "seed")
+        check_int(self.batch_size, "batch_size", low=1)
+        check_int(self.num_samples, "num_samples", low=1)
+        check_bool(self.stop_at_answer, "stop_at_answer")
         if self.num_samples > 1 and self.temperature == 0:
             raise ReasonlensError(f"num_samples={self.num_samples} with greedy decoding gives identical copies; "
                                   "set temperature > 0 to sample a group")
@@ -121,37 +121,32 @@ class Generation:
         return [p + o for p, o in zip(self.prompt_ids, self.output_ids)]
 
 
-def _encode_prompts(model: TransformerBridge, prompts: Sequence[str] | Sequence[Sequence[int]]) -> list[list[int]]:
+def _encode_prompts(model: TransformerBridge, prompts: object) -> list[list[int]]:
     if isinstance(prompts, str):
         raise ReasonlensError("prompts is one string; pass a list of prompts, e.g. [prompt]")
-    if len(prompts) == 0:
+    if not isinstance(prompts, Sequence) or len(prompts) == 0:
         raise ReasonlensError("no prompts to decode; pass a non-empty list of strings or token-id lists")
     if all(isinstance(p, str) for p in prompts):
         ids = [model.to_tokens(p, truncate=False)[0].tolist() for p in prompts]
-    elif not any(isinstance(p, str) for p in prompts):
-        ids = [[int(t) for t in p] for p in prompts]
-        vocab = model.cfg.d_vocab
-        for i, p in enumerate(ids):
-            if any(not 0 <= t < vocab for t in p):
-                raise ReasonlensError(f"prompt {i} has token ids outside the vocabulary [0, {vocab}); encode it "
-                                      "with this model's tokenizer")
-    else:
+        empty = [i for i, p in enumerate(ids) if not p]
+        if empty:
+            raise ReasonlensError(f"prompt {empty[0]} has no tokens; pass at least one token (e.g. BOS)")
+        return ids
+    if any(isinstance(p, str) for p in prompts):
         raise ReasonlensError("prompts mix strings and token-id lists; pass all strings or all token-id lists")
-    for i, p in enumerate(ids):
-        if not p:
-            raise ReasonlensError(f"prompt {i} has no tokens; pass at least one token (e.g. BOS)")
-    return ids
+    return check_token_lists(model, prompts)
 
 
-def _check_length(model: TransformerBridge, prompt_ids: list[list[int]], max_new_tokens: int) -> None:
-    n_ctx = context_length(model)
-    too_long = [i for i, p in enumerate(prompt_ids) if len(p) + max_new_tokens > n_ctx]
-    if too_long:
-        i = too_long[0]
-        raise ReasonlensError(
-            f"prompt {i} has {len(prompt_ids[i])} tokens, and with max_new_tokens={max_new_tokens} it needs more "
-            f"positions than the model's context length {n_ctx} ({len(too_long)} prompt(s) too long); shorten "
-            "the prompts (e.g. fewer demonstrations) or lower max_new_tokens")
+def tempered_probs(logits: Float[Tensor, "batch vocab"], temperature: float) -> Float[Tensor, "batch vocab"]:
+    """``softmax(logits / temperature)`` in float64, computed as ``softmax((logits - max) / temperature)``: the
+    same distribution, but a tiny positive temperature gives the argmax (ties shared) instead of ``inf / inf``
+    = NaN. Logits that are NaN (a broken model) are a :class:`ReasonlensError`."""
+    shifted = logits.double() - logits.double().amax(-1, keepdim=True)
+    probs = torch.softmax(shifted / temperature, dim=-1)
+    if not bool(torch.isfinite(probs).all()):
+        raise ReasonlensError("the model's next-token logits are NaN or infinite, so there is nothing to sample "
+                              "from; check the model's weights and dtype (float32 is the safe choice)")
+    return probs
 
 
 def _eos_ids(model: TransformerBridge, tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
@@ -167,7 +162,7 @@ def _next_tokens(logits: Float[Tensor, "batch vocab"], config: GenerationConfig,
     """Greedy argmax, or inverse-CDF sampling in token-id order with one uniform per row from its own stream."""
     if config.temperature == 0:
         return logits.argmax(-1)
-    probs = torch.softmax(logits.double() / config.temperature, dim=-1)
+    probs = tempered_probs(logits, config.temperature)
     if config.top_p < 1:
         sorted_p, order = probs.sort(dim=-1, descending=True)
         outside = (sorted_p.cumsum(-1) - sorted_p) >= config.top_p  # the mass before the token already reaches top_p
@@ -327,6 +322,7 @@ def _step_spans(tokenizer: PreTrainedTokenizerBase, text: str, output: list[int]
     return step_spans(tokenizer, text, add_special_tokens=False, snap=True)
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def generate(model: TransformerBridge, prompts: Sequence[str] | Sequence[Sequence[int]],
              config: GenerationConfig = GenerationConfig(), *, fwd_hooks: Sequence[FwdHook] = (),
              progress: bool = False) -> Generation:
@@ -344,8 +340,11 @@ def generate(model: TransformerBridge, prompts: Sequence[str] | Sequence[Sequenc
     from tqdm.auto import tqdm
 
     tokenizer = require_tokenizer(model)
+    if not isinstance(config, GenerationConfig):
+        raise ReasonlensError(f"config must be a GenerationConfig, got {type(config).__name__}; pass e.g. "
+                              "GenerationConfig(max_new_tokens=64)")
     prompt_ids = _encode_prompts(model, prompts)
-    _check_length(model, prompt_ids, config.max_new_tokens)
+    check_context(model, [len(p) for p in prompt_ids], extra=config.max_new_tokens)
     hooks = [(check_hook_name(model, name) if isinstance(name, str) else name, fn) for name, fn in fwd_hooks]
     eos_ids = _eos_ids(model, tokenizer)
     pad_id = pad_token_id(model)

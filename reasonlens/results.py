@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, no_type_check
 
 import torch
 from torch import Tensor
@@ -103,7 +103,14 @@ class LabelledTensor:
         return path
 
     @classmethod
+    @no_type_check  # the path is checked by reasonlens.validation.load_saved
     def load(cls, path: str | Path) -> LabelledTensor:
-        """Read a file written by :meth:`save`."""
-        data = torch.load(Path(path), weights_only=True)
+        """Read a file written by :meth:`save` (a missing, unreadable or foreign file is a
+        :class:`ReasonlensError`; a subclass loads its own files and plain :class:`LabelledTensor` ones)."""
+        from reasonlens.validation import load_saved
+
+        expect = None if cls is LabelledTensor else (cls.__name__, "LabelledTensor")
+        data = load_saved(path, cls.__name__, ("values", "axes", "labels", "meta"), expect_class=expect)
+        if not isinstance(data["values"], Tensor):
+            raise ReasonlensError(f"{path} holds no tensor of values; pass a file written by {cls.__name__}.save")
         return cls(values=data["values"], axes=tuple(data["axes"]), labels=data["labels"], meta=data["meta"])

@@ -20,17 +20,17 @@ that scale them by ``gamma`` at every position (``gamma = 0`` suppresses, ``gamm
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, no_type_check
 
 import torch
 from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
+from reasonlens.validation import check_float, check_int_list, is_int
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -43,8 +43,8 @@ LETTERS: dict[str, str] = {"resid": "R", "neuron": "N", "head": "H"}
 _LABEL = re.compile(r"L(\d+)([RNH])(\d+)")
 
 
-def check_kind(kind: str) -> None:
-    if kind not in KINDS:
+def check_kind(kind: object) -> None:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise ReasonlensError(f"unknown component kind {kind!r}; use one of {', '.join(KINDS)}")
 
 
@@ -54,18 +54,17 @@ def n_units(model: TransformerBridge, kind: str) -> int:
     return {"resid": model.cfg.d_model, "neuron": model.cfg.d_mlp, "head": model.cfg.n_heads}[kind]
 
 
-def check_layers(model: TransformerBridge, layers: Sequence[int]) -> list[int]:
+def check_layers(model: TransformerBridge, layers: object) -> list[int]:
     """``layers`` as a sorted list of distinct valid layer indices (clear error otherwise)."""
-    if isinstance(layers, int):
+    if is_int(layers):
         layers = [layers]
-    layers = list(layers)
+    layers = check_int_list(layers, "layers", allow_empty=True, unique=False, example="[3, 4]")
     if not layers:
         raise ReasonlensError("no layers given; pass e.g. layers=[3, 4]")
-    bad = [l for l in layers if not isinstance(l, int) or not 0 <= l < model.cfg.n_layers]
+    bad = [l for l in layers if not 0 <= l < model.cfg.n_layers]
     if bad:
         raise ReasonlensError(f"layers {bad} do not exist: the model has layers 0..{model.cfg.n_layers - 1}")
-    if len(set(layers)) != len(layers):
-        raise ReasonlensError(f"layers {layers} repeat a layer")
+    check_int_list(layers, "layers")  # no repeats
     return sorted(layers)
 
 
@@ -74,6 +73,7 @@ def unit_labels(kind: str, n: int) -> list[str]:
     return [f"{LETTERS[kind]}{i}" for i in range(n)]
 
 
+@no_type_check  # checked by __post_init__ (reasonlens.validation), under the test run's type checks too
 @dataclass(frozen=True)
 class Selection:
     """A set of components of one ``kind``: ``units[k]`` of layer ``layers[k]`` (sorted, distinct)."""
@@ -84,9 +84,11 @@ class Selection:
 
     def __post_init__(self) -> None:
         check_kind(self.kind)
+        check_int_list(self.layers, "a selection's layers", low=0, allow_empty=True, unique=False)
+        check_int_list(self.units, "a selection's units", low=0, allow_empty=True, unique=False)
         if len(self.layers) != len(self.units):
             raise ReasonlensError("a selection needs one unit per layer entry")
-        pairs = sorted(set(zip(self.layers, self.units)))
+        pairs = sorted(set(zip((int(l) for l in self.layers), (int(u) for u in self.units))))
         if len(pairs) != len(self.layers):
             raise ReasonlensError("a selection lists a component twice")
         object.__setattr__(self, "layers", tuple(int(l) for l, _ in pairs))
@@ -136,9 +138,7 @@ class Selection:
 
     def hooks(self, gamma: float) -> list[tuple[str, Any]]:
         """Forward hooks that multiply the selected components by ``gamma`` at every position."""
-        if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma >= 0):
-            raise ReasonlensError(f"gamma must be a finite number >= 0 (0 suppresses, 1 leaves the model alone, > 1 "
-                                  f"enhances), got {gamma!r}")
+        gamma = check_float(gamma, "gamma", low=0, hint="0 suppresses, 1 leaves the model alone, > 1 enhances")
         return [(HOOKS[self.kind].format(l=l), partial(_scale_hook, units=torch.tensor(units), gamma=float(gamma),
                                                        head=self.kind == "head"))
                 for l, units in self.by_layer().items()]

@@ -22,9 +22,9 @@ torch.Size([4, 2, 4])
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import no_type_check
 
 import torch
 from jaxtyping import Float
@@ -36,8 +36,10 @@ from reasonlens.attribution.rewards import Reward, Trajectory, correctness, scor
 from reasonlens.errors import ReasonlensError
 from reasonlens.ontology import Example
 from reasonlens.results import LabelledTensor
+from reasonlens.validation import check_choice, check_float, check_int, check_int_list, is_int
 
 
+@no_type_check  # checked by __post_init__, so a bad value gets the ReasonlensError under the test run's type checks too
 @dataclass(frozen=True)
 class IPGConfig:
     """Settings of an attribution run.
@@ -65,19 +67,26 @@ class IPGConfig:
 
     def __post_init__(self) -> None:
         check_kind(self.kind)
-        if not isinstance(self.steps, int) or self.steps < 1:
-            raise ReasonlensError(f"steps (q) must be an integer >= 1 (1 = raw policy gradient), got {self.steps!r}")
-        if not isinstance(self.n_samples, int) or self.n_samples < 2:
-            raise ReasonlensError(f"n_samples (N) must be at least 2: advantages compare trajectories within a "
+        layers = check_int_list(self.layers, "layers", low=0, optional=True, example="(3, 4) (or None for all)")
+        object.__setattr__(self, "layers", None if layers is None else tuple(layers))
+        _check_steps(self.steps)
+        if not is_int(self.n_samples) or self.n_samples < 2:
+            raise ReasonlensError(f"n_samples (N) must be an integer, at least 2: advantages compare trajectories within a "
                                   f"group, got {self.n_samples!r}")
-        if self.baseline not in BASELINES:
+        if not isinstance(self.baseline, str) or self.baseline not in BASELINES:
             raise ReasonlensError(f"unknown baseline {self.baseline!r}; use one of {', '.join(BASELINES)}")
         if self.kind == "head" and self.baseline != "zero":
             raise ReasonlensError("head attributions gate z from 0 to 1; baseline must be 'zero'")
-        if not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise ReasonlensError(f"temperature must be > 0 to sample a group, got {self.temperature}")
-        if self.batch_size < 1 or self.max_new_tokens < 1:
-            raise ReasonlensError("batch_size and max_new_tokens must be at least 1")
+        check_float(self.temperature, "temperature", low=0, low_open=True, hint="sampling a group needs > 0")
+        check_float(self.top_p, "top_p", low=0, high=1, low_open=True, hint="1 = no nucleus filtering")
+        check_int(self.max_new_tokens, "max_new_tokens", low=1)
+        check_int(self.batch_size, "batch_size", low=1)
+        check_int(self.seed, "seed")
+
+
+def _check_steps(steps: object) -> None:
+    if not is_int(steps) or steps < 1:
+        raise ReasonlensError(f"steps (q) must be an integer >= 1 (1 = raw policy gradient), got {steps!r}")
 
 
 class Attribution(LabelledTensor):
@@ -120,7 +129,7 @@ class Attribution(LabelledTensor):
     def top(self, p: int) -> Selection:
         """The ``p`` components with the largest signed mean score (over all attributed layers)."""
         scores = self.mean().flatten()
-        if not isinstance(p, int) or not 0 <= p <= scores.numel():
+        if not is_int(p) or not 0 <= p <= scores.numel():
             raise ReasonlensError(f"p must be an integer in 0..{scores.numel()} (the attributed components), got {p!r}")
         if p and not bool(scores.ne(0).any()):
             raise ReasonlensError("every score is zero, so there is no ranking to select from (for IPG: every group "
@@ -139,6 +148,7 @@ class IntegratedPolicyGradient:
     config: IPGConfig = field(default_factory=IPGConfig)
     reward: Reward = correctness
 
+    @no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
     def attribute(self, examples: Sequence[Example], *, progress: bool = False) -> Attribution:
         """Sample, score and attribute over the support set ``examples`` (M prompts)."""
         from reasonlens.generation import GenerationConfig, generate
@@ -202,6 +212,7 @@ def group_advantages(rewards: Float[Tensor, "prompt sample"]) -> Float[Tensor, "
     return torch.where(flat, torch.zeros_like(centred), centred / torch.where(flat, torch.ones_like(std), std))
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def integrated_gradients(model, examples: Sequence[Example], *, kind: str = "resid",
                          layers: Sequence[int] | None = None, steps: int = 10, baseline: str = "zero",
                          batch_size: int = 32, seed: int = 0, progress: bool = False) -> Attribution:
@@ -212,6 +223,10 @@ def integrated_gradients(model, examples: Sequence[Example], *, kind: str = "res
     from reasonlens.ontology import format_prompt
 
     check_kind(kind)
+    _check_steps(steps)
+    check_choice(baseline, "baseline", BASELINES)
+    check_int(batch_size, "batch_size", low=1)
+    check_int(seed, "seed")
     examples = _check_examples(examples)
     tok = require_tokenizer(model)
     layers = check_layers(model, range(model.cfg.n_layers) if layers is None else layers)
@@ -233,6 +248,7 @@ def integrated_gradients(model, examples: Sequence[Example], *, kind: str = "res
                              "objective_change": (result.objective_end[:, None] - result.objective_start).tolist()})
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def activation_magnitude(model, examples: Sequence[Example], *, kind: str = "resid",
                          layers: Sequence[int] | None = None, max_new_tokens: int | None = None,
                          batch_size: int = 32) -> Attribution:
@@ -245,6 +261,8 @@ def activation_magnitude(model, examples: Sequence[Example], *, kind: str = "res
     from reasonlens.ontology import format_prompt
 
     check_kind(kind)
+    check_int(max_new_tokens, "max_new_tokens", low=1, optional=True)
+    check_int(batch_size, "batch_size", low=1)
     examples = _check_examples(examples)
     layers = check_layers(model, range(model.cfg.n_layers) if layers is None else layers)
     budget = decoding_budget(model, examples) if max_new_tokens is None else max_new_tokens
@@ -266,13 +284,15 @@ def activation_magnitude(model, examples: Sequence[Example], *, kind: str = "res
                        meta={"method": "activation", "kind": kind, "config": {"layers": layers}})
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def random_selection(model, p: int, *, kind: str = "resid", layers: Sequence[int] | None = None,
                      seed: int = 0) -> Selection:
     """``p`` components drawn uniformly (without replacement) from ``layers`` with ``seed``."""
     check_kind(kind)
     layers = check_layers(model, range(model.cfg.n_layers) if layers is None else layers)
     n = n_units(model, kind)
-    if not isinstance(p, int) or not 0 <= p <= n * len(layers):
+    check_int(seed, "seed")
+    if not is_int(p) or not 0 <= p <= n * len(layers):
         raise ReasonlensError(f"p must be an integer in 0..{n * len(layers)}, got {p!r}")
     picks = torch.randperm(n * len(layers), generator=torch.Generator().manual_seed(seed))[:p]
     return Selection(kind, tuple(layers[int(i) // n] for i in picks), tuple(int(i) % n for i in picks))
@@ -283,10 +303,17 @@ def _describe(reward) -> str:
     return repr(reward) if name in (None, "<lambda>") else name
 
 
-def _check_examples(examples: Sequence[Example]) -> list[Example]:
+def _check_examples(examples: object) -> list[Example]:
+    if isinstance(examples, (str, bytes, Example)) or not isinstance(examples, Iterable):
+        raise ReasonlensError(f"examples must be a list of reasonlens.ontology.Example, got {type(examples).__name__}; "
+                              "pass e.g. reasonlens.ontology.generate(20)")
     examples = list(examples)
     if not examples:
         raise ReasonlensError("no examples: the support set is empty; pass e.g. reasonlens.ontology.generate(20)")
+    bad = [i for i, e in enumerate(examples) if not isinstance(e, Example)]
+    if bad:
+        raise ReasonlensError(f"examples[{bad[0]}] is a {type(examples[bad[0]]).__name__}, not a "
+                              "reasonlens.ontology.Example; pass generated or imported questions")
     return examples
 
 

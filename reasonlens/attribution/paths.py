@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, no_type_check
 
 import torch
 from jaxtyping import Float
@@ -31,14 +31,17 @@ from torch import Tensor
 from reasonlens.attribution.components import HOOKS, n_units
 from reasonlens.errors import ReasonlensError
 from reasonlens.generation import has_plain_kv_cache, left_pad, left_padded_positions, pad_token_id
+from reasonlens.validation import check_context, check_float, check_int, check_int_list, check_token_lists, is_int
 
 BASELINES: tuple[str, ...] = ("zero", "mean", "noise")
 
 
+@no_type_check  # checked by __post_init__ and check() (reasonlens.validation), under the test run's type checks too
 @dataclass
 class PathSequences:
     """Sequences to attribute: ``prompt_ids[s] + output_ids[s]``, objective weight ``weights[s]``; the
-    objective reads the log-probabilities of the last ``n_target[s]`` output tokens (None: all of them)."""
+    objective reads the log-probabilities of the last ``n_target[s]`` output tokens (None, or more than there
+    are: all of them)."""
 
     prompt_ids: list[list[int]]
     output_ids: list[list[int]]
@@ -52,6 +55,18 @@ class PathSequences:
         for s in range(n):
             if len(self.prompt_ids[s]) < 1 or len(self.output_ids[s]) < 1:
                 raise ReasonlensError(f"sequence {s} needs at least one prompt token and one output token")
+            check_float(self.weights[s], f"weights[{s}]")
+            if self.n_target[s] is not None and not (is_int(self.n_target[s]) and self.n_target[s] >= 1):
+                raise ReasonlensError(f"n_target[{s}] must be None (all output tokens) or an integer >= 1 (the last "
+                                      f"n_target output tokens), got {self.n_target[s]!r}")
+
+    def check(self, model) -> None:
+        """Raise for token ids outside ``model``'s vocabulary or a sequence longer than its context."""
+        check_token_lists(model, self.prompt_ids, name="prompt_ids", item="prompt")
+        check_token_lists(model, self.output_ids, name="output_ids", item="output")
+        check_context(model, [len(p) + len(o) for p, o in zip(self.prompt_ids, self.output_ids)], item="sequence",
+                      fix="each sequence is a prompt and its continuation (for integrated gradients the gold chain "
+                          "of thought and answer): use shorter prompts or chains, or a model with a longer context")
 
 
 @dataclass
@@ -64,24 +79,26 @@ class PathResult:
     objective_start: Float[Tensor, "seq layer"]
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def path_attributions(model, kind: str, layers: Sequence[int], seqs: PathSequences, *, steps: int = 10,
                       baseline: str = "zero", batch_size: int = 32, seed: int = 0,
                       progress: bool = False) -> PathResult:
     """Attributions of ``kind`` components at ``layers`` for ``seqs`` (see the module docstring)."""
     from tqdm.auto import tqdm
 
-    if not isinstance(steps, int) or steps < 1:
+    if not is_int(steps) or steps < 1:
         raise ReasonlensError(f"steps (q) must be an integer >= 1, got {steps!r}")
-    if baseline not in BASELINES:
+    if not isinstance(baseline, str) or baseline not in BASELINES:
         raise ReasonlensError(f"unknown baseline {baseline!r}; use one of {', '.join(BASELINES)}")
     if kind == "head" and baseline != "zero":
         raise ReasonlensError("head attributions use a gate on z whose baseline is 0; use baseline='zero'")
-    if batch_size < 1:
-        raise ReasonlensError(f"batch_size must be at least 1, got {batch_size}")
-    layers = list(layers)
+    check_int(batch_size, "batch_size", low=1)
+    check_int(seed, "seed")
+    layers = check_int_list(layers, "layers", low=0, high=model.cfg.n_layers - 1, example="[3, 4]")
     n_seq, units = len(seqs.prompt_ids), n_units(model, kind)
     if n_seq == 0:
         raise ReasonlensError("no sequences to attribute; pass at least one prompt with its continuation")
+    seqs.check(model)
     names = [HOOKS[kind].format(l=l) for l in layers]
     runner = _Runner(model, seqs, batch_size)
     width = max(len(o) for o in seqs.output_ids)
@@ -229,7 +246,7 @@ class _Runner:
             T = len(out_ids)
             picked = logp[r, o:o + T].gather(-1, out_ids[:, None])[:, 0]
             n_target = self.seqs.n_target[s]
-            totals.append(self.seqs.weights[s] * (picked if n_target is None else picked[T - n_target:]).sum())
+            totals.append(self.seqs.weights[s] * (picked if n_target is None else picked[max(T - n_target, 0):]).sum())
         return torch.stack(totals)
 
     def objective(self, seq_idx: list[int], hooks: list) -> Tensor:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, no_type_check
 
 from reasonlens.attribution.components import Selection, dice, n_units, random_dice
 from reasonlens.attribution.ipg import (
@@ -32,6 +32,7 @@ from reasonlens.attribution.ipg import (
 from reasonlens.attribution.rewards import reasoning_length
 from reasonlens.attribution.steering import steer
 from reasonlens.errors import ReasonlensError
+from reasonlens.validation import check_float, check_float_list, check_int, check_int_list, load_saved
 
 METHODS: tuple[str, ...] = ("ipg", "activation", "random", "raw_pg", "integrated_gradients")
 
@@ -45,6 +46,7 @@ class Variant:
     hops: int
 
 
+@no_type_check  # checked by __post_init__, so a bad value gets the ReasonlensError under the test run's type checks too
 @dataclass(frozen=True)
 class IPGStudyConfig:
     """What the study runs (defaults: about 10 minutes on one CPU core for the reference models)."""
@@ -71,14 +73,29 @@ class IPGStudyConfig:
     batch_size: int = 32
 
     def __post_init__(self) -> None:
-        if self.n_support < 1 or self.n_eval < 1:
-            raise ReasonlensError("n_support and n_eval must be at least 1")
-        if not self.p_values or any(p < 1 for p in self.p_values):
+        check_int(self.n_support, "n_support", low=1)
+        check_int(self.n_eval, "n_eval", low=1)
+        check_int_list(self.layers, "layers", low=0, example="(3, 4)")
+        for name, variant in [("task", self.task), *(("variants", v) for v in self.variants)]:
+            if not isinstance(variant, Variant):
+                raise ReasonlensError(f"{name} must hold Variant(name, kind, hops), got {variant!r}")
+            check_int(variant.hops, f"hops of variant {variant.name!r}", low=1)
+        p_values = check_int_list(self.p_values, "p_values", example="(2, 4, 8)")
+        if any(p < 1 for p in p_values):
             raise ReasonlensError(f"p_values must be positive counts of components, got {self.p_values}")
-        if any(m > self.n_support or m < 1 for m in self.support_sizes):
+        support = check_int_list(self.support_sizes, "support_sizes", allow_empty=True, example="(10, 20)")
+        if any(m > self.n_support or m < 1 for m in support):
             raise ReasonlensError(f"support_sizes {self.support_sizes} must lie in 1..n_support ({self.n_support})")
-        if self.random_seeds < 1:
-            raise ReasonlensError("random_seeds must be at least 1")
+        check_int(self.random_seeds, "random_seeds", low=1)
+        check_float(self.enhance_gamma, "enhance_gamma", low=0)
+        check_int(self.steps, "steps", low=1)
+        check_int(self.n_samples, "n_samples", low=2)
+        check_int(self.length_p, "length_p", low=1)
+        check_float_list(self.length_gammas, "length_gammas", low=0, unique=True)
+        check_float(self.redundant_step_p, "redundant_step_p", low=0, high=1)
+        check_int(self.dice_p, "dice_p", low=1)
+        check_int(self.seed, "seed")
+        check_int(self.batch_size, "batch_size", low=1)
 
     def ipg(self, **overrides: Any) -> IPGConfig:
         settings = dict(kind=self.kind, layers=self.layers, steps=self.steps, n_samples=self.n_samples,
@@ -126,7 +143,9 @@ class IPGStudyResult:
         out = Path(out)
         if not (out / "results.json").exists():
             raise ReasonlensError(f"{out} holds no results.json; pass the folder an IPG study was saved to")
-        data = json.loads((out / "results.json").read_text())
+        data = load_saved(out / "results.json", "IPGStudyResult",
+                          ("model", "config", "accuracy_original", "mean_steps_original", "suppression",
+                           "enhancement", "length_control", "dice", "seconds"), fmt="json")
         raw = data["config"]
         config = IPGStudyConfig(**{**raw, "layers": tuple(raw["layers"]), "task": Variant(**raw["task"]),
                                    "p_values": tuple(raw["p_values"]), "length_gammas": tuple(raw["length_gammas"]),

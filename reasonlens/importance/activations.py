@@ -26,7 +26,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, no_type_check
 
 import torch
 from jaxtyping import Float, Int
@@ -35,7 +35,8 @@ from torch import Tensor
 from reasonlens.errors import ReasonlensError
 from reasonlens.generation import left_pad, left_padded_positions, pad_token_id
 from reasonlens.importance.chains import Chain
-from reasonlens.model import check_hook_name, context_length, require_tokenizer
+from reasonlens.model import check_hook_name, require_tokenizer
+from reasonlens.validation import check_bool, check_context, check_int, check_int_list
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -98,9 +99,10 @@ class _Sequence:
     spans: list[tuple[int, int, int]]
 
 
-def _resolve_layers(model: TransformerBridge, layers: Sequence[int] | None) -> list[int]:
+def _resolve_layers(model: TransformerBridge, layers: object) -> list[int]:
     n = model.cfg.n_layers
-    resolved = list(range(n)) if layers is None else [int(l) for l in layers]
+    resolved = list(range(n)) if layers is None else check_int_list(layers, "layers", allow_empty=True,
+                                                                     unique=False, example="[0, 3]")
     bad = [l for l in resolved if not 0 <= l < n]
     if bad or not resolved:
         raise ReasonlensError(f"layers {bad or resolved} out of range: the model has {n} layers (0..{n - 1})")
@@ -154,12 +156,7 @@ def _run(model: TransformerBridge, sequences: list[_Sequence], names: list[str],
 
     from tqdm.auto import tqdm
 
-    n_ctx = context_length(model)
-    too_long = [seq for seq in sequences if len(seq.ids) > n_ctx]
-    if too_long:
-        raise ReasonlensError(f"{len(too_long)} sequence(s) are longer than the model's context length {n_ctx} "
-                              f"(the longest has {max(len(s.ids) for s in too_long)} tokens); drop or shorten "
-                              "those chains")
+    check_context(model, [len(seq.ids) for seq in sequences], item="sequence", fix="drop or shorten those chains")
     device = model.cfg.device
     out = torch.zeros(n_rows, len(names), model.cfg.d_model)
     order = sorted(sequences, key=lambda seq: -len(seq.ids))
@@ -211,6 +208,7 @@ def _cache_path(cache_dir: str | Path, model: TransformerBridge, steps: StepSet,
     return Path(cache_dir) / f"step-activations-{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt"
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def step_activations(model: TransformerBridge, steps: StepSet, *, layers: Sequence[int] | None = None,
                      pooling: Pooling = "mean", context: bool = True, batch_size: int = 16,
                      cache_dir: str | Path | None = None,
@@ -228,10 +226,12 @@ def step_activations(model: TransformerBridge, steps: StepSet, *, layers: Sequen
     """
     if not steps.items:
         raise ReasonlensError("the step set has no labelled steps; label at least one step of one chain")
-    if pooling not in POOLINGS:
+    if not isinstance(pooling, str) or pooling not in POOLINGS:
         raise ReasonlensError(f"unknown pooling {pooling!r}; choose from {POOLINGS}")
-    if batch_size < 1:
-        raise ReasonlensError(f"batch_size must be at least 1, got {batch_size}")
+    check_int(batch_size, "batch_size", low=1)
+    check_bool(context, "context")
+    for chain in steps.chains:
+        chain.check(model)
     resolved = _resolve_layers(model, layers)
     path = _cache_path(cache_dir, model, steps, resolved, pooling, context) if cache_dir is not None else None
     if path is not None and path.is_file():

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, no_type_check
 
 from reasonlens.errors import ReasonlensError
 from reasonlens.ontology.prompt import format_prompt
 from reasonlens.ontology.sentences import sentence_char_spans
 from reasonlens.ontology.types import Example
 from reasonlens.spans import TokenSpan, char_to_token_spans, single_token_id
+from reasonlens.validation import check_int_list, check_token_lists
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -62,6 +63,13 @@ class Chain:
                                   f"{len(self.steps)}, {len(self.roles)}")
         if any(not block for block in self.step_ids):
             raise ReasonlensError("every step needs at least one token")
+        if not self.prompt_ids:
+            raise ReasonlensError("a chain needs a prompt of at least one token (e.g. BOS)")
+
+    def check(self, model: TransformerBridge) -> None:
+        """Raise for token ids (prompt, steps, answer tokens) that are not integers in ``model``'s vocabulary."""
+        check_token_lists(model, [self.prompt_ids, *self.step_ids], name="the chain's tokens", item="block")
+        check_token_lists(model, [list(self.answer_ids)], name="answer_ids", item="answer pair")
 
     def __len__(self) -> int:
         return len(self.step_ids)
@@ -91,14 +99,15 @@ class Chain:
     def prompt_len(self) -> int:
         return len(self.prompt_ids)
 
-    def _keep(self, keep: Sequence[int] | None) -> list[int]:
+    def _keep(self, keep: object) -> list[int]:
         if keep is None:
             return list(range(len(self)))
-        kept = sorted(set(int(k) for k in keep))
+        kept = sorted(set(check_int_list(keep, "keep", allow_empty=True, unique=False, example="[0, 2]")))
         if kept and not (0 <= kept[0] and kept[-1] < len(self)):
             raise ReasonlensError(f"step indices {list(keep)} are outside this chain's {len(self)} steps")
         return kept
 
+    @no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
     def token_ids(self, keep: Sequence[int] | None = None, suffix_ids: Sequence[int] = ()) -> list[int]:
         """The prompt, the kept steps' blocks in chain order (all steps when ``keep`` is None), then
         ``suffix_ids`` (an answer-eliciting suffix)."""
@@ -107,6 +116,7 @@ class Chain:
             ids.extend(self.step_ids[k])
         return ids + list(suffix_ids)
 
+    @no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
     def spans(self, keep: Sequence[int] | None = None) -> list[TokenSpan]:
         """Token spans of the kept steps' blocks within :meth:`token_ids` of the same ``keep``."""
         out, pos = [], self.prompt_len

@@ -25,7 +25,7 @@ read its cached keys and values (:func:`~reasonlens.generation.run_continuations
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, no_type_check
 
 import torch
 from jaxtyping import Float
@@ -33,6 +33,7 @@ from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
 from reasonlens.importance.chains import Chain
+from reasonlens.validation import check_context, check_int
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -41,12 +42,13 @@ InfluenceMethod = Literal["gradient", "gradient_x_input", "integrated_gradients"
 INFLUENCE_METHODS: tuple[str, ...] = ("gradient", "gradient_x_input", "integrated_gradients")
 
 
-def check_influence_method(method: str) -> None:
+def check_influence_method(method: object) -> None:
     """A :class:`ReasonlensError` for an unknown influence method."""
-    if method not in INFLUENCE_METHODS:
+    if not isinstance(method, str) or method not in INFLUENCE_METHODS:
         raise ReasonlensError(f"unknown influence method {method!r}; choose from {list(INFLUENCE_METHODS)}")
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def influence_matrix(model: TransformerBridge, chain: Chain, keep: Sequence[int] | None = None, *,
                      method: InfluenceMethod = "gradient", ig_steps: int = 5,
                      batch_size: int = 16) -> Float[Tensor, "step step"]:
@@ -59,8 +61,10 @@ def influence_matrix(model: TransformerBridge, chain: Chain, keep: Sequence[int]
     step tokens are interpolated). ``batch_size`` bounds the rows (target steps × IG points) per backward.
     """
     check_influence_method(method)
-    if ig_steps < 1 or batch_size < 1:
-        raise ReasonlensError(f"ig_steps and batch_size must be at least 1, got {ig_steps!r} and {batch_size!r}")
+    check_int(ig_steps, "ig_steps", low=1)
+    check_int(batch_size, "batch_size", low=1)
+    chain.check(model)
+    check_context(model, [len(chain.token_ids(keep))], item="chain", fix="use a shorter chain")
     from reasonlens.generation import SharedPrefix, pad_token_id, run_continuations
 
     ids, spans = chain.token_ids(keep), chain.spans(keep)

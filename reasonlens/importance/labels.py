@@ -42,7 +42,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, no_type_check
 
 import torch
 from jaxtyping import Float
@@ -52,6 +52,7 @@ from reasonlens.errors import ReasonlensError
 from reasonlens.importance.chains import Chain
 from reasonlens.importance.influence import InfluenceMethod, check_influence_method, influence_matrix
 from reasonlens.importance.scoring import ScoringConfig, SubsetScorer, stable_seed
+from reasonlens.validation import check_bool, check_float_list, check_int, load_saved
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -61,6 +62,7 @@ Ranking = Literal["influence", "random"]
 LABELS_FILE, TENSORS_FILE = "labels.json", "influence.pt"
 
 
+@no_type_check  # checked by __post_init__, so a bad value gets the ReasonlensError under the test run's type checks too
 @dataclass(frozen=True)
 class LabelConfig:
     """How steps are labelled: ``scoring`` (threshold, readout), the ``influence`` method (and ``ig_steps``)
@@ -77,15 +79,17 @@ class LabelConfig:
     batch_size: int = 16
 
     def __post_init__(self) -> None:
+        if not isinstance(self.scoring, ScoringConfig):
+            raise ReasonlensError(f"scoring must be a ScoringConfig, got {type(self.scoring).__name__}")
         check_influence_method(self.influence)
-        if self.ranking not in ("influence", "random"):
+        if not isinstance(self.ranking, str) or self.ranking not in ("influence", "random"):
             raise ReasonlensError(f"unknown ranking {self.ranking!r}; choose 'influence' or 'random'")
-        if not self.thresholds or any(not 0.0 <= t <= 1.0 for t in self.thresholds):
-            raise ReasonlensError(f"thresholds must be a non-empty list of values in [0, 1], got {self.thresholds!r}")
-        object.__setattr__(self, "thresholds", tuple(sorted(float(t) for t in self.thresholds)))
-        if self.ig_steps < 1 or self.batch_size < 1:
-            raise ReasonlensError(f"ig_steps and batch_size must be at least 1, got {self.ig_steps!r} and "
-                                  f"{self.batch_size!r}")
+        thresholds = check_float_list(self.thresholds, "thresholds", low=0, high=1, unique=True, example="(0.1, 0.2)")
+        object.__setattr__(self, "thresholds", tuple(sorted(thresholds)))
+        check_int(self.ig_steps, "ig_steps", low=1)
+        check_bool(self.use_attainability, "use_attainability")
+        check_int(self.seed, "seed")
+        check_int(self.batch_size, "batch_size", low=1)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -190,8 +194,9 @@ class StepLabels:
         folder = Path(folder)
         if not (folder / LABELS_FILE).is_file():
             raise ReasonlensError(f"{folder} has no {LABELS_FILE}; pass a folder written by StepLabels.save")
-        data = json.loads((folder / LABELS_FILE).read_text())
-        tensors = torch.load(folder / TENSORS_FILE, weights_only=True)
+        data = load_saved(folder / LABELS_FILE, "StepLabels", ("chains", "config", "filter_counts", "dropped"),
+                          fmt="json")
+        tensors = load_saved(folder / TENSORS_FILE, "StepLabels")
         chains = [ChainLabels(index=r["index"], chain=Chain.from_dict(r["chain"]), labels=r["labels"],
                               prefix=r["prefix"], shortcut_steps=r["shortcut_steps"], t_inf=r["t_inf"], core=r["core"],
                               influence=tensors.get(str(r["index"])), threshold=r["threshold"], scores=r["scores"])
@@ -331,6 +336,7 @@ _DROP_REASONS = {"sufficient": "the full chain is not sufficient",
                  "labelled": "no prefix is both sufficient and attainable"}
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def label_steps(model: TransformerBridge, chains: Sequence[Chain], config: LabelConfig = LabelConfig(), *,
                 progress: bool = False) -> StepLabels:
     """Label the steps of ``chains`` by removability (see the module docstring for the pipeline).
@@ -342,6 +348,13 @@ def label_steps(model: TransformerBridge, chains: Sequence[Chain], config: Label
 
     if not chains:
         raise ReasonlensError("no chains: pass at least one Chain (reasonlens.importance.chains.chains_from_examples)")
+    if not isinstance(config, LabelConfig):
+        raise ReasonlensError(f"config must be a LabelConfig, got {type(config).__name__}")
+    for chain in chains:
+        if not isinstance(chain, Chain):
+            raise ReasonlensError(f"chains must hold Chain objects, got a {type(chain).__name__}; build them with "
+                                  "reasonlens.importance.chains.chains_from_examples")
+        chain.check(model)
     if all(len(c) < 2 for c in chains):
         raise ReasonlensError("every chain has a single step, and a one-step chain has nothing to prune; pass "
                               "chains of two or more steps")

@@ -37,7 +37,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, no_type_check, runtime_checkable
 
 import numpy as np
 import torch
@@ -46,6 +46,7 @@ from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
 from reasonlens.results import LabelledTensor
+from reasonlens.validation import check_finite, check_float, check_int, check_int_list, check_tensor, load_saved
 
 Arch = Literal["linear", "mlp", "lw_linear", "lw_mlp"]
 ARCHS: tuple[str, ...] = ("linear", "mlp", "lw_linear", "lw_mlp")
@@ -53,6 +54,7 @@ MIN_PER_CLASS = 10
 LAYER_METRICS: tuple[str, ...] = ("best_epoch_accuracy", "held_out_accuracy")
 
 
+@no_type_check  # checked by __post_init__, so a bad value gets the ReasonlensError under the test run's type checks too
 @dataclass(frozen=True)
 class ProbeConfig:
     """Probe architecture and training (defaults: the paper's LW-MLP protocol). ``validation_fraction`` of the
@@ -70,17 +72,20 @@ class ProbeConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
+        if not isinstance(self.arch, str) or self.arch not in ARCHS:
             raise ReasonlensError(f"unknown probe arch {self.arch!r}; choose from {ARCHS}")
         for name in ("hidden", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ReasonlensError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not self.seeds:
+            check_int(getattr(self, name), name, low=1)
+        check_float(self.lr, "lr", low=0, low_open=True)
+        check_float(self.weight_decay, "weight_decay", low=0)
+        if isinstance(self.seeds, (list, tuple, range)) and len(self.seeds) == 0:
             raise ReasonlensError("no seeds given; pass at least one, e.g. seeds=(42,)")
+        seeds = check_int_list(self.seeds, "seeds", example="(42, 43)")
         for name in ("test_fraction", "validation_fraction"):
-            if not 0 < getattr(self, name) < 1:
-                raise ReasonlensError(f"{name} must be in (0, 1), got {getattr(self, name)}")
-        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+            check_float(getattr(self, name), name, low=0, high=1, low_open=True, high_open=True)
+        if not isinstance(self.device, str):
+            raise ReasonlensError(f"device must be a string such as 'cpu' or 'cuda', got {self.device!r}")
+        object.__setattr__(self, "seeds", tuple(seeds))
 
 
 # ---------------------------------------------------------------------------------------------------------- encoders
@@ -259,7 +264,7 @@ class ProbeResult:
     @classmethod
     def load(cls, path: str | Path) -> ProbeResult:
         """Read a file written by :meth:`save`."""
-        data = json.loads(Path(path).read_text())
+        data = load_saved(path, cls.__name__, ("config", "runs", "probe", "predictions", "meta"), fmt="json")
         return cls(ProbeConfig(**data["config"]), [SeedRun(**r) for r in data["runs"]], Probe.from_dict(data["probe"]),
                    torch.tensor(data["predictions"], dtype=torch.long), data["meta"])
 
@@ -267,7 +272,10 @@ class ProbeResult:
 # ---------------------------------------------------------------------------------------------------------- training
 
 
-def _check_labels(labels: Tensor, n_inputs: int) -> None:
+def _check_labels(labels: object, n_inputs: int) -> None:
+    check_tensor(labels, "labels", ndim=1, non_empty=False, what="[step]")
+    if labels.dtype.is_floating_point and not bool((labels == labels.round()).all()):
+        raise ReasonlensError("labels must be 0 (important) or 1 (removable), got fractional values")
     if len(labels) != n_inputs:
         raise ReasonlensError(f"{n_inputs} feature rows but {len(labels)} labels; pass one label per step")
     values = set(labels.tolist())
@@ -372,23 +380,34 @@ def _train(inputs: Any, labels: Tensor, take: Callable[[Any, Tensor], Any], make
                        {"n_steps": len(labels), "n_removable": int(labels.sum())})
 
 
+def _check_features(features: object, ndim: int | tuple[int, ...]) -> None:
+    check_tensor(features, "features", kind="float", ndim=ndim,
+                 what="[step, feature] or [step, layer, d_model]" if ndim != 3 else "[step, layer, d_model]")
+    check_finite(features, "features", hint="a probe trained on them scores chance with no error; drop or repair "
+                 "those steps (e.g. features[torch.isfinite(features).flatten(1).all(1)]) or recompute them")
+
+
 def _take_rows(features: Tensor, rows: Tensor) -> Tensor:
     return features[rows]
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def train_probe(features: Float[Tensor, "step layer d_model"] | Float[Tensor, "step feature"],
                 labels: Int[Tensor, " step"], config: ProbeConfig = ProbeConfig(), *,
                 progress: bool = False) -> ProbeResult:
     """Train and score a probe on ``features`` (from :func:`~reasonlens.importance.activations.step_activations`,
     or any ``[step, feature]`` matrix) with ``labels`` (1 = removable), once per seed of ``config``.
 
-    Raises :class:`ReasonlensError` when a class is missing or has fewer than ``MIN_PER_CLASS`` steps.
+    Raises :class:`ReasonlensError` when a class is missing or has fewer than ``MIN_PER_CLASS`` steps, and for
+    features that are not a ``[step, feature]`` or ``[step, layer, d_model]`` float tensor or hold NaN or inf.
     """
+    _check_features(features, (2, 3))
     _check_labels(labels, len(features))
     arch = config.arch
     return _train(features.float().cpu(), labels, _take_rows, lambda x: Standardiser.fit(x, arch), config, progress)
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def probe_by_layer(features: Float[Tensor, "step layer d_model"], labels: Int[Tensor, " step"],
                    config: ProbeConfig = ProbeConfig(), *, layer_labels: Sequence[str] | None = None,
                    progress: bool = False) -> LabelledTensor:
@@ -397,6 +416,7 @@ def probe_by_layer(features: Float[Tensor, "step layer d_model"], labels: Int[Te
     (default ``"0", "1", ...``: the positions in ``features``, not necessarily model layers)."""
     from tqdm.auto import tqdm
 
+    _check_features(features, 3)
     _check_labels(labels, len(features))
     n_layers = features.shape[1]
     names = list(layer_labels) if layer_labels is not None else [str(l) for l in range(n_layers)]

@@ -32,7 +32,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, no_type_check
 
 import torch
 from jaxtyping import Float
@@ -41,6 +41,7 @@ from torch import Tensor
 from reasonlens.errors import ReasonlensError
 from reasonlens.generation import SharedPrefix
 from reasonlens.importance.chains import Chain
+from reasonlens.validation import check_context, check_float, check_int, check_int_list
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 SufficiencyMode = Literal["deterministic", "sampled"]
 
 
+@no_type_check  # checked by __post_init__, so a bad value gets the ReasonlensError under the test run's type checks too
 @dataclass(frozen=True)
 class ScoringConfig:
     """How subsets are scored.
@@ -70,16 +72,15 @@ class ScoringConfig:
     batch_size: int = 32
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.tau <= 1.0:
-            raise ReasonlensError(f"tau must be in (0, 1], got {self.tau!r}")
-        if self.mode not in ("deterministic", "sampled"):
+        check_float(self.tau, "tau", low=0, high=1, low_open=True)
+        if not isinstance(self.mode, str) or self.mode not in ("deterministic", "sampled"):
             raise ReasonlensError(f"unknown sufficiency mode {self.mode!r}; choose 'deterministic' or 'sampled'")
-        if self.k_samples < 1:
-            raise ReasonlensError(f"k_samples must be at least 1, got {self.k_samples!r}")
-        if not self.temperature > 0:
-            raise ReasonlensError(f"temperature must be positive, got {self.temperature!r}")
-        if self.batch_size < 1:
-            raise ReasonlensError(f"batch_size must be at least 1, got {self.batch_size!r}")
+        check_int(self.k_samples, "k_samples", low=1)
+        check_float(self.temperature, "temperature", low=0, low_open=True)
+        check_int(self.seed, "seed")
+        if not isinstance(self.suffix, str):
+            raise ReasonlensError(f"suffix must be a string (text after the kept steps), got {self.suffix!r}")
+        check_int(self.batch_size, "batch_size", low=1)
 
 
 def encode_suffix(model: TransformerBridge, suffix: str) -> list[int]:
@@ -115,14 +116,10 @@ def _forward_rows(model: TransformerBridge, prefix: SharedPrefix | None, prompt_
     token and its continuation, right-padded, read after the prefix's cached keys and values (with
     ``prefix=None``, where the model's cache cannot be reused, the whole prompt runs per row)."""
     from reasonlens.generation import pad_token_id, run_continuations
-    from reasonlens.model import context_length
 
-    if batch_size < 1:
-        raise ReasonlensError(f"batch_size must be at least 1, got {batch_size!r}")
-    longest = len(prompt_ids) + max(map(len, continuations))
-    if longest > context_length(model):
-        raise ReasonlensError(f"a subset is {longest} tokens but the model attends over {context_length(model)}; "
-                              "use shorter chains or a model with a longer context")
+    check_int(batch_size, "batch_size", low=1)
+    check_context(model, [len(prompt_ids) + len(c) for c in continuations], item="subset (prompt + kept steps)",
+                  fix="use shorter chains or a model with a longer context")
     lead = list(prompt_ids[-1:]) if prefix is not None else list(prompt_ids)
     offset = len(lead) - 1  # column of the last prompt token in a row
     device = model.cfg.device
@@ -154,10 +151,13 @@ def stable_seed(*parts: object) -> int:
     return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & (2**63 - 1)
 
 
-def _check_keeps(chain: Chain, keeps: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
+def _check_keeps(chain: Chain, keeps: object) -> list[tuple[int, ...]]:
+    if isinstance(keeps, (str, bytes)) or not isinstance(keeps, Sequence):
+        raise ReasonlensError(f"keeps must be a list of step-index lists (one per subset), got {keeps!r}")
     out = []
     for keep in keeps:
-        kept = sorted(set(int(k) for k in keep))
+        kept = sorted(set(check_int_list(keep, "every subset of keeps", allow_empty=True, unique=False,
+                                         example="[0, 2]")))
         if kept and not (0 <= kept[0] and kept[-1] < len(chain)):
             raise ReasonlensError(f"step indices {list(keep)} are outside this chain's {len(chain)} steps "
                                   f"(valid: 0..{len(chain) - 1})")
@@ -165,10 +165,12 @@ def _check_keeps(chain: Chain, keeps: Sequence[Sequence[int]]) -> list[tuple[int
     return out
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def answer_probabilities(model: TransformerBridge, chain: Chain, keeps: Sequence[Sequence[int]], *,
                          suffix_ids: Sequence[int] = (), batch_size: int = 32) -> Float[Tensor, " subset"]:
     """P(gold label | x ∘ T ∘ σ) for each subset ``T`` in ``keeps``, restricted to the two answer tokens
     (a softmax over their two logits at the last position)."""
+    chain.check(model)
     kept = _check_keeps(chain, keeps)
     if not kept:
         return torch.zeros(0)
@@ -187,6 +189,7 @@ class SubsetScorer:
     """
 
     def __init__(self, model: TransformerBridge, chain: Chain, config: ScoringConfig = ScoringConfig()) -> None:
+        chain.check(model)
         self.model, self.chain, self.config = model, chain, config
         self.suffix_ids = encode_suffix(model, config.suffix)
         self._seen: dict[tuple[int, ...], tuple[float, float]] = {}
@@ -198,7 +201,9 @@ class SubsetScorer:
         cfg = self.config
         if cfg.mode == "deterministic":
             return pair.softmax(-1)[:, gold].tolist()
-        p = (pair / cfg.temperature).softmax(-1)[:, gold]
+        from reasonlens.generation import tempered_probs
+
+        p = tempered_probs(pair, cfg.temperature).to(pair.dtype)[:, gold]
         out = []
         for prob, keep in zip(p.tolist(), kept):
             gen = torch.Generator().manual_seed(stable_seed(cfg.seed, self.chain.prompt_ids, self.chain.step_ids, keep))
@@ -210,6 +215,7 @@ class SubsetScorer:
         ppl_o, ppl_answer = reference
         return 1.0 - (ppl - ppl_o) / (ppl_answer - ppl_o) if keep else 0.0
 
+    @no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
     def scores(self, keeps: Sequence[Sequence[int]]) -> tuple[Float[Tensor, " subset"], Float[Tensor, " subset"]]:
         """``(sufficiency, attainability)`` of each subset in ``keeps`` (step indices; ``[]`` = empty chain).
 
@@ -244,12 +250,14 @@ class SubsetScorer:
         return out[:, 0].float(), out[:, 1].float()
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def sufficiency(model: TransformerBridge, chain: Chain, keeps: Sequence[Sequence[int]],
                 config: ScoringConfig = ScoringConfig()) -> Float[Tensor, " subset"]:
     """Sufficiency of each subset (see :class:`ScoringConfig` for the deterministic and sampled modes)."""
     return SubsetScorer(model, chain, config).scores(keeps)[0]
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def attainability(model: TransformerBridge, chain: Chain, keeps: Sequence[Sequence[int]],
                   config: ScoringConfig = ScoringConfig()) -> Float[Tensor, " subset"]:
     """Attainability of each subset (paper Eq. 2; 1 for the full chain, 0 for the empty one)."""

@@ -23,7 +23,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, no_type_check
 
 import torch
 
@@ -38,6 +38,7 @@ from reasonlens.importance.controls import (
 )
 from reasonlens.importance.labels import LabelConfig, StepLabels, label_steps
 from reasonlens.importance.probes import ProbeConfig, ProbeResult, agreement, probe_by_layer, train_probe
+from reasonlens.validation import check_float, check_int, check_int_list, load_saved
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -48,6 +49,7 @@ CONTROLS: tuple[str, ...] = ("context", "no_context", "tfidf", "surface", "rando
 EXTRA_CONTROLS: tuple[str, ...] = ("surface_no_role",)
 
 
+@no_type_check  # checked by __post_init__, so a bad value gets the ReasonlensError under the test run's type checks too
 @dataclass(frozen=True)
 class StepImportanceConfig:
     """What the study runs (defaults: a few minutes on one CPU core for the reference models).
@@ -67,10 +69,20 @@ class StepImportanceConfig:
     batch_size: int = 16
 
     def __post_init__(self) -> None:
-        if self.n_per_cell < 1 or not self.kinds or not self.hops:
-            raise ReasonlensError("n_per_cell must be at least 1, and kinds and hops non-empty")
-        if self.source not in ("gold", "greedy"):
+        check_int(self.n_per_cell, "n_per_cell", low=1)
+        if (isinstance(self.kinds, (str, bytes)) or not isinstance(self.kinds, (tuple, list)) or not self.kinds
+                or not all(isinstance(k, str) for k in self.kinds) or len(set(self.kinds)) != len(self.kinds)):
+            raise ReasonlensError(f"kinds must be a non-empty list of distinct ontology kinds, e.g. ('fictional', "
+                                  f"'false'), got {self.kinds!r}")
+        object.__setattr__(self, "kinds", tuple(self.kinds))
+        object.__setattr__(self, "hops", tuple(check_int_list(self.hops, "hops", low=1, example="(2, 3)")))
+        check_float(self.redundant_step_p, "redundant_step_p", low=0, high=1)
+        if not isinstance(self.source, str) or self.source not in ("gold", "greedy"):
             raise ReasonlensError(f"unknown chain source {self.source!r}; choose 'gold' or 'greedy'")
+        if not isinstance(self.labels, LabelConfig) or not isinstance(self.probe, ProbeConfig):
+            raise ReasonlensError("labels must be a LabelConfig and probe a ProbeConfig (reasonlens.importance)")
+        check_int(self.seed, "seed")
+        check_int(self.batch_size, "batch_size", low=1)
 
 
 LABEL_SOURCES: tuple[str, ...] = ("removability", "generator")
@@ -165,7 +177,8 @@ class StepImportanceResult:
         out = Path(out)
         if not (out / "results.json").exists():
             raise ReasonlensError(f"{out} holds no results.json; pass the folder a step-importance study was saved to")
-        data = json.loads((out / "results.json").read_text())
+        data = load_saved(out / "results.json", "StepImportanceResult",
+                          ("config", "model", "second_model", "skipped", "seconds"), fmt="json")
         raw = data["config"]
         config = StepImportanceConfig(
             kinds=tuple(raw["kinds"]), hops=tuple(raw["hops"]), n_per_cell=raw["n_per_cell"],
@@ -180,7 +193,8 @@ class StepImportanceResult:
             folder = out / "probes" / source
             if source in data["skipped"] or summary is None:
                 continue
-            stored = json.loads((folder / "steps.json").read_text())
+            stored = load_saved(folder / "steps.json", "StepImportanceResult",
+                                ("chains", "items", "removable_probability"), fmt="json")
             suites[source] = ProbeSuite(
                 steps=StepSet([Chain.from_dict(d) for d in stored["chains"]], [tuple(i) for i in stored["items"]]),
                 probes={f.stem: ProbeResult.load(f) for f in sorted(folder.glob("*.json")) if f.stem != "steps"},

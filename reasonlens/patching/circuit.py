@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, no_type_check
 
 import numpy as np
 import torch
@@ -36,12 +36,12 @@ from reasonlens.patching.engine import reference_means, run_padded
 from reasonlens.patching.heads import (
     FwdHook,
     _batch_slices,
-    _check_batch,
     _labelled_from_dict,
     _labelled_to_dict,
     head_mask,
 )
 from reasonlens.results import LabelledTensor
+from reasonlens.validation import check_finite, check_int, check_int_list, check_tokens, load_saved
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -71,11 +71,13 @@ class HeadMeans:
         return torch.cat([extra, self.per_position], dim=1)
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def mean_head_activations(model: TransformerBridge, ref_tokens: Int[Tensor, "ref ref_pos"],
                           ref_mask: Int[Tensor, "ref ref_pos"], *, batch_size: int = 32,
                           progress: bool = False) -> HeadMeans:
-    """The mean ``z`` of every head over a left-padded reference batch (see :class:`HeadMeans`)."""
-    _check_batch(model, ref_tokens, ref_mask)
+    """The mean ``z`` of every head over a left-padded ``[ref, ref_pos]`` reference batch (see
+    :class:`HeadMeans`)."""
+    ref_tokens, ref_mask = check_tokens(model, ref_tokens, ref_mask, name="reference tokens")
     names = [f"blocks.{l}.attn.hook_z" for l in range(model.cfg.n_layers)]
     means = reference_means(model, names, ref_tokens, ref_mask, batch_size, progress=progress)
     return HeadMeans(per_position=torch.stack([means[n][0] for n in names]).float(),
@@ -117,11 +119,13 @@ def _last_logits(model: TransformerBridge, tokens: Tensor, attention_mask: Tenso
     return run_padded(model, tokens, attention_mask, hooks)[:, -1]
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def circuit_logits(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"],
                    keep: Bool[Tensor, "layer head"], means: HeadMeans, *,
                    batch_size: int = 32) -> Float[Tensor, "batch vocab"]:
-    """Last-position logits of the circuit model that keeps the heads of ``keep`` (the others mean-ablated)."""
-    _check_batch(model, tokens, attention_mask)
+    """Last-position logits of the circuit model that keeps the heads of ``keep`` (the others mean-ablated), for
+    a left-padded ``[batch, pos]`` batch."""
+    tokens, attention_mask = check_tokens(model, tokens, attention_mask)
     _check_keeps(model, keep)
     _check_means(model, means)
     out = [_last_logits(model, tokens[rows], attention_mask[rows], keep.expand(rows.stop - rows.start, -1, -1),
@@ -129,6 +133,7 @@ def circuit_logits(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], a
     return torch.cat(out).cpu()
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def circuit_matches(model: TransformerBridge, tokens: Int[Tensor, "batch pos"],
                     attention_mask: Int[Tensor, "batch pos"], keeps: Bool[Tensor, "circuit layer head"],
                     means: HeadMeans, *, batch_size: int = 32, progress: bool = False) -> Bool[Tensor, "circuit batch"]:
@@ -138,7 +143,7 @@ def circuit_matches(model: TransformerBridge, tokens: Int[Tensor, "batch pos"],
     """
     from tqdm.auto import tqdm
 
-    _check_batch(model, tokens, attention_mask)
+    tokens, attention_mask = check_tokens(model, tokens, attention_mask)
     if keeps.ndim != 3 or keeps.shape[0] == 0:
         raise ReasonlensError(f"keeps must be a non-empty [circuit, layer, head] tensor, got shape {tuple(keeps.shape)}")
     _check_keeps(model, keeps)
@@ -156,6 +161,7 @@ def circuit_matches(model: TransformerBridge, tokens: Int[Tensor, "batch pos"],
     return torch.cat(matches).view(keeps.shape[0], n)
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def circuit_agreement(model: TransformerBridge, tokens: Int[Tensor, "batch pos"],
                       attention_mask: Int[Tensor, "batch pos"], keep: Bool[Tensor, "layer head"], means: HeadMeans, *,
                       batch_size: int = 32) -> float:
@@ -164,6 +170,7 @@ def circuit_agreement(model: TransformerBridge, tokens: Int[Tensor, "batch pos"]
                                  batch_size=batch_size)[0].double().mean())
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def band_masks(scores: Float[Tensor, "layer head"], max_half_width: int = 7) -> Bool[Tensor, "band layer head"]:
     """The authors' circuits ``i = 0..max_half_width``: keep the heads whose score lies outside a band around
     the mode of the scores' histogram.
@@ -174,8 +181,7 @@ def band_masks(scores: Float[Tensor, "layer head"], max_half_width: int = 7) -> 
     band has half-width ``i`` bins around the mode bin's left edge); the circuit keeps the scores strictly
     outside it. The bins scale with the scores, so any positive affine normalisation gives the same circuits.
     """
-    if max_half_width < 0:
-        raise ReasonlensError(f"max_half_width must be >= 0, got {max_half_width}")
+    check_int(max_half_width, "max_half_width", low=0)
     data = scores.detach().double().flatten().cpu().numpy()
     if not np.isfinite(data).all():
         raise ReasonlensError("scores hold NaN or infinite values; pass finite head scores")
@@ -239,8 +245,7 @@ class CircuitResult:
 
     def keep(self, size: int) -> Bool[Tensor, "layer head"]:
         """The circuit of the top ``size`` heads of the ranking."""
-        if not 0 <= size <= len(self.ranking):
-            raise ReasonlensError(f"size must be in 0..{len(self.ranking)}, got {size}")
+        check_int(size, "size", low=0, high=len(self.ranking))
         return head_mask(self.ranking[:size], self.n_layers, self.n_heads)
 
     def save(self, path: str | Path) -> Path:
@@ -256,12 +261,14 @@ class CircuitResult:
     @classmethod
     def load(cls, path: str | Path) -> CircuitResult:
         """Read a file written by :meth:`save`."""
-        data = torch.load(Path(path), weights_only=True)
+        data = load_saved(path, cls.__name__, ("sizes", "matches", "ranking", "n_layers", "n_heads", "band", "meta"),
+                          expect_class=cls.__name__)
         return cls(sizes=data["sizes"], matches=_labelled_from_dict(data["matches"]), ranking=data["ranking"],
                    n_layers=data["n_layers"], n_heads=data["n_heads"], band=BandSelection(**data["band"]),
                    meta=data["meta"])
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def circuit_curve(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"],
                   scores: Float[Tensor, "layer head"], means: HeadMeans, sizes: Sequence[int] | None = None, *,
                   max_half_width: int = 7, batch_size: int = 32, progress: bool = False) -> CircuitResult:
@@ -274,10 +281,11 @@ def circuit_curve(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], at
     if tuple(scores.shape) != (n_layers, n_heads):
         raise ReasonlensError(f"scores have shape {tuple(scores.shape)} but the model has [layer, head] = "
                               f"{(n_layers, n_heads)}")
+    check_finite(scores, "scores", hint="pass finite head scores")
     if sizes is None:
         sizes = sorted(set(range(0, total + 1, max(1, total // 100))) | {total})
-    sizes = [int(k) for k in sizes]
-    if not sizes or any(not 0 <= k <= total for k in sizes):
+    sizes = check_int_list(sizes, "sizes", example=f"[0, 4, {total}]")
+    if any(not 0 <= k <= total for k in sizes):
         raise ReasonlensError(f"sizes must be a non-empty list of circuit sizes in 0..{total}, got {sizes}")
     bands = band_masks(scores, max_half_width)
     order = torch.sort(-scores.detach().double().flatten().cpu(), stable=True).indices

@@ -33,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import partial
-from typing import Literal
+from typing import Literal, no_type_check
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -42,6 +42,14 @@ from torch import Tensor
 from reasonlens.errors import ReasonlensError
 from reasonlens.generation import left_padded_positions, plain_kv_cache
 from reasonlens.results import LabelledTensor
+from reasonlens.validation import (
+    check_int,
+    check_int_list,
+    check_per_example,
+    check_spans,
+    check_tokens,
+    describe,
+)
 
 # The hook each site is read at (and, except for DELTA_HOOKS, written at).
 SITE_HOOKS: dict[str, str] = {
@@ -70,6 +78,7 @@ Metric = Callable[[Float[Tensor, "row vocab"], Int[Tensor, " row"]], Float[Tenso
 Spans = Sequence[Sequence[tuple[int, int]]]
 
 
+@no_type_check  # checked by check() below, so a bad value gets the ReasonlensError under the test run's type checks too
 @dataclass
 class PatchConfig:
     """What to patch.
@@ -81,6 +90,9 @@ class PatchConfig:
     units patch the whole activation. ``direction``: ``"denoise"`` or ``"noise"``. ``source``: ``"prompt"``
     (the other prompt of each pair), ``"mean"`` (mean over a reference set) or ``"zero"``. ``normalize``:
     ``"example"``, ``"batch"`` or ``"none"`` (see the module docstring).
+
+    Every field is checked when the config is made (and again by :func:`patch`): layers and units are lists of
+    distinct non-negative integers, ``batch_size`` a positive integer.
     """
 
     site: str = "resid_pre"
@@ -100,20 +112,30 @@ class PatchConfig:
             return None
         return "head" if self.site in HEAD_SITES else "neuron" if self.site == "neuron" else None
 
+    def __post_init__(self) -> None:
+        self.check()
+
     def check(self) -> None:
-        if self.site not in SITE_HOOKS:
+        """Raise :class:`ReasonlensError` for a field of the wrong type or out of range (model-independent)."""
+        if not isinstance(self.site, str) or self.site not in SITE_HOOKS:
             raise ReasonlensError(f"unknown patching site {self.site!r}; valid sites: {sorted(SITE_HOOKS)}")
-        if self.positions not in ("each", "all", "spans"):
+        if not isinstance(self.positions, str) or self.positions not in ("each", "all", "spans"):
             raise ReasonlensError(f"positions must be 'each', 'all' or 'spans', not {self.positions!r}")
-        if self.direction not in ("denoise", "noise"):
+        if not isinstance(self.direction, str) or self.direction not in ("denoise", "noise"):
             raise ReasonlensError(f"direction must be 'denoise' or 'noise', not {self.direction!r}")
-        if self.source not in ("prompt", "mean", "zero"):
+        if not isinstance(self.source, str) or self.source not in ("prompt", "mean", "zero"):
             raise ReasonlensError(f"source must be 'prompt', 'mean' or 'zero', not {self.source!r}")
-        if self.batch_size < 1:
-            raise ReasonlensError(f"batch_size must be at least 1, got {self.batch_size}")
-        if isinstance(self.normalize, bool) or self.normalize not in NORMALIZATIONS:
+        check_int(self.batch_size, "batch_size", low=1)
+        if not isinstance(self.normalize, str) or self.normalize not in NORMALIZATIONS:
             raise ReasonlensError(f"normalize must be one of {NORMALIZATIONS}, not {self.normalize!r} (the former "
                                   "normalize=True is 'example', normalize=False is 'none')")
+        check_int_list(self.layers, "layers", low=0, optional=True, example="[0, 2] (or None for every layer)")
+        if isinstance(self.units, str):
+            if self.units != "each":
+                raise ReasonlensError(f"units must be 'each', None or a list of unit indices, not {self.units!r}")
+        else:
+            check_int_list(self.units, "units", low=0, optional=True,
+                           example="[0, 3] (or 'each' for every unit, None for the whole activation)")
 
 
 def n_kv_heads(model) -> int:
@@ -227,6 +249,7 @@ def _cache_run(model, tokens, attention_mask, names: list[str], batch_size: int,
     return torch.cat(logits), {n: torch.cat(v) for n, v in acts.items()}, kv
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def reference_means(model, names: Sequence[str], tokens: Int[Tensor, "ref ref_pos"],
                     attention_mask: Int[Tensor, "ref ref_pos"], batch_size: int = 64, *,
                     pattern: bool = False, progress: bool = False) -> dict[str, tuple[Tensor, Tensor]]:
@@ -234,9 +257,12 @@ def reference_means(model, names: Sequence[str], tokens: Int[Tensor, "ref ref_po
     reference batch, streamed in chunks of ``batch_size`` (accumulated in float64). ``per_position[p]`` is the
     mean over the rows whose position ``p`` (aligned from the right) is a real token, ``overall`` for a position
     no row reaches; ``overall`` is the mean over all real positions. With ``pattern``, positions are the query
-    axis (axis 2) of attention patterns."""
+    axis (axis 2) of attention patterns. ``tokens`` / ``attention_mask``: ``[ref, ref_pos]``, checked as
+    :func:`reasonlens.validation.check_tokens` checks them."""
     from tqdm.auto import tqdm
 
+    tokens, attention_mask = check_tokens(model, tokens, attention_mask, name="reference tokens")
+    check_int(batch_size, "batch_size", low=1)
     sums: dict[str, Tensor] = {}
     counts = torch.zeros(tokens.shape[1], dtype=torch.float64)
     for start in tqdm(range(0, tokens.shape[0], batch_size), desc="reference means", unit="batch",
@@ -274,11 +300,15 @@ def _saving_hooks(store: dict[str, Tensor], selects: dict[str, Callable[[Tensor]
     return [(name, partial(_save_hook, store=store, name=name, select=select)) for name, select in selects.items()]
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def mean_activations(model, site: str, tokens: Int[Tensor, "ref ref_pos"], attention_mask: Int[Tensor, "ref ref_pos"],
                      length: int, layers: Sequence[int], batch_size: int = 64) -> dict[int, Tensor]:
     """Mean activation of ``site`` over a reference set, per position aligned at the last token (left padding),
     for a target batch of ``length`` positions; positions the reference does not cover get the mean over all
     of its real positions (see :func:`reference_means`)."""
+    if not isinstance(site, str) or site not in SITE_HOOKS:
+        raise ReasonlensError(f"unknown patching site {site!r}; valid sites: {sorted(SITE_HOOKS)}")
+    layers = check_int_list(layers, "layers", low=0)
     names = {l: SITE_HOOKS[site].format(l=l) for l in layers}
     means = reference_means(model, list(names.values()), tokens, attention_mask, batch_size,
                             pattern=site == "pattern")
@@ -306,7 +336,7 @@ def _from_pos_view(site: str, view: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------------------------- cells
 
 
-def _position_masks(config: PatchConfig, real: Bool[Tensor, "batch pos"], spans: Spans | None
+def _position_masks(config: PatchConfig, real: Bool[Tensor, "batch pos"], spans: object
                     ) -> tuple[Bool[Tensor, "batch cell pos"], list[str]]:
     batch, length = real.shape
     if config.positions == "each":
@@ -315,19 +345,15 @@ def _position_masks(config: PatchConfig, real: Bool[Tensor, "batch pos"], spans:
         eye = torch.eye(length, dtype=torch.bool)
         return eye.unsqueeze(0) & real.unsqueeze(1), [str(p) for p in range(length)]
     if config.positions == "all":
+        if spans is not None:
+            raise ReasonlensError("spans were given but positions is 'all'; use positions='spans'")
         return real.unsqueeze(1), ["all"]
     if spans is None:
         raise ReasonlensError("positions='spans' needs spans=[[(start, end), ...] per example]")
-    if len(spans) != batch:
-        raise ReasonlensError(f"spans are given for {len(spans)} examples but the batch has {batch}")
-    n_spans = {len(s) for s in spans}
-    if len(n_spans) != 1 or 0 in n_spans:
-        raise ReasonlensError(f"every example needs the same, non-zero number of spans; got {sorted(n_spans)}")
-    masks = torch.zeros((batch, n_spans.pop(), length), dtype=torch.bool)
+    spans = check_spans(spans, batch, length)
+    masks = torch.zeros((batch, len(spans[0]), length), dtype=torch.bool)
     for b, example_spans in enumerate(spans):
         for s, (start, end) in enumerate(example_spans):
-            if not 0 <= start < end <= length:
-                raise ReasonlensError(f"span {s} of example {b} is ({start}, {end}), outside 0..{length}")
             masks[b, s, start:end] = True
     return masks & real.unsqueeze(1), [f"span {s}" for s in range(masks.shape[1])]
 
@@ -335,7 +361,7 @@ def _position_masks(config: PatchConfig, real: Bool[Tensor, "batch pos"], spans:
 def _unit_indices(config: PatchConfig, axis: str | None, n_units: int, n_heads: int) -> list[int] | None:
     if axis is None:
         return None
-    units = range(n_units) if config.units == "each" else list(config.units)
+    units = range(n_units) if config.units == "each" else check_int_list(config.units, "units", low=0)
     bad = [u for u in units if not 0 <= u < n_units]
     if bad:
         has = {"head": f"{n_units} heads",
@@ -358,10 +384,10 @@ def _check_site(model, config: PatchConfig, names: dict[int, str], writes: dict[
 
 def _resolve_layers(model, config: PatchConfig) -> list[int]:
     n = model.cfg.n_layers
-    layers = list(range(n)) if config.layers is None else list(config.layers)
+    layers = list(range(n)) if config.layers is None else check_int_list(config.layers, "layers", low=0)
     bad = [l for l in layers if not 0 <= l < n]
-    if bad or not layers:
-        raise ReasonlensError(f"layers {bad or layers} out of range: the model has layers 0..{n - 1}")
+    if bad:
+        raise ReasonlensError(f"layers {bad} out of range: the model has layers 0..{n - 1}")
     return layers
 
 
@@ -402,23 +428,29 @@ def _apply_metric(metric: Metric, logits: Tensor, example: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------------------------- engine
 
 
-def _check_inputs(model, clean, corrupted, attention_mask, source: str):
-    if clean.ndim != 2 or clean.shape[0] == 0:
-        raise ReasonlensError(f"clean tokens must be a non-empty [batch, pos] tensor, got shape {tuple(clean.shape)}")
+def _check_inputs(model, clean, corrupted, attention_mask, source: str) -> tuple[Tensor, Tensor | None, Tensor]:
+    """``(clean, corrupted, attention_mask)`` checked (reasonlens.validation.check_tokens), as long tensors on
+    the CPU."""
+    clean, mask = check_tokens(model, clean, attention_mask, name="clean tokens")
     if corrupted is None:
         if source == "prompt":
             raise ReasonlensError("source='prompt' needs corrupted tokens (the other prompt of each pair)")
-    elif corrupted.shape != clean.shape:
-        raise ReasonlensError(
-            f"clean and corrupted prompts have different token lengths: {tuple(clean.shape)} vs "
-            f"{tuple(corrupted.shape)}; patching needs the two prompts of a pair aligned token for token "
-            "(pick corruptions that keep the tokenization, e.g. reasonlens.patching.subtasks)")
-    mask = torch.ones_like(clean) if attention_mask is None else attention_mask.to(clean.device)
-    if mask.shape != clean.shape:
-        raise ReasonlensError(f"attention_mask shape {tuple(mask.shape)} != tokens shape {tuple(clean.shape)}")
-    if not bool(mask[:, -1].all()):
-        raise ReasonlensError("the last position must be a real token in every row: left-pad the batch")
-    return mask.long().cpu()
+    else:
+        if isinstance(corrupted, Tensor) and corrupted.shape != clean.shape:
+            raise ReasonlensError(
+                f"clean and corrupted prompts have different token lengths: {tuple(clean.shape)} vs "
+                f"{tuple(corrupted.shape)}; patching needs the two prompts of a pair aligned token for token "
+                "(pick corruptions that keep the tokenization, e.g. reasonlens.patching.subtasks)")
+        corrupted, _ = check_tokens(model, corrupted, mask, name="corrupted tokens")
+        corrupted = corrupted.cpu()
+    return clean.cpu(), corrupted, mask.cpu()
+
+
+def _check_reference(model, reference) -> tuple[Tensor, Tensor]:
+    if not isinstance(reference, (tuple, list)) or len(reference) != 2:
+        raise ReasonlensError(f"reference must be (tokens, attention_mask) of the reference set, got "
+                              f"{describe(reference)}")
+    return check_tokens(model, reference[0], reference[1], name="reference tokens")
 
 
 @dataclass
@@ -485,8 +517,15 @@ class _Sweep:
 def _prepare(model, clean, corrupted, metric, answer, wrong, attention_mask, spans, span_labels, reference,
              config: PatchConfig) -> _Sweep:
     config.check()
-    mask = _check_inputs(model, clean, corrupted, attention_mask, config.source)
-    clean, corrupted = clean.cpu(), None if corrupted is None else corrupted.cpu()
+    if not (isinstance(metric, str) or callable(metric)):
+        raise ReasonlensError(f"metric must be 'kl', 'prob', 'logit_diff' or a callable metric(logits[row, vocab], "
+                              f"example[row]) -> values[row], got {describe(metric)}")
+    clean, corrupted, mask = _check_inputs(model, clean, corrupted, attention_mask, config.source)
+    batch = clean.shape[0]
+    answer = None if answer is None else check_per_example(model, answer, "answer", batch).cpu()
+    wrong = None if wrong is None else check_per_example(model, wrong, "wrong", batch).cpu()
+    if config.source == "mean" and reference is not None:
+        reference = _check_reference(model, reference)
     layers = _resolve_layers(model, config)
     names = {l: SITE_HOOKS[config.site].format(l=l) for l in layers}
     writes = {l: DELTA_HOOKS.get(config.site, SITE_HOOKS[config.site]).format(l=l) for l in layers}
@@ -542,6 +581,7 @@ def _per_position(sweep: _Sweep, per_entry: Tensor) -> Tensor:
     return per_entry.reshape(batch, length, per_entry.shape[2], -1).sum(-1)[:, :, sweep.units]
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def patch(model, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch corrupted_pos"] | None = None, *,
           metric: str | Metric = "kl", answer: Int[Tensor, " batch"] | None = None,
           wrong: Int[Tensor, " batch"] | None = None, attention_mask: Int[Tensor, "batch pos"] | None = None,
@@ -554,6 +594,11 @@ def patch(model, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch 
     is (KL_noise - KL_patched) / KL_noise), ``"prob"`` (probability of ``answer``), ``"logit_diff"``
     (``answer`` minus ``wrong``), or a callable ``metric(logits[row, vocab], example[row]) -> values[row]``.
     ``reference``: (tokens, attention_mask) of the reference set for ``source="mean"``.
+
+    ``clean`` / ``corrupted``: integer token ids ``[batch, pos]`` of the same shape, left-padded with
+    ``attention_mask`` (default: no padding); ``answer`` / ``wrong``: one token id per example. All are checked
+    (:func:`reasonlens.validation.check_tokens`): ids in the vocabulary, a 0/1 mask without holes, rows that fit
+    the model's context.
 
     Example: ``patch(model, clean, corrupted, site="z", positions="all")`` gives per-head scores
     ``[example, layer, 1, head]`` for all-position head patching, as in Dutta et al.
@@ -612,6 +657,7 @@ def patch(model, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch 
                                  "rows_total": batch * len(layers) * n_pos * n_units})
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def attribution_patch(model, clean: Int[Tensor, "batch pos"],
                       corrupted: Int[Tensor, "batch corrupted_pos"] | None = None, *,
                       metric: str | Metric = "kl", answer: Int[Tensor, " batch"] | None = None,

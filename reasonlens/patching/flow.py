@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, no_type_check
 
 import torch
 from jaxtyping import Bool, Int
@@ -50,11 +50,11 @@ from reasonlens.patching.circuit import HeadMeans, _check_means, mean_ablation_h
 from reasonlens.patching.engine import _saving_hooks, run_padded
 from reasonlens.patching.heads import (
     _batch_slices,
-    _check_batch,
     _head_outputs,
     _logit_lens_probs,
 )
 from reasonlens.results import LabelledTensor
+from reasonlens.validation import check_tokens, is_int, load_saved
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -218,7 +218,7 @@ class FlowResult:
     @classmethod
     def load(cls, path: str | Path) -> FlowResult:
         """Read a file written by :meth:`save`."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return cls.from_dict(load_saved(path, cls.__name__, ("roots", "predicted", "regions", "meta"), fmt="json"))
 
 
 class _Tracer:
@@ -278,17 +278,24 @@ class _Tracer:
         return roots
 
 
-def _check_regions(regions: list[Regions], n: int, width: int) -> None:
+def _check_regions(regions: object, n: int, width: int) -> None:
+    if isinstance(regions, (str, bytes, dict)) or not hasattr(regions, "__len__"):
+        raise ReasonlensError(f"regions must be a list with one dict of region -> (start, end) per prompt, got "
+                              f"{type(regions).__name__}")
     if len(regions) != n:
         raise ReasonlensError(f"regions has {len(regions)} entries but the batch has {n} prompts; pass one "
                               "dict of region -> (start, end) per prompt")
     for i, r in enumerate(regions):
+        if not isinstance(r, dict):
+            raise ReasonlensError(f"regions entry {i} is {type(r).__name__}; pass a dict of region -> (start, end)")
         for name, bounds in r.items():
-            if len(bounds) != 2 or not 0 <= bounds[0] <= bounds[1] <= width:
+            ints = isinstance(bounds, (tuple, list)) and len(bounds) == 2 and all(is_int(b) for b in bounds)
+            if not ints or not 0 <= bounds[0] <= bounds[1] <= width:
                 raise ReasonlensError(f"region {name!r} of prompt {i} is {bounds}; give [start, end) token positions "
                                       f"of the padded batch, 0 <= start <= end <= {width}")
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def trace_pathways(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"],
                    regions: list[Regions], circuit: Bool[Tensor, "layer head"] | None = None, *,
                    means: HeadMeans | None = None, l: int = 4, k: int = 1, p: int = 1, max_depth: int | None = None,
@@ -303,7 +310,7 @@ def trace_pathways(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], a
     """
     from tqdm.auto import tqdm
 
-    _check_batch(model, tokens, attention_mask)
+    tokens, attention_mask = check_tokens(model, tokens, attention_mask)
     n, width = tokens.shape
     _check_regions(regions, n, width)
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
@@ -312,9 +319,10 @@ def trace_pathways(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], a
     if tuple(circuit.shape) != (n_layers, n_heads) or circuit.dtype != torch.bool:
         raise ReasonlensError(f"circuit must be a bool [layer, head] = {(n_layers, n_heads)} mask, got {circuit.dtype} "
                               f"of shape {tuple(circuit.shape)}")
-    if min(l, k, p) < 1 or (max_depth is not None and max_depth < 0):
-        raise ReasonlensError(f"l, k and p must be >= 1 and max_depth >= 0 or None, got l={l}, k={k}, p={p}, "
-                              f"max_depth={max_depth}")
+    if (not all(is_int(v) and v >= 1 for v in (l, k, p))
+            or not (max_depth is None or (is_int(max_depth) and max_depth >= 0))):
+        raise ReasonlensError(f"l, k and p must be integers >= 1 and max_depth an integer >= 0 or None, got l={l!r}, "
+                              f"k={k!r}, p={p!r}, max_depth={max_depth!r}")
     if means is not None:
         _check_means(model, means)
     names = {kind: [f"blocks.{i}.{kind}" for i in range(n_layers)]

@@ -21,7 +21,8 @@ The relative depth of layer ``l`` is ``(l + 0.5) / n_layers``, the centre of the
 for the second half of the network (the authors' "layer >= 16 of 32").
 
 Per-example vectors (``answer``, ``source_position``) are annotated with the anonymous ``_batch`` axis: the
-functions check their sizes themselves and raise :class:`ReasonlensError` on a mismatch.
+functions check them, and the token batch, themselves (:mod:`reasonlens.validation`) and raise
+:class:`ReasonlensError` on a mismatch.
 
 >>> relative_depth(3, 6)
 0.5833333333333334
@@ -35,7 +36,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, no_type_check
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -44,6 +45,7 @@ from torch import Tensor
 from reasonlens.errors import ReasonlensError
 from reasonlens.patching.engine import _saving_hooks, run_padded
 from reasonlens.results import LabelledTensor
+from reasonlens.validation import check_int, check_per_example, check_tokens, load_saved
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -61,6 +63,7 @@ def relative_depth(layer: int, n_layers: int) -> float:
     return (layer + 0.5) / n_layers
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def head_mask(heads: Sequence[str | tuple[int, int]], n_layers: int, n_heads: int) -> Bool[Tensor, "layer head"]:
     """A ``[layer, head]`` mask that is True at ``heads`` (labels like ``"L3H1"`` or ``(layer, head)`` pairs)."""
     mask = torch.zeros(n_layers, n_heads, dtype=torch.bool)
@@ -70,8 +73,11 @@ def head_mask(heads: Sequence[str | tuple[int, int]], n_layers: int, n_heads: in
             if match is None:
                 raise ReasonlensError(f"head label {item!r} is not of the form 'L<layer>H<head>', e.g. 'L3H1'")
             layer, head = int(match[1]), int(match[2])
-        else:
+        elif (isinstance(item, (tuple, list)) and len(item) == 2
+              and all(isinstance(v, int) and not isinstance(v, bool) for v in item)):
             layer, head = item
+        else:
+            raise ReasonlensError(f"head {item!r} is neither a label like 'L3H1' nor a (layer, head) pair of integers")
         if not (0 <= layer < n_layers and 0 <= head < n_heads):
             raise ReasonlensError(f"head {item!r} is outside the model's {n_layers} layers x {n_heads} heads; "
                                   f"use layers 0..{n_layers - 1} and heads 0..{n_heads - 1}")
@@ -81,34 +87,6 @@ def head_mask(heads: Sequence[str | tuple[int, int]], n_layers: int, n_heads: in
 
 # ----------------------------------------------------------------------------------------------------------
 # Shared machinery (also used by reasonlens.patching.circuit and reasonlens.patching.flow)
-
-
-def _check_batch(model: TransformerBridge, tokens: Tensor, attention_mask: Tensor, **per_example: Tensor) -> None:
-    """Raise for an empty, mis-shaped or right-padded batch, or per-example vectors of the wrong length."""
-    if tokens.ndim != 2 or tokens.shape[0] == 0 or tokens.shape[1] == 0:
-        raise ReasonlensError(f"tokens must be a non-empty [batch, pos] tensor, got shape {tuple(tokens.shape)}; "
-                              "pass at least one prompt")
-    if attention_mask.shape != tokens.shape:
-        raise ReasonlensError(f"attention_mask has shape {tuple(attention_mask.shape)} but tokens have "
-                              f"{tuple(tokens.shape)}; pass the mask of the same padded batch")
-    mask = attention_mask.long()
-    if bool(((mask != 0) & (mask != 1)).any()):
-        raise ReasonlensError("attention_mask must hold only 0 (padding) and 1 (real token)")
-    if not bool(mask[:, -1].all()) or bool((mask[:, 1:] < mask[:, :-1]).any()):
-        raise ReasonlensError("attention_mask must be left-padded (zeros, then ones up to the last position) in "
-                              "every row; pad the prompts on the left as reasonlens.generation does")
-    if int(tokens.min()) < 0 or int(tokens.max()) >= model.cfg.d_vocab:
-        raise ReasonlensError(f"tokens hold ids outside the vocabulary [0, {model.cfg.d_vocab}); encode the "
-                              "prompts with this model's tokenizer")
-    for name, values in per_example.items():
-        if tuple(values.shape) != (tokens.shape[0],):
-            raise ReasonlensError(f"{name} has shape {tuple(values.shape)} but the batch has {tokens.shape[0]} "
-                                  "prompts; pass one value per prompt")
-
-
-def _check_token_ids(model: TransformerBridge, name: str, ids: Tensor) -> None:
-    if int(ids.min()) < 0 or int(ids.max()) >= model.cfg.d_vocab:
-        raise ReasonlensError(f"{name} holds token ids outside the vocabulary [0, {model.cfg.d_vocab})")
 
 
 def _head_outputs(model: TransformerBridge, z: Float[Tensor, "*batch layer head d_head"]
@@ -142,9 +120,8 @@ def _at(values: Float[Tensor, " batch *rest vocab"], ids: Int[Tensor, " batch"])
     return values.gather(-1, index)[..., 0]
 
 
-def _batch_slices(n: int, batch_size: int) -> list[slice]:
-    if batch_size < 1:
-        raise ReasonlensError(f"batch_size must be at least 1, got {batch_size}")
+def _batch_slices(n: int, batch_size: object) -> list[slice]:
+    check_int(batch_size, "batch_size", low=1)
     return [slice(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
 
 
@@ -241,9 +218,9 @@ class HeadRoles:
     @classmethod
     def load(cls, path: str | Path) -> HeadRoles:
         """Read a file written by :meth:`save`."""
-        data = torch.load(Path(path), weights_only=True)
-        return cls(**{name: _labelled_from_dict(data[name]) for name in
-                      ("writer", "direct_logit", "mover", "head_only_prob", "resid_mid_prob")}, meta=data["meta"])
+        names = ("writer", "direct_logit", "mover", "head_only_prob", "resid_mid_prob")
+        data = load_saved(path, cls.__name__, (*names, "meta"), expect_class=cls.__name__)
+        return cls(**{name: _labelled_from_dict(data[name]) for name in names}, meta=data["meta"])
 
 
 def _role_selects(n_layers: int) -> dict[str, Callable[[Tensor], Tensor]]:
@@ -258,19 +235,22 @@ def _role_selects(n_layers: int) -> dict[str, Callable[[Tensor], Tensor]]:
     return selects
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def head_roles(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"],
                answer: Int[Tensor, " _batch"], source_position: Int[Tensor, " _batch"], *, batch_size: int = 32,
                progress: bool = False) -> HeadRoles:
     """Writer, direct-logit, mover and decision scores of every head (see the module docstring), one forward
     pass per ``batch_size`` prompts.
 
-    ``tokens`` / ``attention_mask``: a left-padded batch; ``answer``: the token expected after the last
-    position; ``source_position``: the (padded) position of the answer's source token.
+    ``tokens`` / ``attention_mask``: a left-padded ``[batch, pos]`` batch; ``answer``: the token expected after
+    the last position; ``source_position``: the (padded) position of the answer's source token (one per prompt;
+    all checked by :mod:`reasonlens.validation`).
     """
     from tqdm.auto import tqdm
 
-    _check_batch(model, tokens, attention_mask, answer=answer, source_position=source_position)
-    _check_token_ids(model, "answer", answer)
+    tokens, attention_mask = check_tokens(model, tokens, attention_mask)
+    answer = check_per_example(model, answer, "answer", tokens.shape[0])
+    source_position = check_per_example(model, source_position, "source_position", tokens.shape[0], kind="position")
     n, width = tokens.shape
     real = attention_mask.bool()
     bad = [i for i, s in enumerate(source_position.tolist()) if not (0 <= s < width and real[i, s])]

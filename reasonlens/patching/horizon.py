@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, no_type_check
 
 import torch
 from jaxtyping import Bool, Float
@@ -55,6 +55,7 @@ from reasonlens.ontology.types import Example, Fact, Sentence
 from reasonlens.patching.subtasks import replacement_pool, word_slots
 from reasonlens.results import LabelledTensor
 from reasonlens.stats import wilson_interval
+from reasonlens.validation import check_bool, check_int, check_int_list, load_saved
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -67,6 +68,7 @@ class UncorruptibleStatementError(ReasonlensError):
     """The chosen statement of an example has no fitting corruption (see :func:`horizon_pair`)."""
 
 
+@no_type_check  # checked by __post_init__, so a bad value gets the ReasonlensError under the test run's type checks too
 @dataclass(frozen=True)
 class HorizonConfig:
     """What to run.
@@ -99,24 +101,23 @@ class HorizonConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.statement not in STATEMENTS:
+        if not isinstance(self.statement, str) or self.statement not in STATEMENTS:
             raise ReasonlensError(f"unknown statement {self.statement!r}; choose one of {STATEMENTS}")
         for name in ("stages", "layers"):
             value = getattr(self, name)
             if value is None:
                 continue
-            if isinstance(value, (str, bytes)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-                raise ReasonlensError(f"{name} must be a list of integers, got {value!r}")
-            if not value or len(set(value)) != len(value):
-                raise ReasonlensError(f"{name} must be non-empty and without repeats, got {list(value)}")
-            object.__setattr__(self, name, tuple(value))
-        if self.which < 0 or self.shots < 0:
-            raise ReasonlensError(f"which and shots must be >= 0, got {self.which} and {self.shots}")
-        if self.batch_size < 1:
-            raise ReasonlensError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise ReasonlensError(f"max_new_tokens must be at least 1 (or None for the gold length + 8), got "
-                                  f"{self.max_new_tokens}")
+            values = check_int_list(value, name, allow_empty=True, unique=False, example="[0, 2]")
+            if not values or len(set(values)) != len(values):
+                raise ReasonlensError(f"{name} must be non-empty and without repeats, got {values}")
+            object.__setattr__(self, name, tuple(values))
+        check_int(self.which, "which", low=0)
+        check_int(self.shots, "shots", low=0)
+        check_bool(self.require_clean, "require_clean")
+        check_int(self.batch_size, "batch_size", low=1)
+        check_int(self.max_new_tokens, "max_new_tokens", low=1, optional=True,
+                  hint="None decodes the gold length + 8")
+        check_int(self.seed, "seed")
 
 
 # ----------------------------------------------------------------------------------------------- corruption
@@ -437,7 +438,7 @@ class HorizonResult:
     @classmethod
     def load(cls, path: str | Path) -> HorizonResult:
         """Read a file written by :meth:`save`."""
-        data = torch.load(Path(path), weights_only=True)
+        data = load_saved(path, cls.__name__, ("intact",))
         if data.get("class") != cls.__name__:
             raise ReasonlensError(f"{path} holds a {data.get('class')!r}, not a {cls.__name__}")
         it = data["intact"]
@@ -559,6 +560,7 @@ def _intact(text: str, rest: str) -> tuple[bool, bool]:
     return chain == gold_chain and label == gold_label, label == gold_label
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def horizon(model: TransformerBridge, examples: Sequence[Example], config: HorizonConfig | None = None, *,
             progress: bool = True) -> HorizonResult:
     """Run the horizon experiment (see the module doc) on ``examples``.
@@ -576,6 +578,8 @@ def horizon(model: TransformerBridge, examples: Sequence[Example], config: Horiz
     from reasonlens.model import require_tokenizer
 
     config = config or HorizonConfig()
+    if not isinstance(config, HorizonConfig):
+        raise ReasonlensError(f"config must be a HorizonConfig, got {type(config).__name__}")
     if len(examples) == 0:
         raise ReasonlensError("no examples: pass a non-empty list of examples (reasonlens.ontology.generate)")
     tokenizer = require_tokenizer(model)

@@ -45,7 +45,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, no_type_check
 
 import torch
 from jaxtyping import Float, Int
@@ -53,12 +53,13 @@ from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
 from reasonlens.generation import left_pad, left_padded_positions
-from reasonlens.model import check_hook_name, context_length, require_tokenizer
+from reasonlens.model import check_hook_name, require_tokenizer
 from reasonlens.ontology.lexicon import TRUE_TAXONOMY, true_properties
 from reasonlens.ontology.prompt import format_completion, format_prompt
 from reasonlens.ontology.types import Example
 from reasonlens.results import LabelledTensor
 from reasonlens.spans import char_to_token_spans, single_token_id
+from reasonlens.validation import check_context, check_int, check_token_lists, check_tokens, describe, is_int
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -72,42 +73,30 @@ _BLOCKS_DONE: dict[str, float] = {"resid_pre": 0.0, "resid_mid": 0.5, "resid_pos
 TokenRows = Int[Tensor, "batch pos"] | Sequence[Sequence[int]] | Sequence[str]
 
 
-def _token_rows(model: TransformerBridge, tokens: TokenRows,
-                attention_mask: Int[Tensor, "batch pos"] | None) -> list[list[int]]:
+def _token_rows(model: TransformerBridge, tokens: object, attention_mask: object) -> list[list[int]]:
     """Unpadded token-id lists: a tensor's rows (only the positions its mask keeps), id lists as given, or
-    strings tokenized by ``model.to_tokens``."""
+    strings tokenized by ``model.to_tokens`` (all checked by :mod:`reasonlens.validation`)."""
     if isinstance(tokens, str):
         raise ReasonlensError("tokens is one string; pass a list of prompts, e.g. [prompt]")
     if isinstance(tokens, Tensor):
-        if attention_mask is not None and attention_mask.shape != tokens.shape:
-            raise ReasonlensError(f"attention_mask has shape {tuple(attention_mask.shape)} but tokens have "
-                                  f"{tuple(tokens.shape)}; pass the mask that came with the padded tokens")
-        keep = torch.ones_like(tokens, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
-        rows = [t[k].tolist() for t, k in zip(tokens.cpu(), keep.cpu())]
-    else:
-        if attention_mask is not None:
-            raise ReasonlensError("attention_mask only goes with a padded token tensor; lists of token ids or "
-                                  "strings are unpadded already")
-        if len(tokens) and all(isinstance(t, str) for t in tokens):
-            rows = [model.to_tokens(t, truncate=False)[0].tolist() for t in tokens]
-        else:
-            rows = [[int(i) for i in t] for t in tokens]
-    if not rows:
-        raise ReasonlensError("no sequences given; pass at least one prompt")
-    vocab = model.cfg.d_vocab
-    for i, row in enumerate(rows):
-        if not row:
-            raise ReasonlensError(f"sequence {i} has no tokens (its attention mask is all zeros?)")
-        if any(not 0 <= t < vocab for t in row):
-            raise ReasonlensError(f"sequence {i} has token ids outside the vocabulary [0, {vocab}); encode it "
-                                  "with this model's tokenizer")
-    return rows
+        tokens, mask = check_tokens(model, tokens, attention_mask, padding="either")
+        return [t[k].tolist() for t, k in zip(tokens.cpu(), mask.cpu().bool())]
+    if attention_mask is not None:
+        raise ReasonlensError("attention_mask only goes with a padded token tensor; lists of token ids or "
+                              "strings are unpadded already")
+    if not isinstance(tokens, Sequence):
+        raise ReasonlensError(f"tokens must be a [batch, pos] tensor, token-id lists or strings, got "
+                              f"{describe(tokens)}")
+    if len(tokens) and all(isinstance(t, str) for t in tokens):
+        return [model.to_tokens(t, truncate=False)[0].tolist() for t in tokens]
+    return check_token_lists(model, tokens, name="tokens", item="sequence")
 
 
 def _capture(act: Tensor, hook: Any, *, store: list[Tensor | None], slot: int, rows: Tensor, cols: Tensor) -> None:
     store[slot] = act[rows, cols].detach()
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def collect_activations(model: TransformerBridge, rows: Sequence[Sequence[int]], positions: Sequence[Sequence[int]],
                         hook_names: Sequence[str], *, batch_size: int = 32,
                         progress: bool = False) -> list[Float[Tensor, "hook n_pos d_model"]]:
@@ -120,17 +109,22 @@ def collect_activations(model: TransformerBridge, rows: Sequence[Sequence[int]],
     """
     from tqdm.auto import tqdm
 
-    if batch_size < 1:
-        raise ReasonlensError(f"batch_size must be at least 1, got {batch_size}")
+    check_int(batch_size, "batch_size", low=1)
+    rows = check_token_lists(model, rows, name="rows", item="sequence")
+    if isinstance(positions, (str, bytes)) or not isinstance(positions, Sequence):
+        raise ReasonlensError(f"positions must be one list of positions per sequence, got {describe(positions)}")
     if len(positions) != len(rows):
         raise ReasonlensError(f"{len(positions)} position lists for {len(rows)} sequences; pass one per sequence")
+    if isinstance(hook_names, str):
+        raise ReasonlensError(f"hook_names is one string; pass a list, e.g. [{hook_names!r}]")
     names = [check_hook_name(model, n) for n in hook_names]
-    n_ctx = context_length(model)
-    too_long = [i for i, row in enumerate(rows) if len(row) > n_ctx]
-    if too_long:
-        raise ReasonlensError(f"sequence {too_long[0]} has {len(rows[too_long[0]])} tokens, more than the model's "
-                              f"context length {n_ctx} ({len(too_long)} sequence(s) too long); shorten them")
+    if not names:
+        raise ReasonlensError("no hook names given; pass at least one, e.g. ['blocks.0.hook_resid_post']")
+    check_context(model, [len(row) for row in rows], item="sequence", fix="shorten them")
     for i, (row, pos) in enumerate(zip(rows, positions)):
+        if isinstance(pos, (str, bytes)) or not isinstance(pos, Sequence) or not all(is_int(p) for p in pos):
+            raise ReasonlensError(f"positions of sequence {i} must be a list of integer token positions, got "
+                                  f"{describe(pos)}")
         if any(not 0 <= p < len(row) for p in pos):
             raise ReasonlensError(f"sequence {i} has {len(row)} tokens but positions {list(pos)} were asked for; "
                                   f"use positions in 0..{len(row) - 1}")
@@ -162,11 +156,15 @@ def collect_activations(model: TransformerBridge, rows: Sequence[Sequence[int]],
     return out
 
 
-def _resolve_positions(rows: list[list[int]], positions: int | Sequence[int] | None) -> list[int]:
+def _resolve_positions(rows: list[list[int]], positions: object) -> list[int]:
     if positions is None:
         return [len(r) - 1 for r in rows]
-    if isinstance(positions, int):
-        positions = [positions] * len(rows)
+    if is_int(positions):
+        positions = [int(positions)] * len(rows)
+    if (isinstance(positions, (str, bytes)) or not isinstance(positions, Sequence)
+            or not all(is_int(p) for p in positions)):
+        raise ReasonlensError(f"positions must be None (the last token), one integer for every sequence or one "
+                              f"integer per sequence, got {describe(positions)}")
     if len(positions) != len(rows):
         raise ReasonlensError(f"{len(positions)} positions for {len(rows)} sequences; pass one per sequence, "
                               "one int for all, or None for the last token")
@@ -179,7 +177,7 @@ def _resolve_positions(rows: list[list[int]], positions: int | Sequence[int] | N
     return resolved
 
 
-def _lens_hooks(model: TransformerBridge, site: str) -> list[str]:
+def _lens_hooks(model: TransformerBridge, site: object) -> list[str]:
     if site not in LENS_SITES:
         raise ReasonlensError(f"unknown lens site {site!r}; choose from {LENS_SITES}")
     return [f"blocks.{l}.hook_{site}" for l in range(model.cfg.n_layers)]
@@ -192,6 +190,7 @@ def _decode(model: TransformerBridge, resid: Float[Tensor, "... d_model"]) -> Fl
         return model.unembed(model.ln_final(resid)).float().log_softmax(-1).cpu()
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def logit_lens(model: TransformerBridge, tokens: TokenRows, attention_mask: Int[Tensor, "batch pos"] | None = None,
                *, site: str = "resid_post", positions: int | Sequence[int] | None = None, batch_size: int = 32,
                progress: bool = False) -> LabelledTensor:

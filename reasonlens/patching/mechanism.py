@@ -20,15 +20,17 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, no_type_check
 
 import torch
 
 from reasonlens.errors import ReasonlensError
+from reasonlens.validation import check_int, check_int_list
 
 PAIR_FILTERS: tuple[str, ...] = ("switched", "corrupted_answer")
 
 
+@no_type_check  # checked by check(), so a bad value gets the ReasonlensError under the test run's type checks too
 @dataclass
 class MechanismConfig:
     """Sizes and choices of the study.
@@ -64,15 +66,23 @@ class MechanismConfig:
     batch_size: int = 64
 
     def check(self) -> None:
-        if self.n_examples < 2:
-            raise ReasonlensError(f"n_examples must be at least 2, got {self.n_examples}")
-        if self.normalize not in ("batch", "example"):
+        """Raise :class:`ReasonlensError` for a field of the wrong type or out of range."""
+        check_int(self.hops, "hops", low=1)
+        check_int(self.n_examples, "n_examples", low=2)
+        check_int_list(self.subtasks, "subtasks", low=0, optional=True, example="(0, 5) (or None for all)")
+        check_int(self.seed, "seed")
+        if not isinstance(self.normalize, str) or self.normalize not in ("batch", "example"):
             raise ReasonlensError(f"normalize must be 'batch' or 'example', not {self.normalize!r}")
-        if self.pair_filter not in PAIR_FILTERS:
+        if not isinstance(self.pair_filter, str) or self.pair_filter not in PAIR_FILTERS:
             raise ReasonlensError(f"pair_filter must be one of {PAIR_FILTERS}, not {self.pair_filter!r}")
-        if self.few_shot < 0 or self.n_few_shot < 0 or self.n_horizon < 0:
-            raise ReasonlensError(f"few_shot, n_few_shot and n_horizon must be >= 0, got {self.few_shot}, "
-                                  f"{self.n_few_shot} and {self.n_horizon}")
+        for name in ("n_reference", "n_conflict", "n_relation", "batch_size"):
+            check_int(getattr(self, name), name, low=1)
+        for name in ("n_trace", "few_shot", "n_few_shot", "n_horizon"):
+            check_int(getattr(self, name), name)
+        check_int_list(self.relation_seeds, "relation_seeds", example="(0, 1, 2)")
+        if self.few_shot < 0 or self.n_few_shot < 0 or self.n_horizon < 0 or self.n_trace < 0:
+            raise ReasonlensError(f"n_trace, few_shot, n_few_shot and n_horizon must be >= 0, got {self.n_trace}, "
+                                  f"{self.few_shot}, {self.n_few_shot} and {self.n_horizon}")
         if self.few_shot and self.n_few_shot and self.n_few_shot <= self.few_shot:
             raise ReasonlensError(f"n_few_shot ({self.n_few_shot}) must exceed few_shot ({self.few_shot}): the "
                                   "demonstrations of a question are other questions of the set")

@@ -36,7 +36,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, no_type_check
 
 import torch
 from jaxtyping import Float, Int
@@ -50,6 +50,7 @@ from reasonlens.ontology.types import Example
 from reasonlens.patching.lens import collect_activations
 from reasonlens.results import LabelledTensor
 from reasonlens.spans import char_to_token_spans
+from reasonlens.validation import check_finite, check_float, check_int, check_int_list, check_tensor
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -173,6 +174,7 @@ def relation_dataset(tokenizer: PreTrainedTokenizerBase | None, examples: Sequen
     return RelationDataset(token_ids, pairs)
 
 
+@no_type_check  # checked by __post_init__, so a bad value gets the ReasonlensError under the test run's type checks too
 @dataclass(frozen=True)
 class ProbeConfig:
     """Probe hyperparameters: ``hidden_sizes`` of the MLP (the paper's 128-64-32), its L2 penalty
@@ -183,6 +185,13 @@ class ProbeConfig:
     mlp_alpha: float = 1e-4
     linear_c: float = 1.0
     max_iter: int = 300
+
+    def __post_init__(self) -> None:
+        sizes = check_int_list(self.hidden_sizes, "hidden_sizes", low=1, unique=False, example="(128, 64, 32)")
+        object.__setattr__(self, "hidden_sizes", tuple(sizes))
+        check_float(self.mlp_alpha, "mlp_alpha", low=0)
+        check_float(self.linear_c, "linear_c", low=0, low_open=True)
+        check_int(self.max_iter, "max_iter", low=1)
 
 
 def _probe(kind: str, config: ProbeConfig, seed: int):
@@ -216,6 +225,7 @@ def _split(labels: Int[Tensor, " pair"], groups: Int[Tensor, " pair"], test_frac
     return torch.as_tensor(train), torch.as_tensor(test)
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def probe_scores(features: Float[Tensor, "layer pair feature"], labels: Int[Tensor, " pair"],
                  groups: Int[Tensor, " pair"], *, probes: Sequence[str] = PROBE_KINDS, seeds: Sequence[int] = (0, 1, 2),
                  test_fraction: float = 0.2, config: ProbeConfig = ProbeConfig(),
@@ -233,13 +243,23 @@ def probe_scores(features: Float[Tensor, "layer pair feature"], labels: Int[Tens
     from sklearn.metrics import accuracy_score, f1_score, recall_score
     from tqdm.auto import tqdm
 
+    if isinstance(probes, str):
+        probes = [probes]
     unknown = [p for p in probes if p not in PROBE_KINDS]
     if unknown or not probes:
         raise ReasonlensError(f"unknown probe kind(s) {unknown or list(probes)}; choose from {PROBE_KINDS}")
-    if not seeds:
+    if isinstance(seeds, (list, tuple, range)) and len(seeds) == 0:
         raise ReasonlensError("no seeds given; pass at least one, e.g. seeds=(0,)")
-    if not 0 < test_fraction < 1:
-        raise ReasonlensError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    seeds = check_int_list(seeds, "seeds", example="(0, 1, 2)")
+    check_float(test_fraction, "test_fraction", low=0, high=1, low_open=True, high_open=True)
+    if not isinstance(config, ProbeConfig):
+        raise ReasonlensError(f"config must be a reasonlens.patching.relations.ProbeConfig, got {type(config).__name__}")
+    check_tensor(features, "features", kind="float", ndim=3, what="[layer, pair, feature]")
+    check_finite(features, "features", hint="a probe cannot be fit on them; drop or recompute those pairs")
+    check_tensor(labels, "labels", kind="int", ndim=1, what="[pair]")
+    check_tensor(groups, "groups", ndim=1, what="[pair]")
+    if int(labels.min()) < 0:
+        raise ReasonlensError(f"labels must be class indices 0, 1, ..., got {int(labels.min())}")
     if not features.shape[1] == len(labels) == len(groups):
         raise ReasonlensError(f"{features.shape[1]} feature rows, {len(labels)} labels and {len(groups)} groups; "
                               "pass one of each per pair")
@@ -346,19 +366,21 @@ class RelationProbeResult:
         return cls(LabelledTensor.load(path))
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def residual_layer_hooks(model: TransformerBridge, layers: Sequence[int] | None = None) -> tuple[list[str], list[str]]:
     """Hook names and labels of residual-stream layers ``0..n_layers``: 0 is the embedding
     (``blocks.0.hook_resid_pre``, label ``embed``), ``k`` the output of block ``k - 1`` (label ``L{k-1}``)."""
     n = model.cfg.n_layers
-    layers = list(range(n + 1)) if layers is None else list(layers)
+    layers = list(range(n + 1)) if layers is None else check_int_list(layers, "layers", example="[0, 2]")
     bad = [l for l in layers if not 0 <= l <= n]
-    if bad or not layers:
+    if bad:
         raise ReasonlensError(f"layers {bad or layers} are not residual layers of this model; use 0 (embedding) to "
                               f"{n} (output of the last block)")
     names = ["blocks.0.hook_resid_pre" if l == 0 else f"blocks.{l - 1}.hook_resid_post" for l in layers]
     return names, ["embed" if l == 0 else f"L{l - 1}" for l in layers]
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def relation_probes(model: TransformerBridge, examples: Sequence[Example], *, layers: Sequence[int] | None = None,
                     probes: Sequence[str] = PROBE_KINDS, seeds: Sequence[int] = (0, 1, 2), test_fraction: float = 0.2,
                     config: ProbeConfig = ProbeConfig(), batch_size: int = 32,

@@ -31,6 +31,7 @@ import random
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import no_type_check
 
 import torch
 from jaxtyping import Int
@@ -48,6 +49,7 @@ from reasonlens.ontology.lexicon import (
 )
 from reasonlens.ontology.prompt import format_completion, format_prompt
 from reasonlens.ontology.types import Example, Fact
+from reasonlens.validation import check_context, check_int, is_int
 
 SUBTASK_KINDS: tuple[str, ...] = ("decision", "copy", "induction")
 WORD_TYPES: tuple[str, ...] = ("entity", "concept", "property", "label")
@@ -477,6 +479,7 @@ def _demonstrations_for(examples: Sequence[Example], i: int, k: int) -> list[Exa
     return [examples[(i + j) % len(examples)] for j in range(1, k + 1)]
 
 
+@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def subtask_pairs(model, examples: Sequence[Example], subtask: int, *, demonstrations: int = 0, seed: int = 0,
                   replacements: Mapping[str, Sequence[str]] | None = None, skip_uncorruptible: bool = False,
                   batch_size: int = 32, progress: bool = False) -> SubtaskPairs:
@@ -499,16 +502,18 @@ def subtask_pairs(model, examples: Sequence[Example], subtask: int, *, demonstra
     """
     from tqdm.auto import tqdm
 
-    from reasonlens.model import context_length, require_tokenizer
+    from reasonlens.model import require_tokenizer
     from reasonlens.patching.engine import run_padded
 
     if len(examples) == 0:
         raise ReasonlensError("no examples: pass a non-empty list of examples (reasonlens.ontology.generate)")
-    if batch_size < 1 or demonstrations < 0:
-        raise ReasonlensError(f"batch_size must be >= 1 and demonstrations >= 0, got {batch_size} and {demonstrations}")
+    if not (is_int(batch_size) and batch_size >= 1 and is_int(demonstrations) and demonstrations >= 0):
+        raise ReasonlensError(f"batch_size must be an integer >= 1 and demonstrations an integer >= 0, got "
+                              f"{batch_size!r} and {demonstrations!r}")
+    check_int(seed, "seed")
     layouts = [subtasks(e) for e in examples]
     for i, layout in enumerate(layouts):
-        if not isinstance(subtask, int) or not 0 <= subtask < len(layout):
+        if not is_int(subtask) or not 0 <= subtask < len(layout):
             raise ReasonlensError(f"subtask {subtask!r} is out of range for example {i}: it has subtasks "
                                   f"0..{len(layout) - 1}; pass examples with the same hop count")
     signatures = {layout[subtask].signature for layout in layouts}
@@ -533,11 +538,8 @@ def subtask_pairs(model, examples: Sequence[Example], subtask: int, *, demonstra
             raise UncorruptibleError(f"example {i}: {e} (or pass skip_uncorruptible=True to leave such examples "
                                      "out)") from e
         pairs.append((i, pair))
-    n_ctx = context_length(model)
-    longest = max((len(p.clean) for _, p in pairs), default=0)
-    if longest > n_ctx:
-        raise ReasonlensError(f"a clean prefix has {longest} tokens, more than the model's context length {n_ctx}; "
-                              "use fewer demonstrations or fewer hops")
+    check_context(model, [len(p.clean) for _, p in pairs], item="clean prefix",
+                  fix="use fewer demonstrations or fewer hops")
     pad_id = next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
     kept: list[tuple[int, SubtaskPair]] = []
     chunks = [pairs[k:k + batch_size] for k in range(0, len(pairs), batch_size)]
