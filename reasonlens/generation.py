@@ -322,7 +322,6 @@ def _step_spans(tokenizer: PreTrainedTokenizerBase, text: str, output: list[int]
     return step_spans(tokenizer, text, add_special_tokens=False, snap=True)
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def generate(model: TransformerBridge, prompts: Sequence[str] | Sequence[Sequence[int]],
              config: GenerationConfig = GenerationConfig(), *, fwd_hooks: Sequence[FwdHook] = (),
              progress: bool = False) -> Generation:

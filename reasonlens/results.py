@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, no_type_check
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -103,7 +103,6 @@ class LabelledTensor:
         return path
 
     @classmethod
-    @no_type_check  # the path is checked by reasonlens.validation.load_saved
     def load(cls, path: str | Path) -> LabelledTensor:
         """Read a file written by :meth:`save` (a missing, unreadable or foreign file is a
         :class:`ReasonlensError`; a subclass loads its own files and plain :class:`LabelledTensor` ones)."""

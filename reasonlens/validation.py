@@ -13,11 +13,11 @@ silent wrong answer).
   :func:`check_spans` (``[start, end)`` token spans).
 - Files: :func:`load_saved` (a file written by a result's ``save``).
 
-The public functions that call these checks, and the configs that check themselves in ``__post_init__``, carry
-``@no_type_check``: their annotations (jaxtyping shapes included) document what to pass, but under pytest the
-jaxtyping import hook would otherwise refuse a bad value with its own ``TypeCheckError`` before the check could
-say what is wrong, so the tests would see an error users never do. Private helpers that receive such a value
-before it is checked annotate it as ``object``.
+The public functions keep their jaxtyping annotations, checked at test time by the jaxtyping import hook; the
+bad-input tests call them unwrapped (``inspect.unwrap``), as users do, so that they see these checks' errors
+rather than the hook's ``TypeCheckError``. The configs that check themselves in ``__post_init__`` carry
+``@no_type_check`` (plain field types, no tensor shapes), so a bad value gets the same error under the hook.
+Private helpers that receive a value before it is checked annotate it as ``object``.
 
 >>> check_int_list([2, 0], "layers", low=0)
 [2, 0]

@@ -3,6 +3,7 @@ never a traceback from inside torch, never a silent wrong answer. Tiny random mo
 forward pass, so the whole file runs in seconds."""
 
 import functools
+import inspect
 import json
 import math
 
@@ -12,6 +13,12 @@ from model_util import write_checkpoint
 
 from reasonlens.errors import ReasonlensError
 from reasonlens.model import load_model
+
+
+def user(fn):
+    """``fn`` as users call it: without the test run's jaxtyping hook, which would refuse a badly typed argument with
+    its own TypeCheckError before reasonlens's check names the problem."""
+    return inspect.unwrap(fn)
 
 N_CTX, B, T = 32, 3, 10
 
@@ -43,6 +50,7 @@ def _long(n: int = N_CTX + 8) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _patchers():
     from reasonlens.patching.engine import attribution_patch, patch
+    attribution_patch, patch = user(attribution_patch), user(patch)
 
     return [patch, attribution_patch]
 
@@ -140,6 +148,7 @@ def test_patch_attention_mask(model, pair, fn):
 
 def test_patch_spans(model, pair):
     from reasonlens.patching.engine import patch
+    patch = user(patch)
 
     clean, corrupted, *_ = pair
     run = functools.partial(patch, model, clean, corrupted, progress=False, positions="spans", layers=[0])
@@ -163,6 +172,7 @@ def test_patch_spans(model, pair):
 
 def test_patch_layers_units_and_config(model, pair):
     from reasonlens.patching.engine import PatchConfig, patch
+    patch = user(patch)
 
     clean, corrupted, *_ = pair
     run = functools.partial(patch, model, clean, corrupted, progress=False, positions="all")
@@ -210,6 +220,7 @@ def test_patch_layers_units_and_config(model, pair):
 
 def test_gqa_units_name_the_key_value_heads(tmp_path):
     from reasonlens.patching.engine import patch
+    patch = user(patch)
 
     qwen = load_model(str(write_checkpoint(tmp_path, "qwen2", n_ctx=N_CTX)))
     clean = torch.randint(5, 150, (2, 6), generator=torch.Generator().manual_seed(0))
@@ -225,6 +236,7 @@ def test_gqa_units_name_the_key_value_heads(tmp_path):
 
 def test_generate_token_lists(model):
     from reasonlens.generation import GenerationConfig, generate
+    generate = user(generate)
 
     config = GenerationConfig(max_new_tokens=2)
     vocab = model.cfg.d_vocab
@@ -274,6 +286,7 @@ def test_generation_config(overrides, message):
 def test_tiny_temperatures_sample_the_argmax(temperature):
     """softmax(logits / 1e-320) was inf / inf = NaN, and sampling then emitted the last token id every step."""
     from reasonlens.generation import tempered_probs
+    tempered_probs = user(tempered_probs)
 
     logits = torch.tensor([[1.0, 3.0, -2.0, 2.5], [0.0, 0.0, -1.0, -5.0], [-1e4, 7.0, 7.0, 1e3]])
     probs = tempered_probs(logits, temperature)
@@ -287,6 +300,7 @@ def test_tiny_temperatures_sample_the_argmax(temperature):
 
 def test_tiny_temperature_generates_the_greedy_tokens(model):
     from reasonlens.generation import GenerationConfig, generate
+    generate = user(generate)
 
     prompts = [[1, 14, 23, 4], [1, 27, 6]]
     greedy = generate(model, prompts, GenerationConfig(max_new_tokens=6, stop_at_answer=False)).output_ids
@@ -297,6 +311,7 @@ def test_tiny_temperature_generates_the_greedy_tokens(model):
 
 def test_nan_logits_are_an_error_when_sampling():
     from reasonlens.generation import tempered_probs
+    tempered_probs = user(tempered_probs)
 
     with pytest.raises(ReasonlensError, match="logits are NaN or infinite"):
         tempered_probs(torch.tensor([[0.0, float("nan")]]), 0.7)
@@ -307,6 +322,7 @@ def test_nan_logits_are_an_error_when_sampling():
 
 def _examples():
     from reasonlens.ontology import generate
+    generate = user(generate)
 
     return generate(2, hops=2, seed=0)
 
@@ -314,6 +330,7 @@ def _examples():
 def test_integrated_gradients_and_ipg_refuse_sequences_longer_than_the_context(model):
     """A prompt plus its gold chain is far longer than 32 tokens: GPT-2 raised an IndexError deep in torch."""
     from reasonlens.attribution.ipg import IntegratedPolicyGradient, IPGConfig, integrated_gradients
+    integrated_gradients = user(integrated_gradients)
 
     with pytest.raises(ReasonlensError, match=f"sequence 0 has [0-9]+ tokens, more than the model's context length "
                                               f"{N_CTX}.*shorter prompts or chains"):
@@ -325,6 +342,7 @@ def test_integrated_gradients_and_ipg_refuse_sequences_longer_than_the_context(m
 
 def test_path_attributions_check_their_sequences(model):
     from reasonlens.attribution.paths import PathSequences, path_attributions
+    path_attributions = user(path_attributions)
 
     good = PathSequences([[1, 2, 3]], [[4, 5]], [1.0], [None])
     with pytest.raises(ReasonlensError, match="output 0 has token ids outside the vocabulary"):
@@ -346,6 +364,7 @@ def test_path_attributions_check_their_sequences(model):
 def test_n_target_beyond_the_output_reads_all_of_it(model):
     """``picked[T - n_target:]`` with n_target > T sliced from the end: a silent wrong objective."""
     from reasonlens.attribution.paths import PathSequences, path_attributions
+    path_attributions = user(path_attributions)
 
     def run(n_target):
         seqs = PathSequences([[1, 2, 3]], [[4, 5, 6]], [1.0], [n_target])
@@ -379,6 +398,7 @@ def test_ipg_config(overrides, message):
 def test_attribution_functions(model):
     from reasonlens.attribution.components import Selection
     from reasonlens.attribution.ipg import IntegratedPolicyGradient, integrated_gradients, random_selection
+    integrated_gradients, random_selection = user(integrated_gradients), user(random_selection)
 
     with pytest.raises(ReasonlensError, match=r"steps \(q\) must be an integer >= 1 .*got True"):
         integrated_gradients(model, _examples(), layers=[0], steps=True)
@@ -391,7 +411,7 @@ def test_attribution_functions(model):
     with pytest.raises(ReasonlensError, match="p must be an integer"):
         random_selection(model, True)
     with pytest.raises(ReasonlensError, match="examples\\[1\\] is a str"):
-        IntegratedPolicyGradient(model).attribute([_examples()[0], "Q: ..."])
+        user(IntegratedPolicyGradient.attribute)(IntegratedPolicyGradient(model), [_examples()[0], "Q: ..."])
     with pytest.raises(ReasonlensError, match="gamma must be a number, got True"):
         Selection.from_labels(["L0R1"]).hooks(True)
     with pytest.raises(ReasonlensError, match="gamma must be a finite number, got nan"):
@@ -405,14 +425,18 @@ def test_attribution_functions(model):
 
 def _padded(model):
     from reasonlens.generation import left_pad
+    left_pad = user(left_pad)
 
     return left_pad([[1, 14, 23, 4, 27], [1, 6, 66]], 0)
 
 
 def test_heads_circuit_flow_tokens(model):
     from reasonlens.patching.circuit import circuit_curve, circuit_logits, mean_head_activations
+    circuit_curve, circuit_logits, mean_head_activations = user(circuit_curve), user(circuit_logits), user(mean_head_activations)
     from reasonlens.patching.flow import trace_pathways
+    trace_pathways = user(trace_pathways)
     from reasonlens.patching.heads import head_roles
+    head_roles = user(head_roles)
 
     tokens, mask = _padded(model)
     answer, source = torch.tensor([5, 6]), torch.tensor([3, 4])
@@ -455,6 +479,7 @@ def test_heads_circuit_flow_tokens(model):
 
 def test_lens_tokens(model):
     from reasonlens.patching.lens import collect_activations, logit_lens
+    collect_activations, logit_lens = user(collect_activations), user(logit_lens)
 
     tokens, mask = _padded(model)
     right = torch.tensor([[1, 14, 23, 4, 27], [1, 6, 66, 0, 0]])
@@ -494,6 +519,7 @@ def _features(n: int = 40, layers: int = 3, d: int = 6) -> tuple[torch.Tensor, t
 def test_probes_refuse_non_finite_features(bad):
     """NaN features trained to a 0.5-accuracy probe with no error."""
     from reasonlens.importance.probes import ProbeConfig, probe_by_layer, train_probe
+    probe_by_layer, train_probe = user(probe_by_layer), user(train_probe)
 
     features, labels = _features()
     features[7, 1, 2] = bad
@@ -509,6 +535,7 @@ def test_probes_refuse_non_finite_features(bad):
 
 def test_probe_inputs():
     from reasonlens.importance.probes import ProbeConfig, train_probe
+    train_probe = user(train_probe)
 
     features, labels = _features()
     config = ProbeConfig(epochs=1, seeds=(0,))
@@ -540,6 +567,7 @@ def test_probe_config(overrides, message):
 
 def test_relation_probes_refuse_non_finite_features():
     from reasonlens.patching.relations import ProbeConfig, probe_scores
+    probe_scores = user(probe_scores)
 
     features = torch.randn(2, 20, 4)
     features[1, 3, 0] = float("nan")
@@ -648,6 +676,7 @@ def test_loading_missing_garbage_and_foreign_files(tmp_path):
 
 def test_validators():
     from reasonlens.validation import check_finite, check_float, check_int, check_int_list
+    check_finite, check_float, check_int, check_int_list = user(check_finite), user(check_float), user(check_int), user(check_int_list)
 
     assert check_int(3, "n") == 3 and check_int(None, "n", optional=True) is None
     with pytest.raises(ReasonlensError, match="n must be an integer, got True \\(a bool\\)"):

@@ -148,7 +148,6 @@ class IntegratedPolicyGradient:
     config: IPGConfig = field(default_factory=IPGConfig)
     reward: Reward = correctness
 
-    @no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
     def attribute(self, examples: Sequence[Example], *, progress: bool = False) -> Attribution:
         """Sample, score and attribute over the support set ``examples`` (M prompts)."""
         from reasonlens.generation import GenerationConfig, generate
@@ -212,7 +211,6 @@ def group_advantages(rewards: Float[Tensor, "prompt sample"]) -> Float[Tensor, "
     return torch.where(flat, torch.zeros_like(centred), centred / torch.where(flat, torch.ones_like(std), std))
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def integrated_gradients(model, examples: Sequence[Example], *, kind: str = "resid",
                          layers: Sequence[int] | None = None, steps: int = 10, baseline: str = "zero",
                          batch_size: int = 32, seed: int = 0, progress: bool = False) -> Attribution:
@@ -248,7 +246,6 @@ def integrated_gradients(model, examples: Sequence[Example], *, kind: str = "res
                              "objective_change": (result.objective_end[:, None] - result.objective_start).tolist()})
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def activation_magnitude(model, examples: Sequence[Example], *, kind: str = "resid",
                          layers: Sequence[int] | None = None, max_new_tokens: int | None = None,
                          batch_size: int = 32) -> Attribution:
@@ -284,7 +281,6 @@ def activation_magnitude(model, examples: Sequence[Example], *, kind: str = "res
                        meta={"method": "activation", "kind": kind, "config": {"layers": layers}})
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def random_selection(model, p: int, *, kind: str = "resid", layers: Sequence[int] | None = None,
                      seed: int = 0) -> Selection:
     """``p`` components drawn uniformly (without replacement) from ``layers`` with ``seed``."""

@@ -79,7 +79,6 @@ class PathResult:
     objective_start: Float[Tensor, "seq layer"]
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def path_attributions(model, kind: str, layers: Sequence[int], seqs: PathSequences, *, steps: int = 10,
                       baseline: str = "zero", batch_size: int = 32, seed: int = 0,
                       progress: bool = False) -> PathResult:

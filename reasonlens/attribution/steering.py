@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import no_type_check
 
 from reasonlens.attribution.components import Selection
 from reasonlens.attribution.rewards import Trajectory, correctness
@@ -43,7 +42,6 @@ def decoding_budget(model, examples: Sequence[Example]) -> int:
     return 16 + max(len(tok(" " + e.cot_text + " " + e.answer, add_special_tokens=False)["input_ids"]) for e in examples)
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def steer(model, examples: Sequence[Example], selection: Selection | None = None, gamma: float = 1.0, *,
           max_new_tokens: int | None = None, batch_size: int = 64, progress: bool = False) -> SteeringOutcome:
     """Greedy-decode every example with ``selection`` scaled by ``gamma`` (None: the unmodified model)."""

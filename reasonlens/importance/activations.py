@@ -26,7 +26,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, no_type_check
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from jaxtyping import Float, Int
@@ -208,7 +208,6 @@ def _cache_path(cache_dir: str | Path, model: TransformerBridge, steps: StepSet,
     return Path(cache_dir) / f"step-activations-{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt"
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def step_activations(model: TransformerBridge, steps: StepSet, *, layers: Sequence[int] | None = None,
                      pooling: Pooling = "mean", context: bool = True, batch_size: int = 16,
                      cache_dir: str | Path | None = None,

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, no_type_check
+from typing import TYPE_CHECKING, Any, Literal
 
 from reasonlens.errors import ReasonlensError
 from reasonlens.ontology.prompt import format_prompt
@@ -107,7 +107,6 @@ class Chain:
             raise ReasonlensError(f"step indices {list(keep)} are outside this chain's {len(self)} steps")
         return kept
 
-    @no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
     def token_ids(self, keep: Sequence[int] | None = None, suffix_ids: Sequence[int] = ()) -> list[int]:
         """The prompt, the kept steps' blocks in chain order (all steps when ``keep`` is None), then
         ``suffix_ids`` (an answer-eliciting suffix)."""
@@ -116,7 +115,6 @@ class Chain:
             ids.extend(self.step_ids[k])
         return ids + list(suffix_ids)
 
-    @no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
     def spans(self, keep: Sequence[int] | None = None) -> list[TokenSpan]:
         """Token spans of the kept steps' blocks within :meth:`token_ids` of the same ``keep``."""
         out, pos = [], self.prompt_len

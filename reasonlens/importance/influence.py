@@ -25,7 +25,7 @@ read its cached keys and values (:func:`~reasonlens.generation.run_continuations
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal, no_type_check
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from jaxtyping import Float
@@ -48,7 +48,6 @@ def check_influence_method(method: object) -> None:
         raise ReasonlensError(f"unknown influence method {method!r}; choose from {list(INFLUENCE_METHODS)}")
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def influence_matrix(model: TransformerBridge, chain: Chain, keep: Sequence[int] | None = None, *,
                      method: InfluenceMethod = "gradient", ig_steps: int = 5,
                      batch_size: int = 16) -> Float[Tensor, "step step"]:

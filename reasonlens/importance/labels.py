@@ -336,7 +336,6 @@ _DROP_REASONS = {"sufficient": "the full chain is not sufficient",
                  "labelled": "no prefix is both sufficient and attainable"}
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def label_steps(model: TransformerBridge, chains: Sequence[Chain], config: LabelConfig = LabelConfig(), *,
                 progress: bool = False) -> StepLabels:
     """Label the steps of ``chains`` by removability (see the module docstring for the pipeline).

@@ -391,7 +391,6 @@ def _take_rows(features: Tensor, rows: Tensor) -> Tensor:
     return features[rows]
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def train_probe(features: Float[Tensor, "step layer d_model"] | Float[Tensor, "step feature"],
                 labels: Int[Tensor, " step"], config: ProbeConfig = ProbeConfig(), *,
                 progress: bool = False) -> ProbeResult:
@@ -407,7 +406,6 @@ def train_probe(features: Float[Tensor, "step layer d_model"] | Float[Tensor, "s
     return _train(features.float().cpu(), labels, _take_rows, lambda x: Standardiser.fit(x, arch), config, progress)
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def probe_by_layer(features: Float[Tensor, "step layer d_model"], labels: Int[Tensor, " step"],
                    config: ProbeConfig = ProbeConfig(), *, layer_labels: Sequence[str] | None = None,
                    progress: bool = False) -> LabelledTensor:

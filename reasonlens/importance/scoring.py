@@ -165,7 +165,6 @@ def _check_keeps(chain: Chain, keeps: object) -> list[tuple[int, ...]]:
     return out
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def answer_probabilities(model: TransformerBridge, chain: Chain, keeps: Sequence[Sequence[int]], *,
                          suffix_ids: Sequence[int] = (), batch_size: int = 32) -> Float[Tensor, " subset"]:
     """P(gold label | x ∘ T ∘ σ) for each subset ``T`` in ``keeps``, restricted to the two answer tokens
@@ -215,7 +214,6 @@ class SubsetScorer:
         ppl_o, ppl_answer = reference
         return 1.0 - (ppl - ppl_o) / (ppl_answer - ppl_o) if keep else 0.0
 
-    @no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
     def scores(self, keeps: Sequence[Sequence[int]]) -> tuple[Float[Tensor, " subset"], Float[Tensor, " subset"]]:
         """``(sufficiency, attainability)`` of each subset in ``keeps`` (step indices; ``[]`` = empty chain).
 
@@ -250,14 +248,12 @@ class SubsetScorer:
         return out[:, 0].float(), out[:, 1].float()
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def sufficiency(model: TransformerBridge, chain: Chain, keeps: Sequence[Sequence[int]],
                 config: ScoringConfig = ScoringConfig()) -> Float[Tensor, " subset"]:
     """Sufficiency of each subset (see :class:`ScoringConfig` for the deterministic and sampled modes)."""
     return SubsetScorer(model, chain, config).scores(keeps)[0]
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def attainability(model: TransformerBridge, chain: Chain, keeps: Sequence[Sequence[int]],
                   config: ScoringConfig = ScoringConfig()) -> Float[Tensor, " subset"]:
     """Attainability of each subset (paper Eq. 2; 1 for the full chain, 0 for the empty one)."""

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, no_type_check
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -71,7 +71,6 @@ class HeadMeans:
         return torch.cat([extra, self.per_position], dim=1)
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def mean_head_activations(model: TransformerBridge, ref_tokens: Int[Tensor, "ref ref_pos"],
                           ref_mask: Int[Tensor, "ref ref_pos"], *, batch_size: int = 32,
                           progress: bool = False) -> HeadMeans:
@@ -119,7 +118,6 @@ def _last_logits(model: TransformerBridge, tokens: Tensor, attention_mask: Tenso
     return run_padded(model, tokens, attention_mask, hooks)[:, -1]
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def circuit_logits(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"],
                    keep: Bool[Tensor, "layer head"], means: HeadMeans, *,
                    batch_size: int = 32) -> Float[Tensor, "batch vocab"]:
@@ -133,7 +131,6 @@ def circuit_logits(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], a
     return torch.cat(out).cpu()
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def circuit_matches(model: TransformerBridge, tokens: Int[Tensor, "batch pos"],
                     attention_mask: Int[Tensor, "batch pos"], keeps: Bool[Tensor, "circuit layer head"],
                     means: HeadMeans, *, batch_size: int = 32, progress: bool = False) -> Bool[Tensor, "circuit batch"]:
@@ -161,7 +158,6 @@ def circuit_matches(model: TransformerBridge, tokens: Int[Tensor, "batch pos"],
     return torch.cat(matches).view(keeps.shape[0], n)
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def circuit_agreement(model: TransformerBridge, tokens: Int[Tensor, "batch pos"],
                       attention_mask: Int[Tensor, "batch pos"], keep: Bool[Tensor, "layer head"], means: HeadMeans, *,
                       batch_size: int = 32) -> float:
@@ -170,7 +166,6 @@ def circuit_agreement(model: TransformerBridge, tokens: Int[Tensor, "batch pos"]
                                  batch_size=batch_size)[0].double().mean())
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def band_masks(scores: Float[Tensor, "layer head"], max_half_width: int = 7) -> Bool[Tensor, "band layer head"]:
     """The authors' circuits ``i = 0..max_half_width``: keep the heads whose score lies outside a band around
     the mode of the scores' histogram.
@@ -268,7 +263,6 @@ class CircuitResult:
                    meta=data["meta"])
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def circuit_curve(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"],
                   scores: Float[Tensor, "layer head"], means: HeadMeans, sizes: Sequence[int] | None = None, *,
                   max_half_width: int = 7, batch_size: int = 32, progress: bool = False) -> CircuitResult:

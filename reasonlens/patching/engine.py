@@ -249,7 +249,6 @@ def _cache_run(model, tokens, attention_mask, names: list[str], batch_size: int,
     return torch.cat(logits), {n: torch.cat(v) for n, v in acts.items()}, kv
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def reference_means(model, names: Sequence[str], tokens: Int[Tensor, "ref ref_pos"],
                     attention_mask: Int[Tensor, "ref ref_pos"], batch_size: int = 64, *,
                     pattern: bool = False, progress: bool = False) -> dict[str, tuple[Tensor, Tensor]]:
@@ -300,7 +299,6 @@ def _saving_hooks(store: dict[str, Tensor], selects: dict[str, Callable[[Tensor]
     return [(name, partial(_save_hook, store=store, name=name, select=select)) for name, select in selects.items()]
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def mean_activations(model, site: str, tokens: Int[Tensor, "ref ref_pos"], attention_mask: Int[Tensor, "ref ref_pos"],
                      length: int, layers: Sequence[int], batch_size: int = 64) -> dict[int, Tensor]:
     """Mean activation of ``site`` over a reference set, per position aligned at the last token (left padding),
@@ -581,7 +579,6 @@ def _per_position(sweep: _Sweep, per_entry: Tensor) -> Tensor:
     return per_entry.reshape(batch, length, per_entry.shape[2], -1).sum(-1)[:, :, sweep.units]
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def patch(model, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch corrupted_pos"] | None = None, *,
           metric: str | Metric = "kl", answer: Int[Tensor, " batch"] | None = None,
           wrong: Int[Tensor, " batch"] | None = None, attention_mask: Int[Tensor, "batch pos"] | None = None,
@@ -657,7 +654,6 @@ def patch(model, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch 
                                  "rows_total": batch * len(layers) * n_pos * n_units})
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def attribution_patch(model, clean: Int[Tensor, "batch pos"],
                       corrupted: Int[Tensor, "batch corrupted_pos"] | None = None, *,
                       metric: str | Metric = "kl", answer: Int[Tensor, " batch"] | None = None,

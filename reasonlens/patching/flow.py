@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, no_type_check
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Bool, Int
@@ -295,7 +295,6 @@ def _check_regions(regions: object, n: int, width: int) -> None:
                                       f"of the padded batch, 0 <= start <= end <= {width}")
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def trace_pathways(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"],
                    regions: list[Regions], circuit: Bool[Tensor, "layer head"] | None = None, *,
                    means: HeadMeans | None = None, l: int = 4, k: int = 1, p: int = 1, max_depth: int | None = None,

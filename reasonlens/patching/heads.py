@@ -36,7 +36,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, no_type_check
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -63,7 +63,6 @@ def relative_depth(layer: int, n_layers: int) -> float:
     return (layer + 0.5) / n_layers
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def head_mask(heads: Sequence[str | tuple[int, int]], n_layers: int, n_heads: int) -> Bool[Tensor, "layer head"]:
     """A ``[layer, head]`` mask that is True at ``heads`` (labels like ``"L3H1"`` or ``(layer, head)`` pairs)."""
     mask = torch.zeros(n_layers, n_heads, dtype=torch.bool)
@@ -235,7 +234,6 @@ def _role_selects(n_layers: int) -> dict[str, Callable[[Tensor], Tensor]]:
     return selects
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def head_roles(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"],
                answer: Int[Tensor, " _batch"], source_position: Int[Tensor, " _batch"], *, batch_size: int = 32,
                progress: bool = False) -> HeadRoles:

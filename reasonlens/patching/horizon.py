@@ -560,7 +560,6 @@ def _intact(text: str, rest: str) -> tuple[bool, bool]:
     return chain == gold_chain and label == gold_label, label == gold_label
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def horizon(model: TransformerBridge, examples: Sequence[Example], config: HorizonConfig | None = None, *,
             progress: bool = True) -> HorizonResult:
     """Run the horizon experiment (see the module doc) on ``examples``.

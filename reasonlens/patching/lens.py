@@ -45,7 +45,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, no_type_check
+from typing import TYPE_CHECKING, Any
 
 import torch
 from jaxtyping import Float, Int
@@ -96,7 +96,6 @@ def _capture(act: Tensor, hook: Any, *, store: list[Tensor | None], slot: int, r
     store[slot] = act[rows, cols].detach()
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def collect_activations(model: TransformerBridge, rows: Sequence[Sequence[int]], positions: Sequence[Sequence[int]],
                         hook_names: Sequence[str], *, batch_size: int = 32,
                         progress: bool = False) -> list[Float[Tensor, "hook n_pos d_model"]]:
@@ -190,7 +189,6 @@ def _decode(model: TransformerBridge, resid: Float[Tensor, "... d_model"]) -> Fl
         return model.unembed(model.ln_final(resid)).float().log_softmax(-1).cpu()
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def logit_lens(model: TransformerBridge, tokens: TokenRows, attention_mask: Int[Tensor, "batch pos"] | None = None,
                *, site: str = "resid_post", positions: int | Sequence[int] | None = None, batch_size: int = 32,
                progress: bool = False) -> LabelledTensor:

@@ -225,7 +225,6 @@ def _split(labels: Int[Tensor, " pair"], groups: Int[Tensor, " pair"], test_frac
     return torch.as_tensor(train), torch.as_tensor(test)
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def probe_scores(features: Float[Tensor, "layer pair feature"], labels: Int[Tensor, " pair"],
                  groups: Int[Tensor, " pair"], *, probes: Sequence[str] = PROBE_KINDS, seeds: Sequence[int] = (0, 1, 2),
                  test_fraction: float = 0.2, config: ProbeConfig = ProbeConfig(),
@@ -366,7 +365,6 @@ class RelationProbeResult:
         return cls(LabelledTensor.load(path))
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def residual_layer_hooks(model: TransformerBridge, layers: Sequence[int] | None = None) -> tuple[list[str], list[str]]:
     """Hook names and labels of residual-stream layers ``0..n_layers``: 0 is the embedding
     (``blocks.0.hook_resid_pre``, label ``embed``), ``k`` the output of block ``k - 1`` (label ``L{k-1}``)."""
@@ -380,7 +378,6 @@ def residual_layer_hooks(model: TransformerBridge, layers: Sequence[int] | None 
     return names, ["embed" if l == 0 else f"L{l - 1}" for l in layers]
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def relation_probes(model: TransformerBridge, examples: Sequence[Example], *, layers: Sequence[int] | None = None,
                     probes: Sequence[str] = PROBE_KINDS, seeds: Sequence[int] = (0, 1, 2), test_fraction: float = 0.2,
                     config: ProbeConfig = ProbeConfig(), batch_size: int = 32,

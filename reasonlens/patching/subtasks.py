@@ -31,7 +31,6 @@ import random
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import no_type_check
 
 import torch
 from jaxtyping import Int
@@ -479,7 +478,6 @@ def _demonstrations_for(examples: Sequence[Example], i: int, k: int) -> list[Exa
     return [examples[(i + j) % len(examples)] for j in range(1, k + 1)]
 
 
-@no_type_check  # inputs checked by reasonlens.validation (see its module docstring)
 def subtask_pairs(model, examples: Sequence[Example], subtask: int, *, demonstrations: int = 0, seed: int = 0,
                   replacements: Mapping[str, Sequence[str]] | None = None, skip_uncorruptible: bool = False,
                   batch_size: int = 32, progress: bool = False) -> SubtaskPairs:
