@@ -70,3 +70,14 @@ def padded(model, prompts: list[str], extra: int = 0) -> tuple[torch.Tensor, tor
         tokens[i, width - len(r):] = r
         mask[i, width - len(r):] = 1
     return tokens, mask, rows
+
+
+def write_subword_gpt2(folder: Path, tok, *, n_positions: int = 256, n_embd: int = 16, n_layer: int = 1) -> Path:
+    """A randomly initialised tiny GPT-2 (seed 0) over the subword tokenizer ``tok``, saved with it in ``folder``."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=2,
+                               bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

@@ -150,19 +150,15 @@ def test_answer_now_equals_one_forward_per_prefix(tmp_path):
     """Batched, left-padded readout equals, for every prefix of the gold chain, one plain forward of
     prompt + steps + suffix, its softmax at the last position read at the two label tokens."""
     import torch
+    from model_util import write_subword_gpt2
     from tokenizers_util import subword_tokenizers
-    from transformers import GPT2Config, GPT2LMHeadModel
 
     from reasonlens.evaluate import answer_now, answer_now_problem
     from reasonlens.model import load_model
     from reasonlens.ontology.prompt import ANSWER_NOW, format_prompt
 
-    tok = subword_tokenizers()["byte-level"]
-    torch.manual_seed(0)
-    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=512, n_embd=32, n_layer=2, n_head=2,
-                               bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)).save_pretrained(tmp_path)
-    tok.save_pretrained(tmp_path)
-    model = load_model(str(tmp_path))
+    model = load_model(str(write_subword_gpt2(tmp_path, subword_tokenizers()["byte-level"], n_positions=512, n_embd=32,
+                                              n_layer=2)))
     assert answer_now_problem(model) is None
     examples = generate(3, hops=(1, 2), seed=4)
     got = answer_now(model, examples, batch_size=4)

@@ -311,14 +311,10 @@ def test_subword_length_change_raises():
 
 def test_runner_bos_is_prepended(tmp_path):
     """A tokenizer without BOS (GPT-2 style): the runner's BOS leads every prefix, as when generating."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from model_util import write_subword_gpt2
 
     tok = subword_tokenizers()["byte-level"]
-    torch.manual_seed(0)
-    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=256, n_embd=16, n_layer=1, n_head=2,
-                               bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)).save_pretrained(tmp_path)
-    tok.save_pretrained(tmp_path)
-    model = load_model(str(tmp_path))
+    model = load_model(str(write_subword_gpt2(tmp_path, tok)))
     ex = two_hop(1)[0]
     prefix = _runner_prefix(model, tok, format_prompt(ex))
     assert prefix == [tok.bos_token_id]
