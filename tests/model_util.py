@@ -81,3 +81,11 @@ def write_subword_gpt2(folder: Path, tok, *, n_positions: int = 256, n_embd: int
                                bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+def random_pair(batch: int, length: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random clean token ids (5..149) and a corrupted copy differing at position 5, drawn from ``generator``."""
+    clean = torch.randint(5, 150, (batch, length), generator=generator)
+    corrupted = clean.clone()
+    corrupted[:, 5] = torch.randint(5, 150, (batch,), generator=generator)
+    return clean, corrupted

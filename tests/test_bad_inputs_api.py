@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from model_util import write_checkpoint
+from model_util import random_pair, write_checkpoint
 
 from reasonlens.errors import ReasonlensError
 from reasonlens.model import load_model
@@ -31,10 +31,7 @@ def model(request, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pair():
-    g = torch.Generator().manual_seed(0)
-    clean = torch.randint(5, 150, (B, T), generator=g)
-    corrupted = clean.clone()
-    corrupted[:, 5] = torch.randint(5, 150, (B,), generator=g)
+    clean, corrupted = random_pair(B, T, torch.Generator().manual_seed(0))
     return clean, corrupted, torch.tensor([5, 6, 7]), torch.tensor([8, 9, 10])
 
 

@@ -6,7 +6,7 @@ import functools
 import pytest
 import torch
 import transformer_lens.patching as tlp
-from model_util import write_checkpoint
+from model_util import random_pair, write_checkpoint
 
 from reasonlens.errors import ReasonlensError
 from reasonlens.model import load_model
@@ -23,9 +23,7 @@ def model(request, tmp_path_factory):
 @pytest.fixture(scope="module")
 def pair():
     g = torch.Generator().manual_seed(0)
-    clean = torch.randint(5, 150, (B, T), generator=g)
-    corrupted = clean.clone()
-    corrupted[:, 5] = torch.randint(5, 150, (B,), generator=g)
+    clean, corrupted = random_pair(B, T, g)
     corrupted[1, 7] = 3
     answer, wrong = torch.randint(5, 150, (B,), generator=g), torch.randint(5, 150, (B,), generator=g)
     return clean, corrupted, answer, wrong

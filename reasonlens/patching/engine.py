@@ -117,8 +117,7 @@ class PatchConfig:
 
     def check(self) -> None:
         """Raise :class:`ReasonlensError` for a field of the wrong type or out of range (model-independent)."""
-        if not isinstance(self.site, str) or self.site not in SITE_HOOKS:
-            raise ReasonlensError(f"unknown patching site {self.site!r}; valid sites: {sorted(SITE_HOOKS)}")
+        _check_site_name(self.site)
         if not isinstance(self.positions, str) or self.positions not in ("each", "all", "spans"):
             raise ReasonlensError(f"positions must be 'each', 'all' or 'spans', not {self.positions!r}")
         if not isinstance(self.direction, str) or self.direction not in ("denoise", "noise"):
@@ -136,6 +135,11 @@ class PatchConfig:
         else:
             check_int_list(self.units, "units", low=0, optional=True,
                            example="[0, 3] (or 'each' for every unit, None for the whole activation)")
+
+
+def _check_site_name(site: object) -> None:
+    if not isinstance(site, str) or site not in SITE_HOOKS:
+        raise ReasonlensError(f"unknown patching site {site!r}; valid sites: {sorted(SITE_HOOKS)}")
 
 
 def n_kv_heads(model) -> int:
@@ -304,8 +308,7 @@ def mean_activations(model, site: str, tokens: Int[Tensor, "ref ref_pos"], atten
     """Mean activation of ``site`` over a reference set, per position aligned at the last token (left padding),
     for a target batch of ``length`` positions; positions the reference does not cover get the mean over all
     of its real positions (see :func:`reference_means`)."""
-    if not isinstance(site, str) or site not in SITE_HOOKS:
-        raise ReasonlensError(f"unknown patching site {site!r}; valid sites: {sorted(SITE_HOOKS)}")
+    _check_site_name(site)
     layers = check_int_list(layers, "layers", low=0)
     names = {l: SITE_HOOKS[site].format(l=l) for l in layers}
     means = reference_means(model, list(names.values()), tokens, attention_mask, batch_size,

@@ -52,7 +52,7 @@ from reasonlens.ontology.lexicon import plural
 from reasonlens.ontology.prompt import format_completion, format_prompt
 from reasonlens.ontology.realize import DUTTA_FORMS, PRONTOQA_FORMS, realize
 from reasonlens.ontology.types import Example, Fact, Sentence
-from reasonlens.patching.subtasks import replacement_pool, word_slots
+from reasonlens.patching.subtasks import replacement_pool, sentence_spans, word_slots
 from reasonlens.results import LabelledTensor
 from reasonlens.stats import wilson_interval
 from reasonlens.validation import check_bool, check_int, check_int_list, load_saved
@@ -240,10 +240,7 @@ def horizon_pair(model: TransformerBridge, example: Example, *, statement: str =
     block = len(prompt) - len(format_prompt(example))
     question = prompt.index(example.question, block)
     index = next(i for i, s in enumerate(example.context) if s is target)
-    start = question + sum(len(s.text) + 1 for s in example.context[:index])
-    end = start + len(target.text)
-    if prompt[start:end] != target.text:  # pragma: no cover - format_prompt joins the context with spaces
-        raise ReasonlensError(f"could not find {target.text!r} in the prompt; the prompt format changed")
+    start, end = sentence_spans(prompt, [s.text for s in example.context], question)[index]
 
     text = prompt + completion
     present = set(re.findall(r"\w+", text.lower()))

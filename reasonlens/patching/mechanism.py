@@ -78,11 +78,8 @@ class MechanismConfig:
         for name in ("n_reference", "n_conflict", "n_relation", "batch_size"):
             check_int(getattr(self, name), name, low=1)
         for name in ("n_trace", "few_shot", "n_few_shot", "n_horizon"):
-            check_int(getattr(self, name), name)
+            check_int(getattr(self, name), name, low=0)
         check_int_list(self.relation_seeds, "relation_seeds", example="(0, 1, 2)")
-        if self.few_shot < 0 or self.n_few_shot < 0 or self.n_horizon < 0 or self.n_trace < 0:
-            raise ReasonlensError(f"n_trace, few_shot, n_few_shot and n_horizon must be >= 0, got {self.n_trace}, "
-                                  f"{self.few_shot}, {self.n_few_shot} and {self.n_horizon}")
         if self.few_shot and self.n_few_shot and self.n_few_shot <= self.few_shot:
             raise ReasonlensError(f"n_few_shot ({self.n_few_shot}) must exceed few_shot ({self.few_shot}): the "
                                   "demonstrations of a question are other questions of the set")

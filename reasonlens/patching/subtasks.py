@@ -214,7 +214,7 @@ class _Corruption:
     target_replacement: str | None  # the label written in the corrupted run (label subtask only)
 
 
-def _sentence_spans(text: str, sentences: Sequence[str], start: int) -> list[tuple[int, int]]:
+def sentence_spans(text: str, sentences: Sequence[str], start: int) -> list[tuple[int, int]]:
     """Character spans of ``sentences`` written one after the other (joined by spaces) from ``start`` on."""
     spans = []
     for sentence in sentences:
@@ -253,8 +253,8 @@ def read_occurrence(example: Example, subtask: Subtask, text: str, demo_end: int
     """
     question = example.question
     q_start = text.index(question, demo_end, prompt_end)
-    context = _sentence_spans(text, [s.text for s in example.context], q_start)
-    query = _sentence_spans(text, [example.query.text], q_start + len(question))[0]
+    context = sentence_spans(text, [s.text for s in example.context], q_start)
+    query = sentence_spans(text, [example.query.text], q_start + len(question))[0]
     if subtask.slot == "label":
         query_fact = example.query.fact
         subject = _word_in(text, query, query_fact.subject, "entity", "subject")
