@@ -12,7 +12,8 @@ import json
 import math
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
@@ -183,6 +184,23 @@ def _cmd_models(args: argparse.Namespace) -> None:
         print(f"{m.name:28s} {m.role:12s} {m.size_bytes / 1e6:5.1f} MB  {m.description}")
 
 
+@contextmanager
+def _resumable(out: str) -> Iterator[Path]:
+    """The checkpoint folder of a study writing to ``out``: kept (and said so) when the study stops early, removed
+    once its results are in place."""
+    from reasonlens.resume import remove_checkpoints, resume_folder
+
+    folder = resume_folder(out)
+    try:
+        yield folder
+    except BaseException:
+        if any(folder.glob("*.pt")):
+            print(f"reasonlens: the analyses finished so far are kept in {folder}; run the same command again to "
+                  "resume", file=sys.stderr)
+        raise
+    remove_checkpoints(folder)
+
+
 def _cmd_run_mechanism(args: argparse.Namespace) -> None:
     from reasonlens.model import load_model
     from reasonlens.patching.mechanism import MechanismConfig, analyze_mechanism, mechanism_report
@@ -190,9 +208,10 @@ def _cmd_run_mechanism(args: argparse.Namespace) -> None:
     config = MechanismConfig(hops=args.hops, n_examples=args.n, seed=args.seed, batch_size=args.batch_size,
                              subtasks=tuple(args.subtasks) if args.subtasks else None, ordering=args.ordering,
                              normalize=args.normalize, few_shot=args.few_shot)
-    with atomic_output(args.out, overwrite=args.overwrite, command=args.command_line, writes=RECIPE_OUTPUT) as tmp:
+    with _resumable(args.out) as checkpoints, atomic_output(args.out, overwrite=args.overwrite,
+                                                            command=args.command_line, writes=RECIPE_OUTPUT) as tmp:
         model = load_model(args.model)
-        result = analyze_mechanism(model, config, model_name=args.model)
+        result = analyze_mechanism(model, config, model_name=args.model, checkpoint_dir=checkpoints)
         mechanism_report(result, model).save(result.save(tmp) / "report.html")
     summary = result.summary()
     print(json.dumps({k: summary[k] for k in ("circuit_head_fraction_90", "writer_share_late",
@@ -209,8 +228,10 @@ def _cmd_run_ipg(args: argparse.Namespace) -> None:
     config = IPGStudyConfig(kind=args.kind, layers=tuple(args.layers), n_support=args.n_support, n_eval=args.n_eval,
                             p_values=p_values, dice_p=2 if heads else 16, length_p=2 if heads else 8, seed=args.seed,
                             batch_size=args.batch_size, support_sizes=tuple(m for m in (10, 20) if m < args.n_support))
-    with atomic_output(args.out, overwrite=args.overwrite, command=args.command_line, writes=RECIPE_OUTPUT) as tmp:
-        result = run_ipg_study(load_model(args.model), config, model_name=args.model, progress=True)
+    with _resumable(args.out) as checkpoints, atomic_output(args.out, overwrite=args.overwrite,
+                                                            command=args.command_line, writes=RECIPE_OUTPUT) as tmp:
+        result = run_ipg_study(load_model(args.model), config, model_name=args.model, progress=True,
+                               checkpoint_dir=checkpoints)
         ipg_report(result).save(result.save(tmp) / "report.html")
     summary = result.summary()
     print(json.dumps({k: summary[k] for k in ("accuracy_original", "suppression", "enhancement")}, indent=1))
@@ -236,11 +257,12 @@ def _cmd_run_step_importance(args: argparse.Namespace) -> None:
     config = StepImportanceConfig(kinds=tuple(args.kind), hops=tuple(args.hops), n_per_cell=args.n,
                                   redundant_step_p=args.redundant_step_p, source=args.source, seed=args.seed,
                                   batch_size=args.batch_size)
-    with atomic_output(args.out, overwrite=args.overwrite, command=args.command_line, writes=RECIPE_OUTPUT) as tmp:
+    with _resumable(args.out) as checkpoints, atomic_output(args.out, overwrite=args.overwrite,
+                                                            command=args.command_line, writes=RECIPE_OUTPUT) as tmp:
         result = run_step_importance_study(load_model(args.model), config,
                                            second_model=load_model(second) if second else None,
                                            model_name=args.model, second_model_name=second,
-                                           progress=True)
+                                           progress=True, checkpoint_dir=checkpoints)
         step_importance_report(result).save(result.save(tmp) / "report.html")
     summary = result.summary()
     print(json.dumps({k: summary[k] for k in ("probe_accuracy", "labels_vs_ground_truth", "core_size")}, indent=1))

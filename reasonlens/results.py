@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,18 @@ import torch
 from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data: dataclasses as dicts, tuples as lists, anything else JSON cannot hold as its
+    ``str``.
+
+    >>> jsonable({"hops": (1, 2), "path": Path("a")})
+    {'hops': [1, 2], 'path': 'a'}
+    """
+    if is_dataclass(value) and not isinstance(value, type):
+        value = asdict(value)
+    return json.loads(json.dumps(value, default=str))
 
 
 def head_labels(n_layers: int, n_heads: int) -> list[str]:

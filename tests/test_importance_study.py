@@ -119,3 +119,23 @@ def test_cli_recipe_writes_results_and_report(tmp_path, monkeypatch, offline):
     assert results["second_model"] == "reasonlens-seed1"  # the shipped second seed, by default
     assert (tmp_path / "report.html").stat().st_size > 100_000
     assert main(["run", "step-importance", "--model", "no-such-model", "--out", str(tmp_path)]) == 2
+
+
+def test_resumed_study_equals_an_uninterrupted_one(result, main_model, tmp_path, monkeypatch):
+    def findings(r):
+        return json.dumps({k: v for k, v in r.summary().items() if k != "seconds"}, sort_keys=True, default=str)
+
+    checkpoints = tmp_path / "checkpoints"
+    seed1 = load_model("reasonlens-seed1")
+    run = lambda: run_step_importance_study(main_model, StepImportanceConfig(**SMALL), second_model=seed1,  # noqa: E731
+                                            model_name="main", second_model_name="seed1", checkpoint_dir=checkpoints)
+    assert findings(run()) == findings(result)  # saving changes nothing
+    for path in checkpoints.glob("probes-*.pt"):
+        path.unlink()  # as if the run had stopped after the labels
+
+    def recomputed(*args, **kwargs):
+        raise AssertionError("saved labels were computed again")
+
+    monkeypatch.setattr(study, "label_steps", recomputed)
+    monkeypatch.setattr("reasonlens.importance.chains.chains_from_examples", recomputed)
+    assert findings(run()) == findings(result)

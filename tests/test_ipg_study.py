@@ -93,3 +93,26 @@ def test_cli_recipe_writes_results_and_report(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "report.html").stat().st_size > 100_000
     assert main(["run", "ipg", "--model", "reasonlens-headroom", "--layers", "9", "--out", str(tmp_path / "bad")]) == 2
     assert "layers" in capsys.readouterr().err
+
+
+def test_resumed_study_equals_an_uninterrupted_one(result, tmp_path, monkeypatch):
+    def findings(r):
+        return json.dumps({k: v for k, v in r.summary().items() if k != "seconds"}, sort_keys=True)
+
+    checkpoints = tmp_path / "checkpoints"
+    model = load_model("reasonlens-headroom")
+    saved = run_ipg_study(model, IPGStudyConfig(**SMALL), model_name="headroom", checkpoint_dir=checkpoints)
+    assert findings(saved) == findings(result)  # saving changes nothing
+    for path in [*checkpoints.glob("steering-*.pt"), checkpoints / "length-control.pt"]:
+        path.unlink()  # as if the run had stopped after the attributions
+
+    def recomputed(*args, **kwargs):
+        raise AssertionError("a saved attribution was computed again")
+
+    monkeypatch.setattr(study, "IntegratedPolicyGradient", recomputed)
+    monkeypatch.setattr(study, "integrated_gradients", recomputed)
+    monkeypatch.setattr(study, "activation_magnitude", recomputed)
+    resumed = run_ipg_study(model, IPGStudyConfig(**SMALL), model_name="headroom", checkpoint_dir=checkpoints)
+    assert findings(resumed) == findings(result)
+    with pytest.raises(AssertionError, match="computed again"):  # another configuration does not read them
+        run_ipg_study(model, IPGStudyConfig(**{**SMALL, "seed": 1}), model_name="headroom", checkpoint_dir=checkpoints)

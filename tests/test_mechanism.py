@@ -113,18 +113,19 @@ def test_bad_config_is_a_clear_error(model):
         analyze_mechanism(model, MechanismConfig(**{**SMALL, "few_shot": 4}), progress=False)
 
 
-def test_cli_recipe_writes_results_and_report(tmp_path, monkeypatch):
-    @dataclass
-    class Small(MechanismConfig):
-        n_reference: int = 6
-        n_trace: int = 2
-        n_conflict: int = 120
-        n_relation: int = 30
-        relation_seeds: tuple = (0,)
-        n_few_shot: int = 3
-        n_horizon: int = 2
+@dataclass
+class CliSmall(MechanismConfig):
+    n_reference: int = 6
+    n_trace: int = 2
+    n_conflict: int = 120
+    n_relation: int = 30
+    relation_seeds: tuple = (0,)
+    n_few_shot: int = 3
+    n_horizon: int = 2
 
-    monkeypatch.setattr(mechanism, "MechanismConfig", Small)
+
+def test_cli_recipe_writes_results_and_report(tmp_path, monkeypatch):
+    monkeypatch.setattr(mechanism, "MechanismConfig", CliSmall)
     assert main(["run", "cot-mechanism", "--model", main_model_name(), "--n", "6", "--subtasks", "4",
                  "--few-shot", "1", "--out", str(tmp_path)]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
@@ -132,3 +133,57 @@ def test_cli_recipe_writes_results_and_report(tmp_path, monkeypatch):
                 "pairs", "label_agreement_by_class", "few_shot", "horizon"):
         assert key in results
     assert (tmp_path / "report.html").stat().st_size > 100_000
+
+
+def _findings(result) -> str:
+    return json.dumps(result.summary(), sort_keys=True, default=str)
+
+
+def test_resumed_study_equals_an_uninterrupted_one(result, model, tmp_path, monkeypatch):
+    checkpoints = tmp_path / "checkpoints"
+    saved = analyze_mechanism(model, MechanismConfig(**SMALL), model_name="main", progress=False,
+                              checkpoint_dir=checkpoints)
+    assert _findings(saved) == _findings(result)  # saving changes nothing
+    assert {p.stem for p in checkpoints.glob("*.pt")} == {
+        "subtask-0-0shot", "subtask-5-0shot", "subtask-10-0shot", "subtask-0-1shot", "subtask-5-1shot",
+        "subtask-10-1shot", "horizon", "prior-vs-context", "relations"}
+    for name in ("prior-vs-context", "relations"):  # as if the run had stopped after the horizon
+        (checkpoints / f"{name}.pt").unlink()
+
+    def recomputed(*args, **kwargs):
+        raise AssertionError("a saved subtask was computed again")
+
+    monkeypatch.setattr(mechanism, "_analyse_subtask", recomputed)
+    resumed = analyze_mechanism(model, MechanismConfig(**SMALL), model_name="main", progress=False,
+                                checkpoint_dir=checkpoints)
+    assert _findings(resumed) == _findings(result)
+
+
+def test_cli_recipe_resumes_after_an_interruption(tmp_path, monkeypatch, capsys):
+    from reasonlens.patching import relations
+    from reasonlens.resume import resume_folder
+
+    monkeypatch.setattr(mechanism, "MechanismConfig", CliSmall)
+    out = tmp_path / "study"
+    command = ["run", "cot-mechanism", "--model", main_model_name(), "--n", "6", "--subtasks", "4", "--few-shot", "0",
+               "--out", str(out)]
+    probes = relations.relation_probes
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(relations, "relation_probes", interrupted)
+    assert main(command) == 130
+    err = capsys.readouterr().err
+    checkpoints = resume_folder(out)
+    assert f"kept in {checkpoints}" in err and "nothing new was written" in err and not out.exists()
+    assert {p.stem for p in checkpoints.glob("*.pt")} == {"subtask-4-0shot", "horizon", "prior-vs-context"}
+
+    def recomputed(*args, **kwargs):
+        raise AssertionError("a saved subtask was computed again")
+
+    monkeypatch.setattr(relations, "relation_probes", probes)
+    monkeypatch.setattr(mechanism, "_analyse_subtask", recomputed)
+    assert main(command) == 0
+    assert "3 analyses already done" in capsys.readouterr().out
+    assert (out / "results.json").exists() and not checkpoints.exists()

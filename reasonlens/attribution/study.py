@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, no_type_check
 
@@ -32,6 +32,8 @@ from reasonlens.attribution.ipg import (
 from reasonlens.attribution.rewards import reasoning_length
 from reasonlens.attribution.steering import steer
 from reasonlens.errors import ReasonlensError
+from reasonlens.results import jsonable
+from reasonlens.resume import StudyCheckpoints
 from reasonlens.validation import check_float, check_float_list, check_int, check_int_list, load_saved
 
 METHODS: tuple[str, ...] = ("ipg", "activation", "random", "raw_pg", "integrated_gradients")
@@ -119,7 +121,7 @@ class IPGStudyResult:
     timings: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        return {"model": self.model, "config": _jsonable(asdict(self.config)),
+        return {"model": self.model, "config": jsonable(self.config),
                 "accuracy_original": self.accuracy_original, "mean_steps_original": self.mean_steps_original,
                 "suppression": _str_keys(self.suppression), "enhancement": _str_keys(self.enhancement),
                 "length_control": {str(g): v for g, v in self.length_control.items()}, "dice": self.dice,
@@ -161,8 +163,10 @@ class IPGStudyResult:
 
 
 def run_ipg_study(model, config: IPGStudyConfig | None = None, *, model_name: str = "model",
-                  progress: bool = False) -> IPGStudyResult:
-    """Run the study on ``model`` (see the module docstring)."""
+                  progress: bool = False, checkpoint_dir: str | Path | None = None) -> IPGStudyResult:
+    """Run the study on ``model`` (see the module docstring). With ``checkpoint_dir``, each analysis (each
+    attribution, the steering table, the length control, each variant) is saved there as it finishes, and a rerun
+    with the same configuration and model resumes (:mod:`reasonlens.resume`)."""
     import time
 
     from tqdm.auto import tqdm
@@ -178,6 +182,7 @@ def run_ipg_study(model, config: IPGStudyConfig | None = None, *, model_name: st
         raise ReasonlensError(f"{too_many} exceed the {total} {c.kind} components of layers {list(c.layers)}; "
                               "choose fewer components")
     timings: dict[str, float] = {}
+    saved = StudyCheckpoints(checkpoint_dir, study="ipg", config=c, models=(model,), log=print if progress else None)
 
     def questions(variant: Variant, n: int, seed: int, **kw):
         return generate(n, kind=variant.kind, hops=variant.hops, seed=seed, **kw)
@@ -186,7 +191,7 @@ def run_ipg_study(model, config: IPGStudyConfig | None = None, *, model_name: st
     evaluation = questions(c.task, c.n_eval, 2000 + c.seed)
 
     start = time.time()
-    ipg = IntegratedPolicyGradient(model, c.ipg()).attribute(support, progress=progress)
+    ipg = saved.run("ipg", lambda: IntegratedPolicyGradient(model, c.ipg()).attribute(support, progress=progress))
     if not ipg.n_informative:
         rewards = [r for group in ipg.meta["rewards"] for r in group]
         raise ReasonlensError(
@@ -196,15 +201,18 @@ def run_ipg_study(model, config: IPGStudyConfig | None = None, *, model_name: st
             "more support questions or another seed")
     scores: dict[str, Attribution] = {
         "ipg": ipg,
-        "raw_pg": IntegratedPolicyGradient(model, c.ipg(steps=1)).attribute(support, progress=progress),
-        "integrated_gradients": integrated_gradients(model, support, kind=c.kind, layers=c.layers, steps=c.steps,
-                                                     batch_size=c.batch_size, progress=progress),
-        "activation": activation_magnitude(model, support, kind=c.kind, layers=c.layers),
+        "raw_pg": saved.run("raw_pg", lambda: IntegratedPolicyGradient(model, c.ipg(steps=1)).attribute(
+            support, progress=progress)),
+        "integrated_gradients": saved.run("integrated_gradients", lambda: integrated_gradients(
+            model, support, kind=c.kind, layers=c.layers, steps=c.steps, batch_size=c.batch_size,
+            progress=progress)),
+        "activation": saved.run("activation", lambda: activation_magnitude(model, support, kind=c.kind,
+                                                                           layers=c.layers)),
     }
     timings["attribution"] = time.time() - start
 
     start = time.time()
-    original = steer(model, evaluation)
+    original = saved.run("original", lambda: steer(model, evaluation))
     selections: dict[str, dict[int, list[Selection]]] = {
         name: {p: [s.top(p)] for p in c.p_values} for name, s in scores.items()}
     selections["random"] = {p: [random_selection(model, p, kind=c.kind, layers=c.layers, seed=c.seed + r)
@@ -214,28 +222,34 @@ def run_ipg_study(model, config: IPGStudyConfig | None = None, *, model_name: st
     jobs = [(m, p) for m in METHODS for p in c.p_values]
     for method, p in tqdm(jobs, desc="steering", unit="setting", disable=not progress):
         sets = selections[method][p]
-        suppression[method][p] = sum(steer(model, evaluation, s, 0.0).accuracy for s in sets) / len(sets)
-        enhancement[method][p] = sum(steer(model, evaluation, s, c.enhance_gamma).accuracy for s in sets) / len(sets)
+        suppression[method][p], enhancement[method][p] = saved.run(f"steering-{method}-p{p}", lambda: (
+            sum(steer(model, evaluation, s, 0.0).accuracy for s in sets) / len(sets),
+            sum(steer(model, evaluation, s, c.enhance_gamma).accuracy for s in sets) / len(sets)))
     timings["steering"] = time.time() - start
 
     start = time.time()
     length_support = questions(c.task, c.n_support, 3000 + c.seed, redundant_step_p=c.redundant_step_p)
     length_eval = questions(c.task, c.n_eval, 4000 + c.seed, redundant_step_p=c.redundant_step_p)
-    scores["length"] = IntegratedPolicyGradient(model, c.ipg(), reward=reasoning_length("steps")).attribute(
-        length_support, progress=progress)
+    scores["length"] = saved.run("length", lambda: IntegratedPolicyGradient(
+        model, c.ipg(), reward=reasoning_length("steps")).attribute(length_support, progress=progress))
     length_set = scores["length"].top(c.length_p)
-    length_control = {}
-    for gamma in c.length_gammas:
-        outcome = steer(model, length_eval, length_set, gamma)
-        length_control[gamma] = {"accuracy": outcome.accuracy, "mean_steps": outcome.mean_steps,
-                                 "mean_tokens": outcome.mean_tokens}
+
+    def length_outcomes() -> dict[float, dict[str, float]]:
+        table = {}
+        for gamma in c.length_gammas:
+            outcome = steer(model, length_eval, length_set, gamma)
+            table[gamma] = {"accuracy": outcome.accuracy, "mean_steps": outcome.mean_steps,
+                            "mean_tokens": outcome.mean_tokens}
+        return table
+
+    length_control = saved.run("length-control", length_outcomes)
     timings["length_control"] = time.time() - start
 
     start = time.time()
     sets = {c.task.name: scores["ipg"].top(c.dice_p)}
     for i, variant in enumerate(c.variants):
-        attribution = IntegratedPolicyGradient(model, c.ipg()).attribute(
-            questions(variant, c.n_support, 5000 + 100 * i + c.seed), progress=progress)
+        attribution = saved.run(f"variant-{i}", lambda: IntegratedPolicyGradient(model, c.ipg()).attribute(
+            questions(variant, c.n_support, 5000 + 100 * i + c.seed), progress=progress))
         scores[f"variant {variant.name}"] = attribution
         sets[variant.name] = attribution.top(c.dice_p)
     by_size = {f"M={m}": _top_of_first(scores["ipg"], m, c.dice_p) for m in c.support_sizes}
@@ -308,7 +322,3 @@ def ipg_report(result: IPGStudyResult):
 
 def _str_keys(table: dict[str, dict[int, float]]) -> dict[str, dict[str, float]]:
     return {m: {str(p): v for p, v in row.items()} for m, row in table.items()}
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, no_type_check
 
@@ -38,6 +38,8 @@ from reasonlens.importance.controls import (
 )
 from reasonlens.importance.labels import LabelConfig, StepLabels, label_steps
 from reasonlens.importance.probes import ProbeConfig, ProbeResult, agreement, probe_by_layer, train_probe
+from reasonlens.results import jsonable
+from reasonlens.resume import StudyCheckpoints
 from reasonlens.validation import check_float, check_int, check_int_list, load_saved
 
 if TYPE_CHECKING:
@@ -145,7 +147,7 @@ class StepImportanceResult:
             {"probe_accuracy": dict.fromkeys((*CONTROLS, *EXTRA_CONTROLS)),
              "cross_model": dict.fromkeys(("accuracy", "agreement", "random_init_agreement"))}
         return {
-            "model": self.model, "second_model": self.second_model, "config": _jsonable(asdict(self.config)),
+            "model": self.model, "second_model": self.second_model, "config": jsonable(self.config),
             "filter_counts": self.labels.filter_counts, **main,
             "generator_labels": self.suites["generator"].summary() if "generator" in self.suites else None,
             "skipped": self.skipped,
@@ -280,23 +282,30 @@ def probe_suite(model: TransformerBridge, steps: StepSet, config: ProbeConfig = 
 
 def run_step_importance_study(model: TransformerBridge, config: StepImportanceConfig | None = None, *,
                               second_model: TransformerBridge | None = None, model_name: str = "model",
-                              second_model_name: str | None = None, progress: bool = False) -> StepImportanceResult:
+                              second_model_name: str | None = None, progress: bool = False,
+                              checkpoint_dir: str | Path | None = None) -> StepImportanceResult:
     """Run the study on ``model`` (see the module docstring); ``second_model`` (same vocabulary) adds the
-    cross-model transfer."""
+    cross-model transfer. With ``checkpoint_dir``, each analysis (the chains, each labelling, each probe suite) is
+    saved there as it finishes, and a rerun with the same configuration and models resumes
+    (:mod:`reasonlens.resume`)."""
     from reasonlens.importance.chains import chains_from_examples
     from reasonlens.importance.probes import MIN_PER_CLASS
     from reasonlens.ontology import generate
 
     c = config or StepImportanceConfig()
     timings: dict[str, float] = {}
+    saved = StudyCheckpoints(checkpoint_dir, study="step-importance", config=c, models=(model, second_model),
+                             log=print if progress else None)
     start = time.time()
     cells = [(kind, hops) for kind in c.kinds for hops in c.hops]
     examples = [e for i, (kind, hops) in enumerate(cells)
                 for e in generate(c.n_per_cell, kind=kind, hops=hops, seed=7000 + 100 * c.seed + i,
                                   redundant_step_p=c.redundant_step_p)]
-    chains = chains_from_examples(model, examples, source=c.source, batch_size=c.batch_size, progress=progress)
-    labels = label_steps(model, chains, c.labels, progress=progress)
-    random_labels = label_steps(model, chains, replace(c.labels, ranking="random"), progress=progress)
+    chains = saved.run("chains", lambda: chains_from_examples(model, examples, source=c.source,
+                                                              batch_size=c.batch_size, progress=progress))
+    labels = saved.run("labels", lambda: label_steps(model, chains, c.labels, progress=progress))
+    random_labels = saved.run("random-labels", lambda: label_steps(model, chains, replace(c.labels, ranking="random"),
+                                                                   progress=progress))
     timings["labels"] = time.time() - start
 
     sets = {"removability": step_set(labels) if labels.chains else None, "generator": generator_step_set(chains)}
@@ -311,9 +320,9 @@ def run_step_importance_study(model: TransformerBridge, config: StepImportanceCo
             skipped[source] = (f"{counts[1]} removable and {counts[0]} important steps; a probe needs at least "
                                f"{MIN_PER_CLASS} of each: label more chains (n_per_cell)")
             continue
-        suites[source] = probe_suite(model, steps, c.probe, second_model=second_model,
-                                     names=(model_name, second_model_name or "second"), seed=c.seed,
-                                     batch_size=c.batch_size, progress=progress)
+        suites[source] = saved.run(f"probes-{source}", lambda: probe_suite(
+            model, steps, c.probe, second_model=second_model, names=(model_name, second_model_name or "second"),
+            seed=c.seed, batch_size=c.batch_size, progress=progress))
         timings[f"probes ({source} labels)"] = time.time() - start
     return StepImportanceResult(model=model_name, second_model=second_model_name, config=c, labels=labels,
                                 random_labels=random_labels, suites=suites, skipped=skipped, timings=timings)
@@ -386,7 +395,3 @@ def step_importance_report(result: StepImportanceResult):
                                                    legend=c == 0), raw_html=True)
     report.paragraph(f"Seconds: {json.dumps({k: round(v, 1) for k, v in result.timings.items()})}")
     return report
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))

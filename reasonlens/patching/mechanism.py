@@ -25,6 +25,7 @@ from typing import Any, no_type_check
 import torch
 
 from reasonlens.errors import ReasonlensError
+from reasonlens.resume import StudyCheckpoints
 from reasonlens.validation import check_int, check_int_list
 
 PAIR_FILTERS: tuple[str, ...] = ("switched", "corrupted_answer")
@@ -333,8 +334,10 @@ def _analyse_subtask(model, examples, reference, index: int, task, config: Mecha
 
 
 def analyze_mechanism(model, config: MechanismConfig | None = None, *, model_name: str = "model",
-                      progress: bool = True) -> MechanismResult:
-    """Run the whole study on ``model`` (a TransformerBridge with a tokenizer)."""
+                      progress: bool = True, checkpoint_dir: str | Path | None = None) -> MechanismResult:
+    """Run the whole study on ``model`` (a TransformerBridge with a tokenizer). With ``checkpoint_dir``, each
+    analysis (a subtask in a condition, the horizon, the prior-vs-context lens, the relation probes) is saved there
+    as it finishes, and a rerun with the same configuration and model resumes (:mod:`reasonlens.resume`)."""
     from tqdm.auto import tqdm
 
     from reasonlens.model import require_tokenizer
@@ -347,6 +350,8 @@ def analyze_mechanism(model, config: MechanismConfig | None = None, *, model_nam
     config = config or MechanismConfig()
     config.check()
     require_tokenizer(model)  # fail early, with the fix in the message
+    saved = StudyCheckpoints(checkpoint_dir, study="mechanism", config=config, models=(model,),
+                             log=print if progress else None)
     layout = subtasks(config.hops)
     chosen = range(len(layout)) if config.subtasks is None else config.subtasks
     bad = [i for i in chosen if not 0 <= i < len(layout)]
@@ -361,15 +366,18 @@ def analyze_mechanism(model, config: MechanismConfig | None = None, *, model_nam
     runs = [(ex, shots, index) for ex, shots in conditions for index in chosen]
     analyses: dict[int, list[SubtaskAnalysis]] = {0: [], config.few_shot: []}
     for ex, shots, index in tqdm(runs, desc="subtasks (0-shot, then few-shot)", disable=not progress):
-        analyses[shots].append(_analyse_subtask(model, ex, reference, index, layout[index], config, shots))
+        analyses[shots].append(saved.run(f"subtask-{index}-{shots}shot", lambda: _analyse_subtask(
+            model, ex, reference, index, layout[index], config, shots)))
     horizon_result = None
     if config.n_horizon:
-        horizon_result = horizon(model, generate(config.n_horizon, kind="fictional", seed=config.seed + 4, **gen),
-                                 HorizonConfig(batch_size=config.batch_size), progress=progress)
+        horizon_result = saved.run("horizon", lambda: horizon(
+            model, generate(config.n_horizon, kind="fictional", seed=config.seed + 4, **gen),
+            HorizonConfig(batch_size=config.batch_size), progress=progress))
     conflict = generate(config.n_conflict, kind="false", seed=config.seed + 2, hops=(1, 2, 3))
-    prior = prior_vs_context(model, conflict, batch_size=config.batch_size)
+    prior = saved.run("prior-vs-context", lambda: prior_vs_context(model, conflict, batch_size=config.batch_size))
     relation_examples = generate(config.n_relation, kind="fictional", seed=config.seed + 3, hops=(1, 2, 3))
-    relations = relation_probes(model, relation_examples, seeds=config.relation_seeds, batch_size=config.batch_size)
+    relations = saved.run("relations", lambda: relation_probes(model, relation_examples, seeds=config.relation_seeds,
+                                                               batch_size=config.batch_size))
     return MechanismResult(model_name, config, analyses[0], analyses[config.few_shot] if config.few_shot else [],
                            horizon_result, prior, relations, model.cfg.n_layers, model.cfg.n_heads)
 
