@@ -110,12 +110,17 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _eval(model_name: str, out: Path, n: int | None, seed: int, data: str | None, batch_size: int, shots: int = 0,
-          allow_unknown_words: bool = False) -> dict:
+          allow_unknown_words: bool = False, v1_sizes: bool = False) -> dict:
     """Evaluate on generated questions (``n`` per cell, default 100) or on the file ``data`` (its first ``n``
     questions, default all; what was imported, left out and read as unknown words is the metrics' ``import``)."""
     from reasonlens.evaluate import EvalConfig, EvalResult, evaluate, evaluate_examples, rule_choices
     from reasonlens.model import context_length, load_model, model_info
+    from reasonlens.ontology.generator import V1_SIZES
     from reasonlens.ontology.io import prepare_for_model, read_dataset
+
+    if data and v1_sizes:
+        raise ReasonlensError("--v1-sizes sizes generated questions; a --data file brings its own ontologies, so "
+                              "give one of the two")
 
     examples, imported = read_dataset(data, limit=n) if data else ([], None)
     model = load_model(model_name)
@@ -126,10 +131,11 @@ def _eval(model_name: str, out: Path, n: int | None, seed: int, data: str | None
         print(imported.summary())
         records = evaluate_examples(model, examples, shots=shots, batch_size=batch_size, progress=True)
         choices = rule_choices(model, examples, shots=shots, batch_size=batch_size, progress=True)
-        result = EvalResult(model=model_name, n_per_cell=None, seed=None, records=records, rule_choices=choices)
+        result = EvalResult(model=model_name, n_per_cell=None, seed=None, records=records, rule_choices=choices,
+                            shots=shots)
     else:
         result = evaluate(model, EvalConfig(n_per_cell=100 if n is None else n, seed=seed, batch_size=batch_size,
-                                            shots=shots),
+                                            shots=shots, sizes=dict(V1_SIZES) if v1_sizes else {}),
                           model_name=model_name,
                           train_question_seeds=info.train_question_seeds if info else None, progress=True)
     result.save(out)
@@ -157,7 +163,7 @@ def _cmd_eval(args: argparse.Namespace) -> None:
     out = Path(args.out)
     with atomic_output(out, overwrite=args.overwrite, command=args.command_line, writes=EVAL_OUTPUT) as tmp:
         metrics = _eval(args.model, tmp, args.n, args.seed, args.data, args.batch_size, args.shots,
-                        args.allow_unknown_words)
+                        args.allow_unknown_words, args.v1_sizes)
     _print_table(metrics)
     print(f"wrote {out / 'metrics.json'} and {out / 'report.html'}")
 
@@ -322,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "read as its unknown token and counted in metrics.json; without this flag they are an error)")
     e.add_argument("--shots", type=_count(0), default=0, help="few-shot demonstrations before each question "
                    "(generated data: same kind and hops; --data: the file's own in-context examples)")
+    e.add_argument("--v1-sizes", action="store_true", help="generated questions on ontologies of real PrOntoQA v1's "
+                   "sizes (chains of up to 10 concepts, the entity anywhere in them)")
     e.add_argument("--batch-size", type=_count(1), default=64)
     e.add_argument("--out", required=True, help="a folder for the results")
     e.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)

@@ -36,6 +36,9 @@ class EvalConfig:
     batch_size: int = 64
     closed_book: bool = True
     shots: int = 0  # solved demonstrations before each question (same kind and hops, another seed)
+    # Generator knobs of the ontology sizes (e.g. reasonlens.ontology.generator.V1_SIZES, real PrOntoQA v1's);
+    # empty: the generator's defaults.
+    sizes: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_count("shots", self.shots, 0)
@@ -46,6 +49,11 @@ class EvalConfig:
         if unknown or not self.kinds:
             raise ReasonlensError(f"unknown ontology kind(s) {sorted(unknown)}; choose from {ONTOLOGY_KINDS}" if unknown
                                   else f"kinds is empty; choose one or more of {ONTOLOGY_KINDS}")
+        unknown_sizes = set(self.sizes) - {"extra_concepts", "min_extra_concepts", "below_concepts",
+                                           "min_below_concepts"}
+        if unknown_sizes:
+            raise ReasonlensError(f"sizes has unknown ontology-size option(s) {sorted(unknown_sizes)}; use "
+                                  "extra_concepts, min_extra_concepts, below_concepts, min_below_concepts")
         bad = [h for h in self.hops if not (isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= MAX_HOPS)]
         if bad or not self.hops:
             raise ReasonlensError(f"hops must be one or more integers in 1..{MAX_HOPS}, got {list(self.hops)}")
@@ -159,6 +167,8 @@ class EvalResult:
     rule_choices: list[RuleChoice] = field(default_factory=list)
     answer_now: list[AnswerNow] = field(default_factory=list)
     answer_now_unavailable: str | None = None  # why the readout was not measured
+    shots: int = 0
+    sizes: dict[str, int] = field(default_factory=dict)  # the generator's ontology-size knobs (empty: defaults)
 
     def metrics(self) -> dict[str, Any]:
         """``{"model", "n_per_cell", "seed", "label_accuracy": {kind: {hops: acc}}, "proof_accuracy": ...,
@@ -179,6 +189,7 @@ class EvalResult:
             return {k: {h: sum(v) / len(v) for h, v in sorted(cells.items())} for k, cells in table.items()}
 
         out: dict[str, Any] = {"model": self.model, "n_per_cell": self.n_per_cell, "seed": self.seed,
+                               "shots": self.shots, "sizes": self.sizes,
                                "label_accuracy": mean(label), "proof_accuracy": mean(proof),
                                "valid_proof_accuracy": mean(valid), "verbatim_proof_accuracy": mean(verbatim)}
         errors: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -244,6 +255,8 @@ class EvalResult:
         rep = HtmlReport(f"reasonlens evaluation: {self.model}")
         rep.paragraph(f"{len(self.records)} questions decoded greedily"
                       + (f", {self.n_per_cell} per cell, generated with seed {self.seed}" if self.n_per_cell else "")
+                      + (f", ontology sizes {self.sizes}" if self.sizes else "")
+                      + (f", {self.shots} demonstration(s) before each question" if self.shots else "")
                       + ". Label accuracy: the final True/False matches; proof accuracy: the chain of thought is "
                       "the gold proof, step by step, as logical statements (PrOntoQA's proof accuracy; whether a "
                       "rule is written \"Every\", \"Each\" or in the plural does not count); verbatim: word for "
@@ -549,9 +562,10 @@ def evaluate(model, config: EvalConfig = EvalConfig(), *, model_name: str = "mod
     for kind in config.kinds:
         for hops in config.hops:
             cell = generate(config.n_per_cell, kind=kind, hops=hops, ordering=("postorder", "preorder", "random"),
-                            seed=config.seed)
+                            seed=config.seed, **config.sizes)
             if config.shots:
-                demos = [d.to_dict() for d in generate(config.shots, kind=kind, hops=hops, seed=config.seed + 1)]
+                demos = [d.to_dict() for d in generate(config.shots, kind=kind, hops=hops, seed=config.seed + 1,
+                                                       **config.sizes)]
                 for e in cell:
                     e.meta["demonstrations"] = demos
             examples += cell
@@ -563,4 +577,5 @@ def evaluate(model, config: EvalConfig = EvalConfig(), *, model_name: str = "mod
     readout = [] if problem else answer_now(model, examples, shots=config.shots, batch_size=config.batch_size,
                                             progress=progress)
     return EvalResult(model=model_name, n_per_cell=config.n_per_cell, seed=config.seed, records=records,
-                      closed_book=closed, rule_choices=choices, answer_now=readout, answer_now_unavailable=problem)
+                      closed_book=closed, rule_choices=choices, answer_now=readout, answer_now_unavailable=problem,
+                      shots=config.shots, sizes=dict(config.sizes))

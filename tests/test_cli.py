@@ -82,6 +82,16 @@ def test_eval_with_shots(tiny, tmp_path):
     assert main(["eval", "--model", str(tiny), "--n", "1", "--shots", "2", "--out", str(out)]) == 0
     record = json.loads((out / "records.jsonl").read_text().splitlines()[0])
     assert record["prompt"].count("Q: ") == 3
+    assert json.loads((out / "metrics.json").read_text())["shots"] == 2
+
+
+def test_eval_on_v1_sized_ontologies(tiny, tmp_path):
+    from reasonlens.ontology.generator import V1_SIZES
+
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", str(tiny), "--n", "2", "--v1-sizes", "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["sizes"] == V1_SIZES
+    assert main(["eval", "--model", str(tiny), "--data", str(DATA), "--v1-sizes", "--out", str(tmp_path / "b")]) == 2
 
 
 def test_demo_uses_the_main_model(zoo, tmp_path, capsys):

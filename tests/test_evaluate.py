@@ -197,3 +197,13 @@ def test_answer_now_metrics_and_round_trip(tmp_path):
     result.save(tmp_path)
     again = EvalResult.load(tmp_path)
     assert again.answer_now == readout and again.metrics() == result.metrics()
+
+
+def test_eval_config_rejects_what_it_cannot_run():
+    from reasonlens.evaluate import EvalConfig
+
+    with pytest.raises(ReasonlensError, match="unknown ontology-size option"):
+        EvalConfig(sizes={"extra_concept": 3})
+    with pytest.raises(ReasonlensError, match="shots"):
+        EvalConfig(shots=-1)
+    assert EvalConfig(sizes={"extra_concepts": 6}).sizes == {"extra_concepts": 6}
