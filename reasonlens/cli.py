@@ -85,27 +85,31 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     print(f"wrote {len(examples)} examples to {args.out}")
 
 
-def _check_device(device: str) -> None:
+def _training_device(device: str) -> str:
+    """The device ``--device`` names; ``auto``: the GPU when torch sees one, else the CPU."""
     import torch
 
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
     try:
         kind = torch.device(device).type
     except RuntimeError as e:
-        raise ReasonlensError(f"--device {device!r} is not a torch device ({e}); use cpu or cuda") from e
+        raise ReasonlensError(f"--device {device!r} is not a torch device ({e}); use auto, cpu or cuda") from e
     if kind == "cuda" and not torch.cuda.is_available():
         raise ReasonlensError(f"--device {device} asked for, but torch sees no CUDA GPU here; use --device cpu")
+    return device
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from reasonlens.zoo_build import build_zoo, train_reference
+    from reasonlens.zoo_build import STAGES, build_zoo, train_reference
 
-    _check_device(args.device)
-    check_run_folder(args.out, resumable=["runs", "zoo"] if args.zoo else ["stage1"], overwrite=args.overwrite)
+    device = _training_device(args.device)
+    check_run_folder(args.out, resumable=["runs", "zoo"] if args.zoo else [f"stage{i}" for i in range(1, len(STAGES) + 1)], overwrite=args.overwrite)
+    print(f"training on {device}")
     if args.zoo:
-        build_zoo(args.out, install=args.install, precision=args.precision, device=args.device)
+        build_zoo(args.out, install=args.install, precision=args.precision, device=device)
     else:
-        train_reference(args.out, seed=args.seed, progress=not args.quiet, precision=args.precision,
-                        device=args.device)
+        train_reference(args.out, seed=args.seed, progress=not args.quiet, precision=args.precision, device=device)
     print(f"training output in {args.out}")
 
 
@@ -309,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="arithmetic of the blocks' matrix products (default: the recipe's float32, as the shipped "
                         "models were trained; bfloat16 autocast is about twice as fast on a CPU with bfloat16 units "
                         "and trains other weights)")
-    t.add_argument("--device", default="cpu", help="cpu, or cuda to train on a GPU (other weights than on a CPU)")
+    t.add_argument("--device", default="auto", help="auto (the GPU when there is one, else the CPU), cpu or cuda; a "
+                   "GPU trains other weights than a CPU")
     t.add_argument("--quiet", action="store_true")
     t.add_argument("--overwrite", action="store_true",
                    help="train into a non-empty --out that holds no earlier run (its files are kept; an earlier run "

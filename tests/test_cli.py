@@ -124,9 +124,12 @@ def test_train_runs_the_recipe_in_its_precision_unless_told(tmp_path, monkeypatc
         (Path(out) / "final").mkdir(parents=True)
 
     monkeypatch.setattr(zoo_build, "train", fake_train)
-    monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # --device cuda is checked before training
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     assert main(["train", "--out", str(tmp_path / "a"), "--quiet"]) == 0
     assert seen == [("float32", "cpu")] * len(zoo_build.STAGES)
     seen.clear()
-    assert main(["train", "--out", str(tmp_path / "b"), "--quiet", "--precision", "bfloat16", "--device", "cuda"]) == 0
-    assert seen == [("bfloat16", "cuda")] * len(zoo_build.STAGES)
+    assert main(["train", "--out", str(tmp_path / "gpu"), "--quiet", "--device", "cuda"]) == 2  # no GPU here
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)  # a machine with a GPU uses it unless told
+    assert main(["train", "--out", str(tmp_path / "b"), "--quiet", "--precision", "bfloat16"]) == 0
+    assert main(["train", "--out", str(tmp_path / "c"), "--quiet", "--device", "cpu"]) == 0
+    assert seen == [("bfloat16", "cuda")] * len(zoo_build.STAGES) + [("float32", "cpu")] * len(zoo_build.STAGES)
