@@ -121,6 +121,7 @@ def _eval(model_name: str, out: Path, n: int | None, seed: int, data: str | None
     from reasonlens.model import context_length, load_model, model_info
     from reasonlens.ontology.generator import V1_SIZES
     from reasonlens.ontology.io import prepare_for_model, read_dataset
+    from reasonlens.reports import evaluation_report
 
     if data and v1_sizes:
         raise ReasonlensError("--v1-sizes sizes generated questions; a --data file brings its own ontologies, so "
@@ -143,7 +144,7 @@ def _eval(model_name: str, out: Path, n: int | None, seed: int, data: str | None
                           model_name=model_name,
                           train_question_seeds=info.train_question_seeds if info else None, progress=True)
     result.save(out)
-    result.report().save(out / "report.html")
+    evaluation_report(result).save(out / "report.html")
     metrics = result.metrics()
     if imported is not None:
         metrics["import"] = imported.to_dict()
@@ -213,7 +214,8 @@ def _resumable(out: str) -> Iterator[Path]:
 
 def _cmd_run_mechanism(args: argparse.Namespace) -> None:
     from reasonlens.model import load_model
-    from reasonlens.patching.mechanism import MechanismConfig, analyze_mechanism, mechanism_report
+    from reasonlens.patching.mechanism import MechanismConfig, analyze_mechanism
+    from reasonlens.reports import mechanism_report
 
     config = MechanismConfig(hops=args.hops, n_examples=args.n, seed=args.seed, batch_size=args.batch_size,
                              subtasks=tuple(args.subtasks) if args.subtasks else None, ordering=args.ordering,
@@ -230,8 +232,9 @@ def _cmd_run_mechanism(args: argparse.Namespace) -> None:
 
 
 def _cmd_run_ipg(args: argparse.Namespace) -> None:
-    from reasonlens.attribution.study import IPGStudyConfig, ipg_report, run_ipg_study
+    from reasonlens.attribution.study import IPGStudyConfig, run_ipg_study
     from reasonlens.model import load_model
+    from reasonlens.reports import ipg_report
 
     heads = args.kind == "head"
     p_values = tuple(args.p) if args.p else ((1, 2, 3, 4) if heads else (2, 4, 8, 16, 32))
@@ -259,8 +262,9 @@ def _second_seed_model(name: str) -> str | None:
 
 
 def _cmd_run_step_importance(args: argparse.Namespace) -> None:
-    from reasonlens.importance.study import StepImportanceConfig, run_step_importance_study, step_importance_report
+    from reasonlens.importance.study import StepImportanceConfig, run_step_importance_study
     from reasonlens.model import load_model
+    from reasonlens.reports import step_importance_report
 
     second = _second_seed_model(args.model) if args.second_model is None else \
         (None if args.second_model == "none" else args.second_model)

@@ -357,3 +357,24 @@ def check_hook_name(model: TransformerBridge, name: str) -> str:
     hint = f"did you mean {close}? " if close else ""
     kinds = sorted({n if _layer_key(n)[0] < 0 else "blocks.{l}." + _kind(n) for n in names})
     raise ReasonlensError(f"unknown hook name {name!r}; {hint}valid names (l = 0..{model.cfg.n_layers - 1}): {kinds}")
+
+
+def model_fingerprint(model: Any) -> str:
+    """A digest of a model's Hugging Face config, weights (float64 sum and absolute sum of every tensor) and
+    compatibility mode: two loads of one checkpoint match, two seeds of one architecture or a trained copy do not
+    (the folder name takes no part). Works on a ``TransformerBridge`` or any ``torch.nn.Module``.
+
+    >>> model_fingerprint(load_model("reasonlens-main")) == model_fingerprint(load_model("reasonlens-seed1"))
+    False
+    """
+    import hashlib
+
+    hf_model = getattr(model, "original_model", model)
+    config = hf_model.config.to_dict() if hasattr(hf_model, "config") and hasattr(hf_model.config, "to_dict") else {}
+    config.pop("_name_or_path", None)
+    with torch.no_grad():
+        weights = [(name, list(p.shape), repr(float(p.sum(dtype=torch.float64))),
+                    repr(float(p.abs().sum(dtype=torch.float64)))) for name, p in model.named_parameters()]
+    data = {"config": config, "weights": weights,
+            "compatibility_mode": bool(getattr(model, "compatibility_mode", False))}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()

@@ -20,7 +20,6 @@ removes them once the results are in place.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from reasonlens.errors import ReasonlensError
+from reasonlens.model import model_fingerprint
 from reasonlens.results import jsonable
 
 T = TypeVar("T")
@@ -48,21 +48,6 @@ def remove_checkpoints(folder: str | os.PathLike[str]) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def model_fingerprint(model: Any) -> str:
-    """A digest of a model's parameter names, shapes and values (float64 sums per tensor): equal for the same
-    weights, different after training or loading other ones."""
-    import torch
-
-    digest = hashlib.sha256()
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            total = float(param.detach().sum(dtype=torch.float64))
-            weighted = float((param.detach().flatten()[:4096].double() * torch.arange(
-                1, min(param.numel(), 4096) + 1, dtype=torch.float64, device=param.device)).sum())
-            digest.update(f"{name}:{tuple(param.shape)}:{total!r}:{weighted!r};".encode())
-    return digest.hexdigest()
-
-
 class StudyCheckpoints:
     """Saved analyses of one study run in ``folder`` (``None``: nothing is saved, every analysis is computed).
 
@@ -73,11 +58,11 @@ class StudyCheckpoints:
 
     def __init__(self, folder: str | os.PathLike[str] | None, *, study: str, config: Any, models: tuple = (),
                  log: Callable[[str], None] | None = print) -> None:
-        from reasonlens import __version__
+        from importlib.metadata import version
 
         self.folder = None if folder is None else Path(folder)
         self.log = log
-        self.fingerprint = {"study": study, "reasonlens": __version__, "config": jsonable(config),
+        self.fingerprint = {"study": study, "reasonlens": version("reasonlens"), "config": jsonable(config),
                             "models": [model_fingerprint(m) for m in models if m is not None]}
         self.resumed: list[str] = []
         if self.folder is not None:

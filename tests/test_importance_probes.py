@@ -8,7 +8,7 @@ from jaxtyping import TypeCheckError
 
 import reasonlens.importance.activations as activations
 from reasonlens.errors import ReasonlensError
-from reasonlens.importance.activations import StepSet, model_fingerprint, step_activations
+from reasonlens.importance.activations import StepSet, step_activations
 from reasonlens.importance.chains import chains_from_examples
 from reasonlens.importance.controls import (
     SURFACE_PROBE_CONFIG,
@@ -28,7 +28,7 @@ from reasonlens.importance.probes import (
     train_probe,
 )
 from reasonlens.importance.study import generator_step_set
-from reasonlens.model import load_model
+from reasonlens.model import load_model, model_fingerprint
 from reasonlens.ontology import generate
 
 FAST = ProbeConfig(epochs=8, lr=1e-2, seeds=(42,))

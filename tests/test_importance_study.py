@@ -17,10 +17,10 @@ from reasonlens.importance.study import (
     StepImportanceResult,
     generator_step_set,
     run_step_importance_study,
-    step_importance_report,
 )
 from reasonlens.model import load_model
 from reasonlens.ontology import generate
+from reasonlens.reports import step_importance_report
 
 FAST_PROBE = ProbeConfig(epochs=4, seeds=(42, 43))
 SMALL = dict(kinds=("fictional",), hops=(2, 3), n_per_cell=32, probe=FAST_PROBE)

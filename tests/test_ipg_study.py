@@ -7,10 +7,11 @@ import pytest
 
 from reasonlens.attribution import study
 from reasonlens.attribution.ipg import Attribution
-from reasonlens.attribution.study import METHODS, IPGStudyConfig, IPGStudyResult, Variant, ipg_report, run_ipg_study
+from reasonlens.attribution.study import METHODS, IPGStudyConfig, IPGStudyResult, Variant, run_ipg_study
 from reasonlens.cli import main
 from reasonlens.errors import ReasonlensError
 from reasonlens.model import load_model
+from reasonlens.reports import ipg_report
 
 SMALL = dict(n_support=4, n_eval=8, p_values=(4, 8), random_seeds=2, steps=2, n_samples=3,
              length_gammas=(0.0, 1.0), length_p=4, dice_p=4, variants=(Variant("false 2-hop", "false", 2),),

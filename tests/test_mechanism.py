@@ -9,7 +9,8 @@ from reasonlens.cli import main
 from reasonlens.errors import ReasonlensError
 from reasonlens.model import load_model, main_model_name
 from reasonlens.patching import mechanism
-from reasonlens.patching.mechanism import MechanismConfig, analyze_mechanism, mechanism_report
+from reasonlens.patching.mechanism import MechanismConfig, analyze_mechanism
+from reasonlens.reports import mechanism_report
 
 SMALL = dict(n_examples=12, subtasks=(0, 5, 10), n_reference=6, n_trace=2, n_conflict=120, n_relation=30,
              relation_seeds=(0,), few_shot=1, n_few_shot=4, n_horizon=4)

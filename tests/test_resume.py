@@ -2,7 +2,8 @@
 
 import torch
 
-from reasonlens.resume import StudyCheckpoints, model_fingerprint, remove_checkpoints, resume_folder
+from reasonlens.model import model_fingerprint
+from reasonlens.resume import StudyCheckpoints, remove_checkpoints, resume_folder
 
 
 class Calls:

@@ -35,7 +35,7 @@ from torch import Tensor
 from reasonlens.errors import ReasonlensError
 from reasonlens.generation import left_pad, left_padded_positions, pad_token_id
 from reasonlens.importance.chains import Chain
-from reasonlens.model import check_hook_name, require_tokenizer
+from reasonlens.model import check_hook_name, model_fingerprint, require_tokenizer
 from reasonlens.validation import check_bool, check_context, check_int, check_int_list
 
 if TYPE_CHECKING:
@@ -178,24 +178,6 @@ def _run(model: TransformerBridge, sequences: list[_Sequence], names: list[str],
             rows = torch.tensor([row for seq in batch for row, _, _ in seq.spans])
             out[rows] = torch.stack([store[n] for n in names], dim=1).float().cpu()
     return out
-
-
-def model_fingerprint(model: TransformerBridge) -> str:
-    """A digest of ``model``'s Hugging Face config, weights (per-tensor sums) and compatibility mode, so two
-    loads of one checkpoint match and two seeds of one architecture do not (the folder name takes no part).
-
-    >>> from reasonlens.model import load_model
-    >>> model_fingerprint(load_model("reasonlens-main")) == model_fingerprint(load_model("reasonlens-seed1"))
-    False
-    """
-    config = model.original_model.config.to_dict()
-    config.pop("_name_or_path", None)
-    with torch.no_grad():
-        weights = [(name, list(p.shape), f"{p.float().sum().item():.6e}", f"{p.float().abs().sum().item():.6e}")
-                   for name, p in model.named_parameters()]
-    data = {"config": config, "weights": weights,
-            "compatibility_mode": bool(getattr(model, "compatibility_mode", False))}
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _cache_path(cache_dir: str | Path, model: TransformerBridge, steps: StepSet, layers: list[int], pooling: str,

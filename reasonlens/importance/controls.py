@@ -21,17 +21,23 @@ from __future__ import annotations
 import re
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
 from reasonlens.importance.activations import Pooling, StepSet, step_activations
-from reasonlens.importance.probes import ProbeConfig, ProbeResult, _check_labels, _train, agreement, train_probe
+from reasonlens.importance.probes import (
+    ProbeConfig,
+    ProbeResult,
+    TfidfEncoder,
+    agreement,
+    check_labels,
+    train_probe,
+    train_with_encoder,
+)
 from reasonlens.model import load_model, require_tokenizer
 
 if TYPE_CHECKING:
@@ -51,45 +57,6 @@ _NOT = re.compile(r"\bnot\b", re.IGNORECASE)
 # ---------------------------------------------------------------------------------------------------------- TF-IDF
 
 
-def tfidf_vectorizer():
-    """The paper's vectorizer: ``TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 5), max_features=100000)``."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    return TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 5), max_features=100000)
-
-
-@dataclass
-class TfidfEncoder:
-    """A TF-IDF vectorizer fitted on one training split; encodes texts as dense float32 rows (raw TF-IDF, not
-    standardised, as the paper's probe reads them)."""
-
-    vectorizer: Any
-
-    @classmethod
-    def fit(cls, texts: Sequence[str]) -> TfidfEncoder:
-        return cls(tfidf_vectorizer().fit(list(texts)))
-
-    @property
-    def vocabulary(self) -> set[str]:
-        """The n-grams the vectorizer kept."""
-        return set(self.vectorizer.vocabulary_)
-
-    def encode(self, inputs: Sequence[str]) -> Tensor:
-        if isinstance(inputs, str) or not all(isinstance(t, str) for t in inputs):
-            raise ReasonlensError("a text probe reads a list of step texts; pass e.g. steps.texts")
-        return torch.from_numpy(self.vectorizer.transform(list(inputs)).toarray().astype(np.float32))
-
-    def to_dict(self) -> dict[str, Any]:
-        vocabulary = {term: int(i) for term, i in self.vectorizer.vocabulary_.items()}
-        return {"kind": "tfidf", "vocabulary": vocabulary, "idf": self.vectorizer.idf_.tolist()}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TfidfEncoder:
-        vectorizer = tfidf_vectorizer().set_params(vocabulary=d["vocabulary"])
-        vectorizer.idf_ = np.asarray(d["idf"], dtype=np.float64)
-        return cls(vectorizer)
-
-
 def _take_texts(texts: list[str], rows: Tensor) -> list[str]:
     return [texts[i] for i in rows.tolist()]
 
@@ -100,8 +67,8 @@ def train_text_probe(texts: Sequence[str], labels: Int[Tensor, " step"], config:
     rows only (never on the validation or test rows), then the same probe protocol as
     :func:`~reasonlens.importance.probes.train_probe` (default: the paper's TF-IDF MLP settings). The result's
     probe (``result.probe.encoder.vocabulary``) reads texts: ``result.predict(steps.texts)``."""
-    _check_labels(labels, len(texts))
-    return _train(list(texts), labels, _take_texts, TfidfEncoder.fit, config, progress)
+    check_labels(labels, len(texts))
+    return train_with_encoder(list(texts), labels, _take_texts, TfidfEncoder.fit, config, progress)
 
 
 # ---------------------------------------------------------------------------------------------------------- surface

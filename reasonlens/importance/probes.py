@@ -143,11 +143,48 @@ def _unpack(d: dict[str, Any]) -> Tensor:
     return torch.from_numpy(data).reshape(d["shape"])
 
 
+def tfidf_vectorizer():
+    """The paper's vectorizer: ``TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 5), max_features=100000)``."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    return TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 5), max_features=100000)
+
+
+@dataclass
+class TfidfEncoder:
+    """A TF-IDF vectorizer fitted on one training split; encodes texts as dense float32 rows (raw TF-IDF, not
+    standardised, as the paper's probe reads them)."""
+
+    vectorizer: Any
+
+    @classmethod
+    def fit(cls, texts: Sequence[str]) -> TfidfEncoder:
+        return cls(tfidf_vectorizer().fit(list(texts)))
+
+    @property
+    def vocabulary(self) -> set[str]:
+        """The n-grams the vectorizer kept."""
+        return set(self.vectorizer.vocabulary_)
+
+    def encode(self, inputs: Sequence[str]) -> Tensor:
+        if isinstance(inputs, str) or not all(isinstance(t, str) for t in inputs):
+            raise ReasonlensError("a text probe reads a list of step texts; pass e.g. steps.texts")
+        return torch.from_numpy(self.vectorizer.transform(list(inputs)).toarray().astype(np.float32))
+
+    def to_dict(self) -> dict[str, Any]:
+        vocabulary = {term: int(i) for term, i in self.vectorizer.vocabulary_.items()}
+        return {"kind": "tfidf", "vocabulary": vocabulary, "idf": self.vectorizer.idf_.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TfidfEncoder:
+        vectorizer = tfidf_vectorizer().set_params(vocabulary=d["vocabulary"])
+        vectorizer.idf_ = np.asarray(d["idf"], dtype=np.float64)
+        return cls(vectorizer)
+
+
 def _encoder_from_dict(d: dict[str, Any]) -> Encoder:
     if d["kind"] == "standardiser":
         return Standardiser(d["arch"], tuple(d["shape"]), _unpack(d["mean"]), _unpack(d["std"]))
-    from reasonlens.importance.controls import TfidfEncoder
-
     return TfidfEncoder.from_dict(d)
 
 
@@ -272,7 +309,8 @@ class ProbeResult:
 # ---------------------------------------------------------------------------------------------------------- training
 
 
-def _check_labels(labels: object, n_inputs: int) -> None:
+def check_labels(labels: object, n_inputs: int) -> None:
+    """Labels a probe can train on: a ``[step]`` tensor of 0 / 1, one per input, both classes present enough."""
     check_tensor(labels, "labels", ndim=1, non_empty=False, what="[step]")
     if labels.dtype.is_floating_point and not bool((labels == labels.round()).all()):
         raise ReasonlensError("labels must be 0 (important) or 1 (removable), got fractional values")
@@ -349,8 +387,8 @@ def _fit(x: Tensor, y: Tensor, evals: list[tuple[Tensor, Tensor]], config: Probe
     return net, curves, best_epoch
 
 
-def _train(inputs: Any, labels: Tensor, take: Callable[[Any, Tensor], Any], make_encoder: Callable[[Any], Encoder],
-           config: ProbeConfig, progress: bool) -> ProbeResult:
+def train_with_encoder(inputs: Any, labels: Tensor, take: Callable[[Any, Tensor], Any],
+                       make_encoder: Callable[[Any], Encoder], config: ProbeConfig, progress: bool) -> ProbeResult:
     """The protocol of this module for any inputs: ``take(inputs, rows)`` selects rows, ``make_encoder(train
     inputs)`` fits the encoder (standardiser, TF-IDF vectorizer) on a training split only."""
     from sklearn.model_selection import train_test_split
@@ -401,9 +439,9 @@ def train_probe(features: Float[Tensor, "step layer d_model"] | Float[Tensor, "s
     features that are not a ``[step, feature]`` or ``[step, layer, d_model]`` float tensor or hold NaN or inf.
     """
     _check_features(features, (2, 3))
-    _check_labels(labels, len(features))
+    check_labels(labels, len(features))
     arch = config.arch
-    return _train(features.float().cpu(), labels, _take_rows, lambda x: Standardiser.fit(x, arch), config, progress)
+    return train_with_encoder(features.float().cpu(), labels, _take_rows, lambda x: Standardiser.fit(x, arch), config, progress)
 
 
 def probe_by_layer(features: Float[Tensor, "step layer d_model"], labels: Int[Tensor, " step"],
@@ -415,7 +453,7 @@ def probe_by_layer(features: Float[Tensor, "step layer d_model"], labels: Int[Te
     from tqdm.auto import tqdm
 
     _check_features(features, 3)
-    _check_labels(labels, len(features))
+    check_labels(labels, len(features))
     n_layers = features.shape[1]
     names = list(layer_labels) if layer_labels is not None else [str(l) for l in range(n_layers)]
     if len(names) != n_layers:
