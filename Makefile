@@ -20,9 +20,11 @@ demo: setup
 	$(BIN)/reasonlens demo --out out/demo --overwrite
 
 test: setup
+	$(BIN)/ruff check reasonlens tests benchmarks
 	$(BIN)/python -m pytest -q -m "not slow"
 
 test-all: setup
+	$(BIN)/ruff check reasonlens tests benchmarks
 	$(BIN)/python -m pytest -q
 
 bench: setup
