@@ -9,7 +9,7 @@ from reasonlens.cli import main
 from reasonlens.errors import ReasonlensError
 from reasonlens.model import load_model, main_model_name
 from reasonlens.patching import mechanism
-from reasonlens.patching.mechanism import MechanismConfig, analyze_mechanism
+from reasonlens.patching.mechanism import MechanismConfig, MechanismResult, analyze_mechanism
 from reasonlens.reports import mechanism_report
 
 SMALL = dict(n_examples=12, subtasks=(0, 5, 10), n_reference=6, n_trace=2, n_conflict=120, n_relation=30,
@@ -99,6 +99,13 @@ def test_save_and_report(result, model, tmp_path):
     assert (out / "subtask00_head_scores.pt").exists() and (out / "prior_vs_context.pt").exists()
     page = mechanism_report(result, model).to_html()
     assert page.count("plotly-graph-div") >= 6 and "Findings" in page and "L0H0" in page
+    loaded = MechanismResult.load(out)  # every analysis reloads: the same findings and the same page
+    assert json.dumps(loaded.summary(), sort_keys=True) == json.dumps(json.loads(json.dumps(result.summary())),
+                                                                      sort_keys=True)
+    assert mechanism_report(loaded).to_html().count("plotly-graph-div") == mechanism_report(result).to_html().count(
+        "plotly-graph-div")
+    with pytest.raises(ReasonlensError, match="no file"):
+        MechanismResult.load(tmp_path / "nothing-here")
 
 
 def test_bad_config_is_a_clear_error(model):

@@ -224,10 +224,15 @@ class MechanismResult:
         }
 
     def save(self, out_dir: str | Path) -> Path:
-        """Write ``results.json`` and every analysis (``.pt`` files) under ``out_dir``."""
+        """Write ``results.json``, ``analyses.json`` (what :meth:`load` needs besides the tensors) and every
+        analysis (``.pt`` files) under ``out_dir``."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(self.summary(), indent=1))
+        (out / "analyses.json").write_text(json.dumps({
+            "class": "MechanismResult", "model": self.model, "config": asdict(self.config), "n_layers": self.n_layers,
+            "n_heads": self.n_heads, "subtasks": [_analysis_record(s) for s in self.subtasks],
+            "few_shot": [_analysis_record(s) for s in self.few_shot]}, indent=1))
         for prefix, analyses in (("subtask", self.subtasks), ("few_shot_subtask", self.few_shot)):
             for s in analyses:
                 if s.head_scores is None:
@@ -244,6 +249,59 @@ class MechanismResult:
         if self.relations is not None:
             self.relations.save(out / "relation_probes.pt")
         return out
+
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> MechanismResult:
+        """Read a folder written by :meth:`save`.
+
+        >>> result = MechanismResult.load("out/cot")  # doctest: +SKIP
+        """
+        from reasonlens.patching.circuit import CircuitResult
+        from reasonlens.patching.engine import PatchingResult
+        from reasonlens.patching.flow import FlowResult
+        from reasonlens.patching.heads import HeadRoles
+        from reasonlens.patching.horizon import HorizonResult
+        from reasonlens.patching.lens import PriorContextResult
+        from reasonlens.patching.relations import RelationProbeResult
+        from reasonlens.validation import load_saved
+
+        out = Path(out_dir)
+        data = load_saved(out / "analyses.json", "MechanismResult",
+                          ("model", "config", "n_layers", "n_heads", "subtasks", "few_shot"), fmt="json",
+                          expect_class="MechanismResult")
+        raw = data["config"]
+        config = MechanismConfig(**{**raw, "subtasks": None if raw["subtasks"] is None else tuple(raw["subtasks"]),
+                                    "relation_seeds": tuple(raw["relation_seeds"])})
+
+        def analyses(records: list[dict[str, Any]], prefix: str) -> list[SubtaskAnalysis]:
+            done = []
+            for record in records:
+                analysis = SubtaskAnalysis(record["subtask"], PairStats(**record["pairs"]), labels=record["labels"],
+                                           kept_indices=record["kept_indices"],
+                                           example_tokens=record["example_tokens"], example_ids=record["example_ids"])
+                if record["analysed"]:
+                    stem = out / f"{prefix}{record['subtask']['index']:02d}"
+                    analysis.head_scores = PatchingResult.load(f"{stem}_head_scores.pt")
+                    analysis.circuit = CircuitResult.load(f"{stem}_circuit.pt")
+                    analysis.roles = HeadRoles.load(f"{stem}_roles.pt")
+                    analysis.flow = FlowResult.load(f"{stem}_flow.pt")
+                done.append(analysis)
+            return done
+
+        def optional(name: str, kind: Any) -> Any:
+            return kind.load(out / name) if (out / name).exists() else None
+
+        return cls(data["model"], config, analyses(data["subtasks"], "subtask"),
+                   analyses(data["few_shot"], "few_shot_subtask"), optional("horizon.pt", HorizonResult),
+                   optional("prior_vs_context.pt", PriorContextResult),
+                   optional("relation_probes.pt", RelationProbeResult), data["n_layers"], data["n_heads"])
+
+
+def _analysis_record(analysis: SubtaskAnalysis) -> dict[str, Any]:
+    return {"subtask": analysis.subtask, "pairs": asdict(analysis.pairs), "labels": analysis.labels,
+            "kept_indices": analysis.kept_indices, "example_tokens": analysis.example_tokens,
+            "example_ids": analysis.example_ids, "analysed": analysis.head_scores is not None}
 
 
 def _pathways(done: list[SubtaskAnalysis]) -> dict[str, dict[str, int]]:
