@@ -352,7 +352,7 @@ def fake_eval(monkeypatch):
     """``_eval`` that writes a small result set (``calls`` records its out folders) instead of evaluating."""
     calls: list[Path] = []
 
-    def fake(model_name, out, n, seed, data, batch_size, shots=0, allow_unknown_words=False):
+    def fake(model_name, out, n, seed, data, batch_size, shots=0, allow_unknown_words=False, v1_sizes=False):
         calls.append(out)
         (out / "metrics.json").write_text(json.dumps({"model": model_name, "seed": seed}))
         (out / "report.html").write_text("<html></html>")
