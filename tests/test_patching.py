@@ -10,7 +10,7 @@ from model_util import random_pair, write_checkpoint
 
 from reasonlens.errors import ReasonlensError
 from reasonlens.model import load_model
-from reasonlens.patching.engine import SITE_HOOKS, PatchConfig, PatchingResult, patch
+from reasonlens.patching.engine import SITE_HOOKS, PatchConfig, PatchingResult, compare_rankings, patch
 
 B, T = 3, 10
 
@@ -239,5 +239,23 @@ def test_attribution_patching_equals_one_directional_derivative_per_cell(model, 
         diff = logits.gather(1, answer[:, None]).squeeze(1) - logits.gather(1, wrong[:, None]).squeeze(1)
         (grad,) = torch.autograd.grad(diff.sum(), eps)
         torch.testing.assert_close(res.values[:, l, 0 if lo == 0 else 1, h], base + grad, atol=1e-5, rtol=0)
-    agreement = compare_rankings(res, res, k=5)
-    assert agreement["spearman"] == pytest.approx(1.0) and agreement["top_k_overlap"] == 1.0
+
+
+def test_compare_rankings_against_hand_computed_values():
+    def sweep(values):
+        return PatchingResult(torch.tensor([values]), axes=("example", "layer"), labels={"layer": ["a", "b", "c", "d"]})
+
+    exact = sweep([4.0, -3.0, 2.0, 1.0])
+    same_order = compare_rankings(exact, sweep([40.0, -30.0, 20.0, 10.0]), k=2)
+    assert same_order == {"spearman": pytest.approx(1.0), "top_k_overlap": 1.0, "k": 2}
+    # negated values: ranks reversed (Spearman -1), magnitudes kept (top-2 by |value| the same)
+    assert compare_rankings(exact, sweep([-4.0, 3.0, -2.0, -1.0]), k=2) == {"spearman": pytest.approx(-1.0),
+                                                                             "top_k_overlap": 1.0, "k": 2}
+    # ranks (4, 1, 3, 2) vs (2, 3, 1, 4): rho = 1 - 6 * 16 / (4 * 15) = -0.6; top-2 {0, 1} vs {2, 3}: no overlap
+    assert compare_rankings(exact, sweep([1.0, 2.0, -3.0, 4.0]), k=2) == {"spearman": pytest.approx(-0.6),
+                                                                           "top_k_overlap": 0.0, "k": 2}
+    # one swap among four: rho = 1 - 6 * (1 + 1) / (4 * 15) = 0.8; top-3 {0, 1, 2} vs {0, 1, 3}: 2 of 3
+    assert compare_rankings(exact, sweep([4.0, -3.0, 1.0, 2.0]), k=3)["spearman"] == pytest.approx(0.8)
+    assert compare_rankings(exact, sweep([4.0, -3.0, 1.0, 2.0]), k=3)["top_k_overlap"] == pytest.approx(2 / 3)
+    with pytest.raises(ReasonlensError, match="different cells"):
+        compare_rankings(exact, PatchingResult(torch.zeros(1, 3), axes=("example", "layer"), labels={}))
