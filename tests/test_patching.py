@@ -216,7 +216,7 @@ def test_bad_input_gets_clear_errors(model, pair):
 
 
 def test_attribution_patching_equals_one_directional_derivative_per_cell(model, pair):
-    from reasonlens.patching.engine import attribution_patch, compare_rankings
+    from reasonlens.patching.engine import attribution_patch
 
     clean, corrupted, answer, wrong = pair
     res = attribution_patch(model, clean, corrupted, metric="logit_diff", answer=answer, wrong=wrong, site="z",
