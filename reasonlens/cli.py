@@ -236,11 +236,10 @@ def _cmd_run_ipg(args: argparse.Namespace) -> None:
     from reasonlens.model import load_model
     from reasonlens.reports import ipg_report
 
-    heads = args.kind == "head"
-    p_values = tuple(args.p) if args.p else ((1, 2, 3, 4) if heads else (2, 4, 8, 16, 32))
-    config = IPGStudyConfig(kind=args.kind, layers=tuple(args.layers), n_support=args.n_support, n_eval=args.n_eval,
-                            p_values=p_values, dice_p=2 if heads else 16, length_p=2 if heads else 8, seed=args.seed,
-                            batch_size=args.batch_size, support_sizes=tuple(m for m in (10, 20) if m < args.n_support))
+    given = {"kind": args.kind, "layers": args.layers and tuple(args.layers), "n_support": args.n_support,
+             "n_eval": args.n_eval, "p_values": args.p and tuple(args.p), "seed": args.seed,
+             "batch_size": args.batch_size}
+    config = IPGStudyConfig(**{name: value for name, value in given.items() if value is not None})
     with _resumable(args.out) as checkpoints, atomic_output(args.out, overwrite=args.overwrite,
                                                             command=args.command_line, writes=RECIPE_OUTPUT) as tmp:
         result = run_ipg_study(load_model(args.model), config, model_name=args.model, progress=True,
@@ -371,14 +370,15 @@ def build_parser() -> argparse.ArgumentParser:
     i = recipes.add_parser("ipg", help="attribute correctness and length with IPG, then suppress / enhance / steer")
     i.add_argument("--model", required=True, help="a shipped model name, a local HF folder or a hub name")
     i.add_argument("--out", required=True)
-    i.add_argument("--kind", choices=["resid", "neuron", "head"], default="resid")
-    i.add_argument("--layers", nargs="+", type=_count(0), default=[3, 4])
-    i.add_argument("--n-support", type=_count(1), default=40, help="support-set questions (M)")
-    i.add_argument("--n-eval", type=_count(1), default=100, help="held-out questions per accuracy measurement")
+    i.add_argument("--kind", choices=["resid", "neuron", "head"], default=None, help="components (default: resid)")
+    i.add_argument("--layers", nargs="+", type=_count(0), default=None, help="blocks to attribute (default: 3 4)")
+    i.add_argument("--n-support", type=_count(1), default=None, help="support-set questions (M, default 40)")
+    i.add_argument("--n-eval", type=_count(1), default=None,
+                   help="held-out questions per accuracy measurement (default 100)")
     i.add_argument("--p", nargs="+", type=_count(1), default=None,
                    help="numbers of components to steer (default: 2 4 8 16 32; for heads 1 2 3 4)")
-    i.add_argument("--seed", type=int, default=0)
-    i.add_argument("--batch-size", type=_count(1), default=32)
+    i.add_argument("--seed", type=int, default=None, help="support, evaluation and sampling seed (default 0)")
+    i.add_argument("--batch-size", type=_count(1), default=None, help="rows per forward (default 32)")
     i.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     i.set_defaults(func=_cmd_run_ipg)
 

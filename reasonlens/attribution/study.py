@@ -51,30 +51,46 @@ class Variant:
 @no_type_check  # checked by __post_init__, so a bad value gets the ReasonlensError under the test run's type checks too
 @dataclass(frozen=True)
 class IPGStudyConfig:
-    """What the study runs (defaults: about 10 minutes on one CPU core for the reference models)."""
+    """What the study runs (defaults: about 10 minutes on one CPU core for the reference models).
+
+    ``p_values``, ``length_p`` and ``dice_p`` (how many components are steered, steered for length, compared)
+    default by ``kind``: 2-32, 8 and 16 residual dimensions or neurons, 1-4, 2 and 2 heads; ``support_sizes``
+    (the nested support sets of the stability check) defaults to those of 10 and 20 below ``n_support``.
+
+    >>> IPGStudyConfig(kind="head").p_values, IPGStudyConfig(n_support=15).support_sizes
+    ((1, 2, 3, 4), (10,))
+    """
 
     kind: str = "resid"
     layers: tuple[int, ...] = (3, 4)
     task: Variant = Variant("fictional 3-hop", "fictional", 3)
     n_support: int = 40
     n_eval: int = 100
-    p_values: tuple[int, ...] = (2, 4, 8, 16, 32)
+    p_values: tuple[int, ...] | None = None
     enhance_gamma: float = 1.5
     random_seeds: int = 3
     steps: int = 10
     n_samples: int = 6
-    length_p: int = 8
+    length_p: int | None = None
     length_gammas: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0)
     redundant_step_p: float = 0.3
-    dice_p: int = 16
+    dice_p: int | None = None
     variants: tuple[Variant, ...] = (Variant("fictional 2-hop", "fictional", 2),
                                      Variant("fictional 4-hop", "fictional", 4),
                                      Variant("false 3-hop", "false", 3))
-    support_sizes: tuple[int, ...] = (10, 20)
+    support_sizes: tuple[int, ...] | None = None
     seed: int = 0
     batch_size: int = 32
 
     def __post_init__(self) -> None:
+        check_int(self.n_support, "n_support", low=1)
+        heads = self.kind == "head"
+        defaults = {"p_values": (1, 2, 3, 4) if heads else (2, 4, 8, 16, 32), "length_p": 2 if heads else 8,
+                    "dice_p": 2 if heads else 16,
+                    "support_sizes": tuple(m for m in (10, 20) if m < self.n_support)}
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)  # frozen: the kind's default, set once
         check_int(self.n_support, "n_support", low=1)
         check_int(self.n_eval, "n_eval", low=1)
         check_int_list(self.layers, "layers", low=0, example="(3, 4)")
