@@ -1,8 +1,10 @@
 """Reproduce the shipped reference models with one command (``reasonlens train --zoo``).
 
-The main model and the second-seed model are the same seven-stage recipe with seeds 0 and 1, trained side by
-side (one thread each on a 2-core machine) in float32, as the shipped models were: about 4.4 hours on two cores,
-resumable. ``precision="bfloat16"`` (``reasonlens train --zoo --precision bfloat16``) runs the blocks' matrix
+The main model and the second-seed model are the same eight-stage recipe with seeds 0 and 1, trained side by
+side (one thread each on a 2-core machine) in float32, as the shipped models were, resumable from the last stage
+whose ``final`` checkpoint exists. Stages 1-7 (about 4.4 hours on two cores) made the version-1 models: they use
+training aids (role-weighted losses, a training-only read-out). Stage 8 moves them to version 2 with a plain
+next-token loss. ``precision="bfloat16"`` (``reasonlens train --zoo --precision bfloat16``) runs the blocks' matrix
 products in bfloat16 autocast, about twice as fast on a CPU with bfloat16 units, and trains other weights than the
 shipped ones (docs/model-card.md):
 
@@ -26,9 +28,13 @@ shipped ones (docs/model-card.md):
    fresh read-out (``continue_read_out=False``, as the shipped models were trained); the stop choice forms
    between 2,500 and 3,500 read-out steps in the float32 main run, which met the bars after stage 7 (which seed forms it
    depends on the machine and precision: docs/model-card.md).
+8. :data:`STAGE_8` (version 2): 3,000 more steps on real PrOntoQA v1's ontology sizes
+   (:data:`~reasonlens.ontology.generator.V1_SIZES`), 1-5 hops, 0-2 demonstrations and 20% answer-now sequences
+   (:data:`~reasonlens.ontology.prompt.ANSWER_NOW`), vocabulary version 2, lr 6e-4, with a plain next-token loss:
+   no role weights, no read-out.
 
 The headroom model is the intermediate checkpoint of stages 1-2 of the main run whose held-out label accuracy is
-closest to 72% inside the 60-85% band. A build is resumable: a stage whose ``final`` checkpoint exists is not retrained.
+closest to 72% inside the 60-85% band (a version-1 model: no answer-now suffix).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+from reasonlens.ontology.generator import V1_SIZES
 from reasonlens.train import ArchitectureConfig, TrainConfig, train
 
 STAGE_1 = TrainConfig(
@@ -63,13 +70,20 @@ STAGE_5 = replace(STAGE_4, query_aux_weight=1.0, question_offset=STAGE_4.next_qu
 STAGE_6 = replace(STAGE_5, cot_steps=3000, eval_every=1000, question_offset=STAGE_5.next_question_offset,
                   continue_read_out=False)
 STAGE_7 = replace(STAGE_6, question_offset=STAGE_6.next_question_offset)
-STAGES = (STAGE_1, STAGE_2, STAGE_3, STAGE_4, STAGE_5, STAGE_6, STAGE_7)
+# Version 2: real PrOntoQA v1's ontology sizes, 1-5 hops, 0-2 demonstrations, answer-now sequences; plain loss.
+STAGE_8 = replace(
+    STAGE_7, cot_steps=3000, lr=6e-4, warmup_steps=50, eval_every=500, decision_weight=1.0, form_weight=1.0,
+    isa_rule_weight=1.0, query_aux_weight=0.0, hops=(1, 2, 3, 4, 5), sizes=dict(V1_SIZES), answer_now_p=0.2,
+    max_shots=2, vocabulary=2, question_offset=STAGE_7.next_question_offset,
+)
+STAGES = (STAGE_1, STAGE_2, STAGE_3, STAGE_4, STAGE_5, STAGE_6, STAGE_7, STAGE_8)
 ZOO_MODELS = {
     "reasonlens-main": ("main", 0),
     "reasonlens-seed1": ("second-seed", 1),
 }
 HEADROOM_NAME = "reasonlens-headroom"
 HEADROOM_BAND = (0.60, 0.85)
+HEADROOM_STAGES = 2  # the headroom model is a step checkpoint of the main run's first stages
 
 
 def stage_configs(seed: int, run_dir: str | Path) -> list[tuple[TrainConfig, Path]]:
@@ -84,11 +98,12 @@ def train_reference(run_dir: str | Path, *, seed: int = 0, threads: int = 0, pro
     """Train one model with the reference recipe into ``run_dir/stage*``; returns the final checkpoint.
     ``precision`` overrides the recipe's float32 (``"bfloat16"``: faster on a CPU with bfloat16 units, other weights);
     ``device="cuda"`` trains on a GPU (other weights than the CPU's, as with any change of hardware)."""
-    for cfg, out in stage_configs(seed, run_dir):
-        if not (out / "final").exists():
-            train(replace(cfg, threads=threads, precision=precision or cfg.precision, device=device), out,
-                  progress=progress)
-    return out / "final"
+    stages = stage_configs(seed, run_dir)
+    done = max((i for i, (_, out) in enumerate(stages, start=1) if (out / "final").exists()), default=0)
+    for cfg, out in stages[done:]:
+        train(replace(cfg, threads=threads, precision=precision or cfg.precision, device=device), out,
+              progress=progress)
+    return stages[-1][1] / "final"
 
 
 def _train_worker(args: tuple[str, int, str | None, str]) -> None:
@@ -127,9 +142,38 @@ def _install(src: Path, dest: Path, meta: dict) -> None:
     (dest / "reasonlens.json").write_text(json.dumps(meta, indent=2))
 
 
-def _question_seeds(seed: int) -> list[int]:
-    ranges = [cfg.question_seeds for cfg, _ in stage_configs(seed, ".")]
+def _question_seeds(seed: int, n_stages: int = len(STAGES)) -> list[int]:
+    ranges = [cfg.question_seeds for cfg, _ in stage_configs(seed, ".")[:n_stages]]
     return [ranges[0][0], ranges[-1][1]]
+
+
+def _trained_with(ckpt: Path) -> dict:
+    """The precision and vocabulary version ``ckpt`` was trained with: from its stage's log, or from the metadata a
+    carried shipped model holds (version 1 where it predates the field)."""
+    log = ckpt.parent / "train_log.json"
+    if log.exists():
+        cfg = json.loads(log.read_text())["config"]
+        return {"train_precision": cfg["precision"], "vocabulary": cfg.get("vocabulary", 1)}
+    meta = json.loads((ckpt / "reasonlens.json").read_text())
+    return {"train_precision": meta["train_precision"], "vocabulary": meta.get("vocabulary", 1)}
+
+
+def _totals(stages: list[Path]) -> dict:
+    """Training time, tokens and steps through the last stage: summed over the stages' logs, starting from the
+    totals the last carried ``final`` checkpoint holds in its ``reasonlens.json`` where the stages up to it were not
+    trained in this folder (a build resumed from a shipped model)."""
+    carried = [i for i, stage in enumerate(stages)
+               if not (stage / "train_log.json").exists() and (stage / "final" / "reasonlens.json").exists()]
+    totals = {"train_seconds": 0.0, "train_tokens": 0, "steps": 0}
+    if carried:
+        meta = json.loads((stages[carried[-1]] / "final" / "reasonlens.json").read_text())
+        totals = {key: meta[key] for key in totals}
+    for stage in stages[carried[-1] + 1 if carried else 0:]:
+        log = json.loads((stage / "train_log.json").read_text())
+        totals = {"train_seconds": totals["train_seconds"] + log["seconds"],
+                  "train_tokens": totals["train_tokens"] + log["tokens"],
+                  "steps": totals["steps"] + log["evals"][-1]["step"]}
+    return {**totals, "train_seconds": round(totals["train_seconds"])}
 
 
 def build_zoo(out_dir: str | Path, *, install: bool = False, precision: str | None = None,
@@ -145,21 +189,16 @@ def build_zoo(out_dir: str | Path, *, install: bool = False, precision: str | No
     zoo = out / "zoo"
     for name, (run, role, seed) in runs.items():
         stages = [out for _, out in stage_configs(seed, run)]
-        logs = [json.loads((stage / "train_log.json").read_text()) for stage in stages]
         _install(stages[-1] / "final", zoo / name, {
-            "role": role, "train_seed": seed, "train_question_seeds": _question_seeds(seed),
-            "train_seconds": round(sum(log["seconds"] for log in logs)),
-            "train_tokens": sum(log["tokens"] for log in logs),
-            "steps": sum(log["evals"][-1]["step"] for log in logs),
-            "train_precision": logs[-1]["config"]["precision"],
-            "description": f"6-layer Llama-style reference model, seed {seed}",
+            "role": role, "train_seed": seed, "train_question_seeds": _question_seeds(seed), **_totals(stages),
+            **_trained_with(stages[-1] / "final"), "description": f"6-layer Llama-style reference model, seed {seed}",
         })
     main_run = runs["reasonlens-main"][0]
-    ckpt, acc = select_headroom([main_run / "stage1", main_run / "stage2"])
+    ckpt, acc = select_headroom([main_run / f"stage{i}" for i in range(1, HEADROOM_STAGES + 1)])
     _install(ckpt, zoo / HEADROOM_NAME, {
-        "role": "headroom", "train_seed": 0, "train_question_seeds": _question_seeds(0),
+        "role": "headroom", "train_seed": 0, "train_question_seeds": _question_seeds(0, HEADROOM_STAGES),
         "checkpoint": f"{ckpt.parent.name}/{ckpt.name}", "selection_label_accuracy": acc,
-        "train_precision": json.loads((ckpt.parent / "train_log.json").read_text())["config"]["precision"],
+        **_trained_with(ckpt),
         "description": f"under-trained checkpoint of the main run ({ckpt.parent.name}, {ckpt.name}), "
                        f"label accuracy {acc:.2f}: headroom for attribution and steering",
     })
