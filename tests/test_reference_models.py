@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from reasonlens.evaluate import EvalConfig, evaluate
 from reasonlens.model import ROLES, list_models, load_model, main_model_name, model_info
 from reasonlens.ontology.generator import V1_SIZES
@@ -33,6 +35,7 @@ def _meets_the_accuracy_bars(m: dict) -> None:
         assert m["label_accuracy"]["false"][hops] >= 0.90, hops
 
 
+@pytest.mark.slow  # about 2 minutes: decodes 400 questions and reads the answer at every step boundary
 def test_main_model_meets_the_accuracy_bars():
     """The bars of the model card: label >= 97% and exact proof >= 90% on fictional 1-4 hops, label >= 90% on
     false ontologies, closed-book >= 90%, on 50 fresh questions per cell; and the answer-now readout: >= 95% after
@@ -50,6 +53,7 @@ def test_main_model_meets_the_accuracy_bars():
         assert now["accuracy_no_cot"][kind]["3"] <= 0.70 and now["accuracy_no_cot"][kind]["4"] <= 0.70, kind
 
 
+@pytest.mark.slow
 def test_main_model_meets_the_bars_on_v1_sized_ontologies():
     """The same bars on real PrOntoQA v1's ontology sizes (chains of up to 10 concepts, the entity anywhere)."""
     info = model_info(main_model_name())
