@@ -30,7 +30,7 @@ n_layers`` for ``resid_post`` (so the last layer is 1).
 >>> from reasonlens.ontology import generate
 >>> model = load_model("reasonlens-main")
 >>> logit_lens(model, ["Q: Every wumpus is wooden."]).values.shape  # [example, layer, vocab]
-torch.Size([1, 6, 188])
+torch.Size([1, 6, 191])
 >>> result = prior_vs_context(model, generate(40, kind="false", hops=1, seed=0))
 >>> result.context_win_fraction()
 tensor([0.6667, 1.0000, 1.0000, 1.0000, 1.0000, 1.0000])
