@@ -117,7 +117,15 @@ def _eval(model_name: str, out: Path, n: int | None, seed: int, data: str | None
           allow_unknown_words: bool = False, v1_sizes: bool = False) -> dict:
     """Evaluate on generated questions (``n`` per cell, default 100) or on the file ``data`` (its first ``n``
     questions, default all; what was imported, left out and read as unknown words is the metrics' ``import``)."""
-    from reasonlens.evaluate import EvalConfig, EvalResult, evaluate, evaluate_examples, rule_choices
+    from reasonlens.evaluate import (
+        EvalConfig,
+        EvalResult,
+        answer_now,
+        answer_now_problem,
+        evaluate,
+        evaluate_examples,
+        rule_choices,
+    )
     from reasonlens.model import context_length, load_model, model_info
     from reasonlens.ontology.generator import V1_SIZES
     from reasonlens.ontology.io import prepare_for_model, read_dataset
@@ -136,8 +144,10 @@ def _eval(model_name: str, out: Path, n: int | None, seed: int, data: str | None
         print(imported.summary())
         records = evaluate_examples(model, examples, shots=shots, batch_size=batch_size, progress=True)
         choices = rule_choices(model, examples, shots=shots, batch_size=batch_size, progress=True)
+        problem = answer_now_problem(model)
+        readout = [] if problem else answer_now(model, examples, shots=shots, batch_size=batch_size, progress=True)
         result = EvalResult(model=model_name, n_per_cell=None, seed=None, records=records, rule_choices=choices,
-                            shots=shots)
+                            answer_now=readout, answer_now_unavailable=problem, shots=shots)
     else:
         result = evaluate(model, EvalConfig(n_per_cell=100 if n is None else n, seed=seed, batch_size=batch_size,
                                             shots=shots, sizes=dict(V1_SIZES) if v1_sizes else {}),
