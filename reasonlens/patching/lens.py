@@ -33,9 +33,9 @@ n_layers`` for ``resid_post`` (so the last layer is 1).
 torch.Size([1, 6, 191])
 >>> result = prior_vs_context(model, generate(40, kind="false", hops=1, seed=0))
 >>> result.context_win_fraction()
-tensor([0.6667, 1.0000, 1.0000, 1.0000, 1.0000, 1.0000])
->>> result.crossover_relative_depth  # (layer + 1) / n_layers of the crossover layer, 0
-0.16666666666666666
+tensor([0.5000, 1.0000, 1.0000, 1.0000, 1.0000, 1.0000])
+>>> result.crossover_relative_depth  # (layer + 1) / n_layers of the crossover layer, 1 (0.5 at block 0 is no majority)
+0.3333333333333333
 """
 
 from __future__ import annotations
