@@ -104,7 +104,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from reasonlens.zoo_build import STAGES, build_zoo, train_reference
 
     device = _training_device(args.device)
-    check_run_folder(args.out, resumable=["runs", "zoo"] if args.zoo else [f"stage{i}" for i in range(1, len(STAGES) + 1)], overwrite=args.overwrite)
+    stages = [f"stage{i}" for i in range(1, len(STAGES) + 1)]
+    check_run_folder(args.out, resumable=["runs", "zoo"] if args.zoo else stages, overwrite=args.overwrite)
     print(f"training on {device}")
     if args.zoo:
         build_zoo(args.out, install=args.install, precision=args.precision, device=device)
@@ -117,15 +118,7 @@ def _eval(model_name: str, out: Path, n: int | None, seed: int, data: str | None
           allow_unknown_words: bool = False, v1_sizes: bool = False) -> dict:
     """Evaluate on generated questions (``n`` per cell, default 100) or on the file ``data`` (its first ``n``
     questions, default all; what was imported, left out and read as unknown words is the metrics' ``import``)."""
-    from reasonlens.evaluate import (
-        EvalConfig,
-        EvalResult,
-        answer_now,
-        answer_now_problem,
-        evaluate,
-        evaluate_examples,
-        rule_choices,
-    )
+    from reasonlens.evaluate import EvalConfig, evaluate, evaluate_dataset
     from reasonlens.model import context_length, load_model, model_info
     from reasonlens.ontology.generator import V1_SIZES
     from reasonlens.ontology.io import prepare_for_model, read_dataset
@@ -142,12 +135,8 @@ def _eval(model_name: str, out: Path, n: int | None, seed: int, data: str | None
         examples = prepare_for_model(examples, imported, model.tokenizer, n_ctx=context_length(model), shots=shots,
                                      allow_unknown_words=allow_unknown_words)
         print(imported.summary())
-        records = evaluate_examples(model, examples, shots=shots, batch_size=batch_size, progress=True)
-        choices = rule_choices(model, examples, shots=shots, batch_size=batch_size, progress=True)
-        problem = answer_now_problem(model)
-        readout = [] if problem else answer_now(model, examples, shots=shots, batch_size=batch_size, progress=True)
-        result = EvalResult(model=model_name, n_per_cell=None, seed=None, records=records, rule_choices=choices,
-                            answer_now=readout, answer_now_unavailable=problem, shots=shots)
+        result = evaluate_dataset(model, examples, shots=shots, batch_size=batch_size, model_name=model_name,
+                                  progress=True)
     else:
         result = evaluate(model, EvalConfig(n_per_cell=100 if n is None else n, seed=seed, batch_size=batch_size,
                                             shots=shots, sizes=dict(V1_SIZES) if v1_sizes else {}),

@@ -499,13 +499,27 @@ def evaluate(model, config: EvalConfig = EvalConfig(), *, model_name: str = "mod
                 for e in cell:
                     e.meta["demonstrations"] = demos
             examples += cell
-    records = evaluate_examples(model, examples, shots=config.shots, batch_size=config.batch_size, progress=progress)
+    result = evaluate_dataset(model, examples, shots=config.shots, batch_size=config.batch_size,
+                              model_name=model_name, progress=progress)
     closed = closed_book_accuracy(model, seed=config.seed, batch_size=config.batch_size,
                                   progress=progress) if config.closed_book else []
-    choices = rule_choices(model, examples, shots=config.shots, batch_size=config.batch_size, progress=progress)
+    return replace(result, n_per_cell=config.n_per_cell, seed=config.seed, closed_book=closed,
+                   sizes=dict(config.sizes))
+
+
+def evaluate_dataset(model, examples: list[Example], *, shots: int = 0, batch_size: int = 64,
+                     model_name: str = "model", progress: bool = False) -> EvalResult:
+    """Everything :func:`evaluate` measures on given questions (an imported file, say) except the closed-book
+    accuracy: greedy decoding scored against the gold chains, the teacher-forced rule choices and the answer-now
+    readout (unavailable, with the reason, for a vocabulary without the suffix's words).
+
+    >>> from reasonlens import load_model
+    >>> from reasonlens.ontology import generate
+    >>> result = evaluate_dataset(load_model("reasonlens-main"), generate(2, hops=1, seed=3))  # doctest: +SKIP
+    """
+    records = evaluate_examples(model, examples, shots=shots, batch_size=batch_size, progress=progress)
+    choices = rule_choices(model, examples, shots=shots, batch_size=batch_size, progress=progress)
     problem = answer_now_problem(model)
-    readout = [] if problem else answer_now(model, examples, shots=config.shots, batch_size=config.batch_size,
-                                            progress=progress)
-    return EvalResult(model=model_name, n_per_cell=config.n_per_cell, seed=config.seed, records=records,
-                      closed_book=closed, rule_choices=choices, answer_now=readout, answer_now_unavailable=problem,
-                      shots=config.shots, sizes=dict(config.sizes))
+    readout = [] if problem else answer_now(model, examples, shots=shots, batch_size=batch_size, progress=progress)
+    return EvalResult(model=model_name, n_per_cell=None, seed=None, records=records, rule_choices=choices,
+                      answer_now=readout, answer_now_unavailable=problem, shots=shots)
