@@ -62,10 +62,10 @@ class StudyCheckpoints:
 
         self.folder = None if folder is None else Path(folder)
         self.log = log
-        self.fingerprint = {"study": study, "reasonlens": version("reasonlens"), "config": jsonable(config),
-                            "models": [model_fingerprint(m) for m in models if m is not None]}
         self.resumed: list[str] = []
-        if self.folder is not None:
+        if self.folder is not None:  # the fingerprint reads every weight: only when there is something to match
+            self.fingerprint = {"study": study, "reasonlens": version("reasonlens"), "config": jsonable(config),
+                                "models": [model_fingerprint(m) for m in models if m is not None]}
             self._open()
 
     def _open(self) -> None:

@@ -91,7 +91,6 @@ class IPGStudyConfig:
         for name, value in defaults.items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)  # frozen: the kind's default, set once
-        check_int(self.n_support, "n_support", low=1)
         check_int(self.n_eval, "n_eval", low=1)
         check_int_list(self.layers, "layers", low=0, example="(3, 4)")
         for name, variant in [("task", self.task), *(("variants", v) for v in self.variants)]:
