@@ -65,11 +65,10 @@ def _probability(text: str) -> float:
 
 def _cmd_generate(args: argparse.Namespace) -> None:
     from reasonlens.ontology import GeneratorConfig, generate
-    from reasonlens.ontology.generator import V1_SIZES
+    from reasonlens.ontology.generator import SIZE_OPTIONS, V1_SIZES
     from reasonlens.ontology.io import save_jsonl, to_hf_dataset
 
-    sizes = {k: getattr(args, k) for k in ("extra_concepts", "min_extra_concepts", "below_concepts",
-                                           "min_below_concepts") if getattr(args, k) is not None}
+    sizes = {k: getattr(args, k) for k in SIZE_OPTIONS if getattr(args, k) is not None}
     cfg = GeneratorConfig(kind=tuple(args.kind), hops=tuple(args.hops), style=args.style, false_mode=args.false_mode,
                           redundant_step_p=args.redundant_step_p, ordering=tuple(args.ordering), seed=args.seed,
                           **({**V1_SIZES, **sizes} if args.v1_sizes else sizes))

@@ -15,7 +15,7 @@ from typing import Any
 from reasonlens.errors import ReasonlensError
 from reasonlens.ontology.background import closed_book_prompt, closed_book_questions
 from reasonlens.ontology.checker import check_chain, infer_concepts, parse_sentence
-from reasonlens.ontology.generator import MAX_HOPS, generate
+from reasonlens.ontology.generator import MAX_HOPS, SIZE_OPTIONS, generate
 from reasonlens.ontology.prompt import ANSWER_NOW, format_prompt
 from reasonlens.ontology.realize import choose_form
 from reasonlens.ontology.sentences import split_sentences
@@ -49,11 +49,10 @@ class EvalConfig:
         if unknown or not self.kinds:
             raise ReasonlensError(f"unknown ontology kind(s) {sorted(unknown)}; choose from {ONTOLOGY_KINDS}" if unknown
                                   else f"kinds is empty; choose one or more of {ONTOLOGY_KINDS}")
-        unknown_sizes = set(self.sizes) - {"extra_concepts", "min_extra_concepts", "below_concepts",
-                                           "min_below_concepts"}
+        unknown_sizes = set(self.sizes) - set(SIZE_OPTIONS)
         if unknown_sizes:
             raise ReasonlensError(f"sizes has unknown ontology-size option(s) {sorted(unknown_sizes)}; use "
-                                  "extra_concepts, min_extra_concepts, below_concepts, min_below_concepts")
+                                  f"{', '.join(SIZE_OPTIONS)}")
         bad = [h for h in self.hops if not (isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= MAX_HOPS)]
         if bad or not self.hops:
             raise ReasonlensError(f"hops must be one or more integers in 1..{MAX_HOPS}, got {list(self.hops)}")

@@ -29,7 +29,9 @@ from reasonlens.ontology.types import ONTOLOGY_KINDS, STYLES, Example, Fact, Ont
 
 MAX_HOPS = 5
 MAX_CONCEPTS = len(PROPERTY_FAMILIES)  # one property family per ontology node
-# The knobs at real PrOntoQA v1's ontology sizes: chains of up to 10 concepts with the entity anywhere in them.
+# The generator options that size an ontology, and their values at real PrOntoQA v1's sizes: chains of up to 10
+# concepts with the entity anywhere in them.
+SIZE_OPTIONS: tuple[str, ...] = ("extra_concepts", "min_extra_concepts", "below_concepts", "min_below_concepts")
 V1_SIZES: dict[str, int] = {"extra_concepts": 6, "min_extra_concepts": 0, "below_concepts": 4, "min_below_concepts": 0}
 ORDERINGS: tuple[str, ...] = ("postorder", "preorder", "random")
 FALSE_MODES: tuple[str, ...] = ("negation", "wrong_property")
@@ -101,7 +103,7 @@ class GeneratorConfig:
             p = getattr(self, name)
             if not isinstance(p, numbers.Real) or isinstance(p, bool) or not 0.0 <= p <= 1.0:
                 raise ReasonlensError(f"{name} must be a probability in [0, 1], got {p!r}")
-        for name in ("extra_concepts", "min_extra_concepts", "below_concepts", "min_below_concepts", "seed"):
+        for name in (*SIZE_OPTIONS, "seed"):
             value = getattr(self, name)
             if not _is_int(value) and not (name == "below_concepts" and value is None):
                 raise ReasonlensError(f"{name} must be a whole number{' or None' if name == 'below_concepts' else ''}, "
