@@ -235,19 +235,12 @@ class MechanismResult:
             "few_shot": [_analysis_record(s) for s in self.few_shot]}, indent=1))
         for prefix, analyses in (("subtask", self.subtasks), ("few_shot_subtask", self.few_shot)):
             for s in analyses:
-                if s.head_scores is None:
-                    continue
-                stem = f"{prefix}{s.subtask['index']:02d}"
-                s.head_scores.save(out / f"{stem}_head_scores.pt")
-                s.circuit.save(out / f"{stem}_circuit.pt")
-                s.roles.save(out / f"{stem}_roles.pt")
-                s.flow.save(out / f"{stem}_flow.pt")
-        if self.horizon is not None:
-            self.horizon.save(out / "horizon.pt")
-        if self.prior is not None:
-            self.prior.save(out / "prior_vs_context.pt")
-        if self.relations is not None:
-            self.relations.save(out / "relation_probes.pt")
+                if s.head_scores is not None:
+                    for part in _ANALYSIS_PARTS:
+                        getattr(s, part).save(_analysis_file(out, prefix, s.subtask["index"], part))
+        for name, file in _STUDY_FILES.items():
+            if getattr(self, name) is not None:
+                getattr(self, name).save(out / file)
         return out
 
 
@@ -274,6 +267,8 @@ class MechanismResult:
         config = MechanismConfig(**{**raw, "subtasks": None if raw["subtasks"] is None else tuple(raw["subtasks"]),
                                     "relation_seeds": tuple(raw["relation_seeds"])})
 
+        part_types = {"head_scores": PatchingResult, "circuit": CircuitResult, "roles": HeadRoles, "flow": FlowResult}
+
         def analyses(records: list[dict[str, Any]], prefix: str) -> list[SubtaskAnalysis]:
             done = []
             for record in records:
@@ -281,21 +276,28 @@ class MechanismResult:
                                            kept_indices=record["kept_indices"],
                                            example_tokens=record["example_tokens"], example_ids=record["example_ids"])
                 if record["analysed"]:
-                    stem = out / f"{prefix}{record['subtask']['index']:02d}"
-                    analysis.head_scores = PatchingResult.load(f"{stem}_head_scores.pt")
-                    analysis.circuit = CircuitResult.load(f"{stem}_circuit.pt")
-                    analysis.roles = HeadRoles.load(f"{stem}_roles.pt")
-                    analysis.flow = FlowResult.load(f"{stem}_flow.pt")
+                    for part in _ANALYSIS_PARTS:
+                        setattr(analysis, part, part_types[part].load(
+                            _analysis_file(out, prefix, record["subtask"]["index"], part)))
                 done.append(analysis)
             return done
 
-        def optional(name: str, kind: Any) -> Any:
-            return kind.load(out / name) if (out / name).exists() else None
-
+        study_types = {"horizon": HorizonResult, "prior": PriorContextResult, "relations": RelationProbeResult}
+        parts = {name: study_types[name].load(out / file) if (out / file).exists() else None
+                 for name, file in _STUDY_FILES.items()}
         return cls(data["model"], config, analyses(data["subtasks"], "subtask"),
-                   analyses(data["few_shot"], "few_shot_subtask"), optional("horizon.pt", HorizonResult),
-                   optional("prior_vs_context.pt", PriorContextResult),
-                   optional("relation_probes.pt", RelationProbeResult), data["n_layers"], data["n_heads"])
+                   analyses(data["few_shot"], "few_shot_subtask"), **parts, n_layers=data["n_layers"],
+                   n_heads=data["n_heads"])
+
+
+# What a saved study holds besides its JSON: each analysed subtask's results, and the once-per-model analyses.
+_ANALYSIS_PARTS: tuple[str, ...] = ("head_scores", "circuit", "roles", "flow")
+_STUDY_FILES: dict[str, str] = {"horizon": "horizon.pt", "prior": "prior_vs_context.pt",
+                                "relations": "relation_probes.pt"}
+
+
+def _analysis_file(out: Path, prefix: str, index: int, part: str) -> Path:
+    return out / f"{prefix}{index:02d}_{part}.pt"
 
 
 def _analysis_record(analysis: SubtaskAnalysis) -> dict[str, Any]:
