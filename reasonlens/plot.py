@@ -71,8 +71,11 @@ def head_heatmap(scores, *, title: str = "patching score", zmax: float | None = 
     bound = zmax or max(float(abs(g).max()) for g, _, _ in grids.values()) or 1.0
     cols = min(len(grids), 5)
     rows = (len(grids) + cols - 1) // cols
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(grids), horizontal_spacing=0.04,
-                        vertical_spacing=0.12)
+    # Facet titles such as "s0: decision (premise_copy subject)" break before the parenthesis, so neighbours do not
+    # overlap at five facets per row.
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[name.replace(" (", "<br>(") for name in grids],
+                        horizontal_spacing=0.04, vertical_spacing=0.16)
+    fig.update_annotations(font_size=12)
     import plotly.graph_objects as go
 
     for i, (name, (grid, layer_labels, head_labels)) in enumerate(grids.items()):
