@@ -1,40 +1,24 @@
 """Reproduce the shipped reference models with one command (``reasonlens train --zoo``).
 
 The main model and the second-seed model are the same eight-stage recipe with seeds 0 and 1, trained side by
-side (one thread each on a 2-core machine) in float32, as the shipped models were, resumable from the last stage
-whose ``final`` checkpoint exists. Stages 1-7 (about 4.4 hours on two cores) made the version-1 models: they use
-training aids (role-weighted losses, a training-only read-out). Stage 8 moves them to version 2 with a plain
-next-token loss. ``precision="bfloat16"`` (``reasonlens train --zoo --precision bfloat16``) runs the blocks' matrix
-products in bfloat16 autocast, about twice as fast on a CPU with bfloat16 units, and trains other weights than the
-shipped ones (docs/model-card.md):
+side in float32 and resumable from the last stage whose ``final`` checkpoint exists; ``precision="bfloat16"``
+trains faster on a CPU with bfloat16 units, and other weights. Stages 1-7 made the version-1 models with training
+aids (role-weighted losses, a training-only read-out); stage 8 uses a plain next-token loss. Each stage continues
+the last one's ``final`` checkpoint:
 
-1. :data:`STAGE_1`: background phase, then chain-of-thought training on a 5,300-step schedule, stopped at
-   step 3,250;
-2. :data:`STAGE_2`: from there, 2,400 more chain-of-thought steps with a fresh learning-rate schedule and the
-   first token of every restated rule weighted up: the decoded chains of stage 1 showed the choice of which
-   context sentence to restate (its first word, "Every" / "Each" / the plural subject) as the decision that
-   failed most;
-3. :data:`STAGE_3`: 2,400 more steps, fresh schedule, with every token of a restated "is a" rule weighted like
-   the property rules (x4): with "is a" rules at weight 1, a wrong early property claim cost a quarter of a
-   missed one, and the errors of stage 2 leaned that way ("rule_copy (isa)" 17 vs "rule_copy (property)" 7);
-4. :data:`STAGE_4`: 1,500 more steps, fresh schedule at lr 6e-4, every weight doubled (decision tokens, first
-   token of a restated rule, restated "is a" rules: x8): it took false-ontology label accuracy over 90% at
-   every hop count and exact proofs up by 5-15 points;
-5. :data:`STAGE_5`: 1,500 more steps with a training-only linear read-out that predicts the queried property
-   from the residual stream after block 3 at every completion position (``query_aux_weight=1``): without it
-   the property never reached the position where the model chooses between stopping at a concept and
-   continuing the chain, and the stop choice stayed near 0.69;
-6. :data:`STAGE_6` and :data:`STAGE_7`: 3,000 more steps each with the read-out, on fresh questions, each with a
-   fresh read-out (``continue_read_out=False``, as the shipped models were trained); the stop choice forms
-   between 2,500 and 3,500 read-out steps in the float32 main run, which met the bars after stage 7 (which seed forms it
-   depends on the machine and precision: docs/model-card.md).
-8. :data:`STAGE_8` (version 2): 3,000 more steps on real PrOntoQA v1's ontology sizes
-   (:data:`~reasonlens.ontology.generator.V1_SIZES`), 1-5 hops, 0-2 demonstrations and 20% answer-now sequences
-   (:data:`~reasonlens.ontology.prompt.ANSWER_NOW`), vocabulary version 2, lr 6e-4, with a plain next-token loss:
-   no role weights, no read-out.
+1. :data:`STAGE_1`: background phase, then chain-of-thought training; 3,250 steps of a 5,300-step schedule.
+2. :data:`STAGE_2`: the first token of every restated rule weighted x4; 2,400 steps.
+3. :data:`STAGE_3`: every token of a restated "is a" rule weighted x4 too; 2,400 steps.
+4. :data:`STAGE_4`: every weight doubled (x8), lr 6e-4; 1,500 steps.
+5. :data:`STAGE_5`: the training-only read-out of the queried property after block 3; 1,500 steps.
+6. :data:`STAGE_6`: the read-out on fresh questions, a fresh read-out (``continue_read_out=False``); 3,000 steps.
+7. :data:`STAGE_7`: the same again; 3,000 steps.
+8. :data:`STAGE_8` (version 2): :data:`~reasonlens.ontology.generator.V1_SIZES`, 1-5 hops, 0-2 demonstrations,
+   answer-now sequences (:data:`~reasonlens.ontology.prompt.ANSWER_NOW`), vocabulary version 2, plain loss;
+   3,000 steps.
 
-The headroom model is the intermediate checkpoint of stages 1-2 of the main run whose held-out label accuracy is
-closest to 72% inside the 60-85% band (a version-1 model: no answer-now suffix).
+The headroom model is the checkpoint of the main run's stages 1-2 nearest 72% label accuracy inside
+:data:`HEADROOM_BAND`. Why each stage: docs/training-history.md; the models and their accuracy: docs/model-card.md.
 """
 
 from __future__ import annotations
