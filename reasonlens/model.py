@@ -4,7 +4,7 @@ Shipped models live in ``reasonlens/zoo/<name>/``: an ordinary Hugging Face fold
 ``model.safetensors``, ``tokenizer.json``, ``tokenizer_config.json``) plus ``reasonlens.json`` with at least
 ``{"role": "main" | "second-seed" | "headroom", "description": str, "train_question_seeds": [lo, hi]}``.
 
-:func:`load_model` works around the TransformerLens 4.3 rough edges measured in the field guide: the tokenizer
+:func:`load_model` works around three TransformerLens 4.3 rough edges: the tokenizer
 is always loaded here and passed in (with ``add_bos_token=True`` so TransformerLens does not reload it from the
 hub, and from ``tokenizer.json`` so a Qwen2 folder does not get ``Qwen2Tokenizer``), BOS is kept when the
 tokenizer itself prepends one, and the bridge is left in eval mode.
