@@ -1,5 +1,5 @@
 """Step-importance probes: classifiers that read a step's activations and say whether it is removable
-(label 1) or important (label 0), as in §2.3 of the method notes.
+(label 1) or important (label 0), as in the step-importance paper (Nikankin et al., 2026, section 2.3).
 
 Architectures: ``linear`` (d -> 1) and ``mlp`` (d -> hidden -> ReLU -> 1) read the layer-averaged vector;
 ``lw_linear`` (L·d -> 1) and ``lw_mlp`` (L·d -> hidden -> ReLU -> 1, the paper's default) read all layers
