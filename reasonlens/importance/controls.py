@@ -1,4 +1,4 @@
-"""Baselines for the step-importance probes, trained with the same protocol (§2.3 of the method notes): a
+"""Baselines for the step-importance probes, trained with the same protocol (Nikankin et al., 2026, section 2.3): a
 TF-IDF text probe, surface features (and their correlation with a probe's predictions), a randomly
 initialised model of the same architecture, and cross-model transfer.
 
