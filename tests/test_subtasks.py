@@ -27,7 +27,7 @@ from reasonlens.patching.subtasks import (
 )
 from reasonlens.tokenizer import build_reference_tokenizer
 
-# Dutta et al.'s ten 2-hop subtasks (methods.md 3.2), then the label.
+# Dutta et al.'s ten 2-hop subtasks (TMLR 2024: decision, copy and induction steps), then the label.
 DUTTA_KINDS = ["decision", "copy", "decision", "copy", "decision", "induction", "decision", "copy", "decision",
                "induction", "decision"]
 STYLES = [("prontoqa", "negation"), ("dutta", "wrong_property")]
