@@ -57,7 +57,7 @@ def test_equals_transformer_lens_patching(model, pair, site, positions, tl_fn, r
     clean, corrupted, answer, wrong = pair
     _, cache = model.run_with_cache(clean)
     # without gradients: with them get_act_patch_resid_mid writes a clone of ln2's input, which reaches the MLP
-    # but not the skip connection (TransformerLens 4.3; field guide bug 14)
+    # but not the skip connection (TransformerLens 4.3)
     with torch.no_grad():
         expected = tl_fn(model, corrupted, cache, _logit_diff(answer, wrong))
     res = patch(model, clean, corrupted, metric="logit_diff", answer=answer, wrong=wrong, site=site,
