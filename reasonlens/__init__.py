@@ -5,29 +5,29 @@
 >>> len(examples)
 3
 
-The heavy entry points (``load_model``, ``list_models``, ``generate``, ``GenerationConfig``) are imported
-lazily on first use; evaluation lives in ``reasonlens.evaluate``.
+The heavy entry points (``load_model``, ``list_models``, ``main_model_name``, ``generate``, ``GenerationConfig``)
+are imported lazily on first use; the methods live in ``reasonlens.patching``, ``reasonlens.attribution`` and
+``reasonlens.importance``, evaluation in ``reasonlens.evaluate``.
 """
 
-from importlib import import_module
 from typing import Any
 
 from reasonlens import ontology
 from reasonlens.errors import ReasonlensError
+from reasonlens.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "load_model": "reasonlens.model",
-    "list_models": "reasonlens.model",
-    "generate": "reasonlens.generation",
-    "GenerationConfig": "reasonlens.generation",
-    "Generation": "reasonlens.generation",
-}
-__all__ = ["ReasonlensError", "ontology", *_LAZY]
+_EXPORTS = lazy_exports(__name__, {
+    "model": ("load_model", "list_models", "main_model_name"),
+    "generation": ("generate", "GenerationConfig", "Generation"),
+})
+__all__ = ["ReasonlensError", "ontology", *_EXPORTS.all]
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'reasonlens' has no attribute {name!r}")
+    return _EXPORTS.get(name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -151,7 +151,7 @@ def first_error(example: Example, output: str) -> str | None:
             return ("polarity: " if flipped else "") + _step_category(step)
     if len(produced) > len(example.cot):
         return "extra step"
-    return None if _split_answer(output)[1] == example.answer.lower() else "label"
+    return None if split_answer(output)[1] == example.answer.lower() else "label"
 
 
 @dataclass
@@ -265,14 +265,14 @@ def normalize(text: str) -> str:
     return " ".join(re.sub(r"([.:,])", r" \1 ", text.lower()).split())
 
 
-def _split_answer(output: str) -> tuple[str, str | None]:
+def split_answer(output: str) -> tuple[str, str | None]:
     words = normalize(output).split()
     if words and words[-1] in ("true", "false"):
         return " ".join(words[:-1]), words[-1]
     return " ".join(words), None
 
 
-def _demonstrations(example: Example, shots: int) -> list[Example]:
+def shot_demonstrations(example: Example, shots: int) -> list[Example]:
     from reasonlens.ontology.io import demonstrations
 
     demos = demonstrations(example)
@@ -293,7 +293,7 @@ def evaluate_examples(model, examples: list[Example], *, shots: int = 0, batch_s
         raise ReasonlensError("no examples to evaluate: the dataset is empty")
     _check_count("shots", shots, 0)
     _check_count("batch_size", batch_size, 1)
-    prompts = [format_prompt(e, _demonstrations(e, shots) if shots else []) for e in examples]
+    prompts = [format_prompt(e, shot_demonstrations(e, shots) if shots else []) for e in examples]
     tok = model.tokenizer
     gold_len = max(len(tok(" " + e.cot_text + " " + e.answer, add_special_tokens=False)["input_ids"])
                    for e in examples)
@@ -301,7 +301,7 @@ def evaluate_examples(model, examples: list[Example], *, shots: int = 0, batch_s
                                                   batch_size=batch_size), progress=progress)
     records = []
     for e, prompt, text in zip(examples, prompts, gen.texts):
-        cot, answer = _split_answer(text)
+        cot, answer = split_answer(text)
         error = first_error(e, text)
         records.append(Record(kind=e.kind, hops=e.hops, prompt=prompt, gold=f"{e.cot_text} {e.answer}",
                               output=text.strip(), label_correct=answer == e.answer.lower(),
@@ -336,9 +336,9 @@ def answer_now(model, examples: list[Example], *, shots: int = 0, batch_size: in
     import torch
     from tqdm.auto import tqdm
 
-    from reasonlens.generation import left_pad, pad_token_id
     from reasonlens.model import context_length
     from reasonlens.patching.engine import run_padded
+    from reasonlens.runtime import left_pad, pad_token_id
 
     if not examples:
         raise ReasonlensError("no examples to read out: the dataset is empty")
@@ -349,7 +349,7 @@ def answer_now(model, examples: list[Example], *, shots: int = 0, batch_size: in
         raise ReasonlensError(f"cannot measure the answer-now readout: {problem}")
     rows, owner = [], []
     for i, e in enumerate(examples):
-        prompt = format_prompt(e, _demonstrations(e, shots) if shots else [])
+        prompt = format_prompt(e, shot_demonstrations(e, shots) if shots else [])
         for j in range(len(e.cot) + 1):
             rows.append(model.to_tokens(prompt + "".join(" " + s.text for s in e.cot[:j]) + ANSWER_NOW,
                                         truncate=False)[0].tolist())
@@ -412,8 +412,8 @@ def rule_choices(model, examples: list[Example], *, shots: int = 0, batch_size: 
     import torch
     from tqdm.auto import tqdm
 
-    from reasonlens.generation import SharedPrefix, pad_token_id, run_continuations
     from reasonlens.model import context_length
+    from reasonlens.runtime import KVPrefix, pad_token_id, run_continuations
 
     if batch_size < 1:
         raise ReasonlensError(f"batch_size must be at least 1, got {batch_size!r}")
@@ -424,10 +424,10 @@ def rule_choices(model, examples: list[Example], *, shots: int = 0, batch_size: 
         points = rule_choice_points(e)
         if not points:
             continue
-        prompt = model.to_tokens(format_prompt(e, _demonstrations(e, shots) if shots else []),
+        prompt = model.to_tokens(format_prompt(e, shot_demonstrations(e, shots) if shots else []),
                                  truncate=False)[0].tolist()
         steps = [tok(" " + s.text, add_special_tokens=False)["input_ids"] for s in e.cot]
-        prefix = SharedPrefix.of(model, prompt[:-1])
+        prefix = KVPrefix.of(model, prompt[:-1])
         lead = prompt[-1:] if prefix is not None else prompt
         before = [len(lead) + sum(map(len, steps[:i])) for i in range(len(steps) + 1)]
         rows = [lead + [t for ids in steps for t in ids]]
@@ -469,7 +469,7 @@ def closed_book_accuracy(model, *, seed: int = 0, batch_size: int = 64, progress
     questions = [(closed_book_prompt(f, choose_form("prontoqa", rng)), truth) for f, truth in closed_book_questions()]
     gen = decode(model, [q for q, _ in questions], GenerationConfig(max_new_tokens=3, temperature=0.0,
                                                                    batch_size=batch_size), progress=progress)
-    return [(q, _split_answer(text)[1] == ("true" if truth else "false")) for (q, truth), text in
+    return [(q, split_answer(text)[1] == ("true" if truth else "false")) for (q, truth), text in
             zip(questions, gen.texts)]
 
 

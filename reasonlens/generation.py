@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, no_type_check
+from typing import TYPE_CHECKING, no_type_check
 
 import torch
 from jaxtyping import Float, Int
@@ -29,6 +29,7 @@ from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
 from reasonlens.model import check_hook_name, require_tokenizer
+from reasonlens.runtime import FwdHook, left_pad, left_padded_positions, pad_token_id
 from reasonlens.validation import check_bool, check_context, check_float, check_int, check_token_lists
 
 if TYPE_CHECKING:
@@ -42,9 +43,6 @@ STOP_REASONS: tuple[str, ...] = ("eos", "answer", "blank_line", "length")
 _LABEL = re.compile(r"(?<!\w)(true|false)(?!\w)", re.IGNORECASE)
 # Two newlines with only spaces between them (the reference tokenizer decodes "\n\n" as "\n \n").
 _BLANK_LINE = re.compile(r"\n[^\S\n]*\n")
-
-HookFn = Callable[..., Any]
-FwdHook = tuple[str | Callable[[str], bool], HookFn]
 
 
 @no_type_check  # checked by __post_init__, so a bad value gets the ReasonlensError under the test run's type checks too
@@ -180,104 +178,6 @@ def _stop_reason(token: int, text: str, eos_ids: frozenset[int], stop_at_answer:
     if stop_at_answer and _BLANK_LINE.search(text):
         return "blank_line"
     return None
-
-
-def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
-    """Token ids and attention mask of ``rows`` padded on the left with ``pad_id`` to the longest row."""
-    width = max(map(len, rows))
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, width - len(row):] = torch.tensor(list(row), dtype=torch.long)
-        mask[i, width - len(row):] = 1
-    return ids, mask
-
-
-def left_padded_positions(attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch pos"]:
-    """Position ids of a left-padded batch: each row counts from its first real token."""
-    return (attention_mask.cumsum(-1) - 1).clamp_min(0)
-
-
-def pad_token_id(model: TransformerBridge) -> int:
-    """The id to pad batches with: the tokenizer's pad token, else its EOS, else 0 (padding is masked or cut
-    off, so any id works; these keep the embedding lookup in range)."""
-    tok = model.tokenizer
-    for candidate in (getattr(tok, "pad_token_id", None), getattr(tok, "eos_token_id", None)):
-        if candidate is not None:
-            return int(candidate)
-    return 0
-
-
-def plain_kv_cache(cache: Any) -> bool:
-    """Whether ``cache`` (a model's KV cache) is a plain per-layer ``DynamicCache`` whose keys and values can be
-    sliced and reused (sliding-window or quantised caches cannot)."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
-    return isinstance(cache, DynamicCache) and all(type(layer) is DynamicLayer for layer in cache.layers)
-
-
-def has_plain_kv_cache(model: TransformerBridge) -> bool:
-    """Whether ``model`` keeps a plain :func:`plain_kv_cache` (checked on a two-token forward)."""
-    ids = torch.zeros(1, 2, dtype=torch.long, device=model.cfg.device)
-    with torch.no_grad():
-        _, cache = model(ids, use_cache=True, return_type="logits_and_cache")
-    return plain_kv_cache(cache)
-
-
-@dataclass(frozen=True)
-class SharedPrefix:
-    """The keys and values of one token prefix (computed once, without gradients), for running many
-    continuations of it: :func:`run_continuations`."""
-
-    ids: tuple[int, ...]
-    keys: tuple[Tensor, ...]
-    values: tuple[Tensor, ...]
-
-    @classmethod
-    def of(cls, model: TransformerBridge, ids: Sequence[int]) -> SharedPrefix | None:
-        """The prefix ``ids`` run once; ``None`` when the model's cache is not a plain ``DynamicCache``."""
-        if not ids:
-            return None
-        tokens = torch.tensor([list(ids)], device=model.cfg.device)
-        with torch.no_grad():
-            _, cache = model(tokens, use_cache=True, return_type="logits_and_cache")
-        if not plain_kv_cache(cache):
-            return None
-        return cls(tuple(ids), tuple(layer.keys for layer in cache.layers), tuple(layer.values for layer in cache.layers))
-
-
-def run_continuations(model: TransformerBridge, prefix: SharedPrefix | None, rows: Sequence[Sequence[int]],
-                      pad_id: int, *, fwd_hooks: Sequence[FwdHook] = ()) -> Float[Tensor, "row pos vocab"]:
-    """Logits of ``rows`` (token ids), each read after ``prefix``: right-padded into one batch, with the
-    prefix's cached keys and values and position ids counting on from it. Column ``i`` of row ``r`` predicts
-    the token after ``rows[r][i]``; columns past a row's end are padding. Equal to running ``prefix.ids + row``
-    alone, to float rounding. With ``prefix=None`` the rows run as they are (no prefix). ``fwd_hooks`` see the
-    continuation positions only; gradients flow as usual (the prefix holds none).
-    """
-    from transformers import DynamicCache
-
-    device = model.cfg.device
-    width = max(map(len, rows))
-    tokens = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for r, row in enumerate(rows):
-        tokens[r, :len(row)] = torch.tensor(list(row), dtype=torch.long)
-        mask[r, :len(row)] = 1
-    tokens, mask = tokens.to(device), mask.to(device)
-    kwargs: dict[str, Any] = {}
-    start = 0
-    if prefix is not None:
-        cache = DynamicCache()
-        for layer, (k, v) in enumerate(zip(prefix.keys, prefix.values)):
-            cache.update(k.expand(len(rows), *k.shape[1:]), v.expand(len(rows), *v.shape[1:]), layer_idx=layer)
-        start = len(prefix.ids)
-        mask = torch.cat([mask.new_ones(len(rows), start), mask], dim=1)
-        kwargs = {"past_key_values": cache, "use_cache": True, "return_type": "logits_and_cache"}
-    positions = start + torch.arange(width, device=device)[None, :].expand(len(rows), -1)
-    with model.hooks(fwd_hooks=list(fwd_hooks)):
-        out = model(tokens, attention_mask=mask, position_ids=positions, **kwargs)
-    return out[0] if prefix is not None else out
 
 
 def _decode_batch(model: TransformerBridge, rows: list[list[int]], config: GenerationConfig,

@@ -572,7 +572,7 @@ if TYPE_CHECKING:
 
 def horizon_heatmap(result: HorizonResult, *, title: str | None = None):
     """Stage x layer heatmap of the fraction of generations left intact when one layer's ``z`` (all heads, all
-    prefix positions) comes from the corrupted prompt (:func:`reasonlens.patching.horizon.horizon`): red
+    prefix positions) comes from the corrupted prompt (:func:`reasonlens.patching.horizon.measure_horizon`): red
     broken, blue intact, each cell labelled with its fraction; hover adds the 95% Wilson interval and ``n``.
     Each stage's tick names its unpatched corrupted-prompt baseline.
 

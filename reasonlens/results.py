@@ -106,6 +106,16 @@ class LabelledTensor:
             rows.append(row)
         return pd.DataFrame(rows, columns=[*axes, *(["mean", "stderr"] if self.per_example else ["value"])])
 
+    def to_dict(self) -> dict[str, Any]:
+        """Values (on the CPU), axes, labels and metadata, for saving inside a larger record (:meth:`from_dict`)."""
+        return {"values": self.values.detach().cpu(), "axes": list(self.axes), "labels": self.labels,
+                "meta": self.meta}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LabelledTensor:
+        """The tensor of a :meth:`to_dict` record."""
+        return cls(values=data["values"], axes=tuple(data["axes"]), labels=data["labels"], meta=data["meta"])
+
     def save(self, path: str | Path) -> Path:
         """Write ``path`` (a ``.pt`` file with the tensor, axes, labels and metadata)."""
         path = Path(path)

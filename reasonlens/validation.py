@@ -279,12 +279,12 @@ def check_tokens(model: TransformerBridge, tokens: Any, attention_mask: Any = No
       ``padding="either"`` only the real positions are looked up, so only they need to be ids);
     - ``attention_mask`` has the tokens' shape, holds only 0 (padding) and 1 (real token), and every row is
       left-padded (``padding="left"``: zeros, then ones up to the last position, as
-      :func:`reasonlens.generation.left_pad` makes them) or one run of ones (``padding="either"``);
+      :func:`reasonlens.runtime.left_pad` makes them) or one run of ones (``padding="either"``);
     - every row's real tokens fit the model's context (:func:`check_context`).
     """
     if not isinstance(tokens, Tensor):
         raise ReasonlensError(f"{name} must be a [batch, pos] tensor of token ids, got {describe(tokens)}; "
-                              "encode the prompts with model.to_tokens (one prompt) or reasonlens.generation.left_pad")
+                              "encode the prompts with model.to_tokens (one prompt) or reasonlens.runtime.left_pad")
     if not _integer_dtype(tokens.dtype):
         raise ReasonlensError(f"{name} must hold integer token ids, got {describe(tokens)}; pass the ids the "
                               "tokenizer gave (model.to_tokens returns a long tensor)")
@@ -315,7 +315,7 @@ def check_tokens(model: TransformerBridge, tokens: Any, attention_mask: Any = No
                        else "has a padding 0 between real tokens (a hole)")
                 raise ReasonlensError(f"attention_mask must be left-padded (zeros, then ones up to the last position) "
                                       f"in every row; row {row} {why}; pad the prompts on the left as "
-                                      "reasonlens.generation.left_pad does")
+                                      "reasonlens.runtime.left_pad does")
         else:
             runs = (steps > 0).sum(1) + mask[:, 0]  # the number of runs of ones in each row
             bad = runs != 1

@@ -421,7 +421,7 @@ def test_attribution_functions(model):
 
 
 def _padded(model):
-    from reasonlens.generation import left_pad
+    from reasonlens.runtime import left_pad
     left_pad = user(left_pad)
 
     return left_pad([[1, 14, 23, 4, 27], [1, 6, 66]], 0)
@@ -475,7 +475,8 @@ def test_heads_circuit_flow_tokens(model):
 
 
 def test_lens_tokens(model):
-    from reasonlens.patching.lens import collect_activations, logit_lens
+    from reasonlens.patching.lens import logit_lens
+    from reasonlens.runtime import collect_activations
     collect_activations, logit_lens = user(collect_activations), user(logit_lens)
 
     tokens, mask = _padded(model)
@@ -563,7 +564,7 @@ def test_probe_config(overrides, message):
 
 
 def test_relation_probes_refuse_non_finite_features():
-    from reasonlens.patching.relations import ProbeConfig, probe_scores
+    from reasonlens.patching.relations import RelationProbeConfig, probe_scores
     probe_scores = user(probe_scores)
 
     features = torch.randn(2, 20, 4)
@@ -574,9 +575,9 @@ def test_relation_probes_refuse_non_finite_features():
     with pytest.raises(ReasonlensError, match=r"seeds \[0, 0\] repeat"):
         probe_scores(features.nan_to_num(), labels, groups, seeds=(0, 0))
     with pytest.raises(ReasonlensError, match="mlp_alpha must be a finite number"):
-        ProbeConfig(mlp_alpha=float("nan"))
+        RelationProbeConfig(mlp_alpha=float("nan"))
     with pytest.raises(ReasonlensError, match="hidden_sizes must be integers"):
-        ProbeConfig(hidden_sizes=(64, 2.5))
+        RelationProbeConfig(hidden_sizes=(64, 2.5))
 
 
 # ------------------------------------------------------------------------------------------------- other configs
@@ -634,29 +635,29 @@ def test_loading_missing_garbage_and_foreign_files(tmp_path):
     from reasonlens.attribution.ipg import Attribution
     from reasonlens.importance.probes import ProbeResult
     from reasonlens.patching.circuit import CircuitResult
-    from reasonlens.patching.engine import PatchingResult
+    from reasonlens.patching.engine import PatchSweep
     from reasonlens.patching.flow import FlowResult
     from reasonlens.patching.heads import HeadRoles
     from reasonlens.results import LabelledTensor
 
     missing = tmp_path / "missing.pt"
-    with pytest.raises(ReasonlensError, match="no file .*missing.pt; pass the path a PatchingResult was saved to"):
-        PatchingResult.load(missing)
+    with pytest.raises(ReasonlensError, match="no file .*missing.pt; pass the path a PatchSweep was saved to"):
+        PatchSweep.load(missing)
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"\x00not a torch file" * 4)
-    for cls in (PatchingResult, LabelledTensor, HeadRoles, CircuitResult):
+    for cls in (PatchSweep, LabelledTensor, HeadRoles, CircuitResult):
         with pytest.raises(ReasonlensError, match=f"garbage.pt is not a {cls.__name__} file"):
             cls.load(garbage)
     with pytest.raises(ReasonlensError, match="is a folder"):
-        PatchingResult.load(tmp_path)
+        PatchSweep.load(tmp_path)
     other = tmp_path / "other.pt"
     torch.save({"values": torch.zeros(2)}, other)
-    with pytest.raises(ReasonlensError, match=r"holds no PatchingResult \(it lacks \['axes', 'labels', 'meta'\]\)"):
-        PatchingResult.load(other)
+    with pytest.raises(ReasonlensError, match=r"holds no PatchSweep \(it lacks \['axes', 'labels', 'meta'\]\)"):
+        PatchSweep.load(other)
     attribution = Attribution(torch.zeros(1, 1, 1), axes=("example", "layer", "unit"), meta={"kind": "resid"})
     path = attribution.save(tmp_path / "ipg.pt")
-    with pytest.raises(ReasonlensError, match="holds a Attribution, not a PatchingResult; load it with Attribution.load"):
-        PatchingResult.load(path)
+    with pytest.raises(ReasonlensError, match="holds a Attribution, not a PatchSweep; load it with Attribution.load"):
+        PatchSweep.load(path)
     assert LabelledTensor.load(path).values.shape == (1, 1, 1)  # the base class reads any result
     bad_json = tmp_path / "bad.json"
     bad_json.write_text("{not json")

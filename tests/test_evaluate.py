@@ -127,11 +127,11 @@ def test_rule_choice_metrics_and_round_trip(tmp_path):
 
 def test_rule_choices_without_a_reusable_cache(tiny_model, monkeypatch):
     """Where the model's cache cannot be reused, each row runs with the whole prompt: the same margins."""
-    from reasonlens.generation import SharedPrefix
+    from reasonlens.runtime import KVPrefix
 
     examples = generate(2, kind="fictional", hops=2, seed=13)
     cached = rule_choices(tiny_model, examples)
-    monkeypatch.setattr(SharedPrefix, "of", classmethod(lambda cls, model, ids: None))
+    monkeypatch.setattr(KVPrefix, "of", classmethod(lambda cls, model, ids: None))
     uncached = rule_choices(tiny_model, examples)
     assert [c.correct for c in cached] == [c.correct for c in uncached]
     assert max(abs(a.margin - b.margin) for a, b in zip(cached, uncached)) < 1e-5

@@ -174,21 +174,3 @@ def test_input_errors(model):
         GenerationConfig(num_samples=2)
     with pytest.raises(ReasonlensError, match="top_p"):
         GenerationConfig(top_p=0.0)
-
-
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
-def test_continuations_after_a_shared_prefix_equal_running_each_alone(folders, arch):
-    from reasonlens.generation import SharedPrefix, pad_token_id, run_continuations
-
-    model = load_model(folders[arch])
-    prefix_ids = model.to_tokens(PROMPTS[0])[0].tolist()
-    rows = [[5, 9, 11], [7], [12, 13, 14, 15, 16]]
-    prefix = SharedPrefix.of(model, prefix_ids)
-    assert prefix is not None
-    with torch.no_grad():
-        logits = run_continuations(model, prefix, rows, pad_token_id(model))
-        bare = run_continuations(model, None, [prefix_ids + r for r in rows], pad_token_id(model))
-        for r, row in enumerate(rows):
-            alone = model(torch.tensor([prefix_ids + row]))[0]
-            torch.testing.assert_close(logits[r, :len(row)], alone[len(prefix_ids):], atol=1e-5, rtol=1e-5)
-            torch.testing.assert_close(bare[r, :len(prefix_ids) + len(row)], alone, atol=1e-5, rtol=1e-5)

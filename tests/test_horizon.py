@@ -22,8 +22,8 @@ from reasonlens.patching.horizon import (
     HorizonConfig,
     HorizonResult,
     UncorruptibleStatementError,
-    horizon,
     horizon_pair,
+    measure_horizon,
 )
 from reasonlens.plot import horizon_heatmap
 
@@ -53,7 +53,7 @@ def examples():
 
 @pytest.fixture(scope="module")
 def result(model, examples):
-    return horizon(model, examples, CONFIG, progress=False)
+    return measure_horizon(model, examples, CONFIG, progress=False)
 
 
 def oracle_generation(hf, tokenizer, clean: list[int], corrupted: list[int] | None, layer: int | None,
@@ -126,7 +126,7 @@ def test_identity_patch_changes_nothing(model, examples, monkeypatch):
         return dataclasses.replace(pair, corrupted=pair.clean)
 
     monkeypatch.setattr(horizon_module, "horizon_pair", clean_as_corrupted)
-    out = horizon(model, examples, CONFIG, progress=False)
+    out = measure_horizon(model, examples, CONFIG, progress=False)
     for j in range(out.n):
         for s in range(len(out.stages)):
             assert out.corrupted_texts[j][s] == out.clean_texts[j][s]
@@ -138,10 +138,10 @@ def test_left_padding_and_batching_do_not_change_results(model, examples, result
     lengths = {horizon_pair(model, e, rng=random.Random(f"reasonlens-horizon-0-{i}")).stage_lengths[0]
                for i, e in enumerate(examples)}
     assert len(lengths) > 1  # the batch of 64 rows mixes prompt lengths, so most rows are left-padded
-    one_by_one = horizon(model, examples, dataclasses.replace(CONFIG, batch_size=1), progress=False)
+    one_by_one = measure_horizon(model, examples, dataclasses.replace(CONFIG, batch_size=1), progress=False)
     assert one_by_one.output_ids == result.output_ids
     assert one_by_one.clean_texts == result.clean_texts and one_by_one.corrupted_texts == result.corrupted_texts
-    uneven = horizon(model, examples, dataclasses.replace(CONFIG, batch_size=5), progress=False)
+    uneven = measure_horizon(model, examples, dataclasses.replace(CONFIG, batch_size=5), progress=False)
     assert uneven.output_ids == result.output_ids and uneven.texts == result.texts
 
 
@@ -184,7 +184,7 @@ def test_uncorruptible_examples_are_skipped_and_counted(model, monkeypatch):
     mixed = generate(4, hops=(1, 2), seed=2)
     hops_one = [i for i, e in enumerate(mixed) if e.hops == 1]
     assert hops_one and len(hops_one) < len(mixed)
-    out = horizon(model, mixed, dataclasses.replace(CONFIG, stages=[0], layers=[1]), progress=False)
+    out = measure_horizon(model, mixed, dataclasses.replace(CONFIG, stages=[0], layers=[1]), progress=False)
     assert [i for i, _ in out.skipped] == hops_one and "no proof_rule" in out.skipped[0][1]
     assert out.n + out.n_skipped == len(mixed)
     # A replacement that does not tokenize (an unknown word) is rejected.
@@ -192,13 +192,13 @@ def test_uncorruptible_examples_are_skipped_and_counted(model, monkeypatch):
     with pytest.raises(UncorruptibleStatementError, match="changes tokenization"):
         horizon_pair(model, next(e for e in mixed if e.hops == 2), statement="entity_fact")
     with pytest.raises(ReasonlensError, match="none of the 4 examples"):
-        horizon(model, mixed, CONFIG, progress=False)
+        measure_horizon(model, mixed, CONFIG, progress=False)
 
 
 def test_reference_model_table_and_round_trip(tmp_path):
     reference = load_model("reasonlens-main")
     exs = generate(4, hops=2, ordering="preorder", distractor=False, extra_concepts=0, seed=2024)
-    out = horizon(reference, exs, HorizonConfig(batch_size=128), progress=False)
+    out = measure_horizon(reference, exs, HorizonConfig(batch_size=128), progress=False)
     n_layers = reference.cfg.n_layers
     assert out.fraction.values.shape == (5, n_layers) and out.stages == [0, 1, 2, 3, 4]
     assert out.fraction.labels == {"stage": [f"k={k}" for k in range(5)], "layer": [f"L{l}" for l in range(n_layers)]}
@@ -231,11 +231,11 @@ def test_reference_model_table_and_round_trip(tmp_path):
 
 def test_bad_input(model, examples, tmp_path):
     with pytest.raises(ReasonlensError, match="no examples"):
-        horizon(model, [], CONFIG, progress=False)
+        measure_horizon(model, [], CONFIG, progress=False)
     with pytest.raises(ReasonlensError, match=r"layer\(s\) \[2\] out of range.*0\.\.1"):
-        horizon(model, examples, dataclasses.replace(CONFIG, layers=[0, 2]), progress=False)
+        measure_horizon(model, examples, dataclasses.replace(CONFIG, layers=[0, 2]), progress=False)
     with pytest.raises(ReasonlensError, match=r"stage\(s\) \[6\] out of range.*0\.\.5"):
-        horizon(model, examples, dataclasses.replace(CONFIG, stages=[6]), progress=False)
+        measure_horizon(model, examples, dataclasses.replace(CONFIG, stages=[6]), progress=False)
     with pytest.raises(ReasonlensError, match="unknown statement"):
         HorizonConfig(statement="query")
     with pytest.raises(ReasonlensError, match="without repeats"):
@@ -246,4 +246,4 @@ def test_bad_input(model, examples, tmp_path):
         horizon_pair(model, examples[0], statement="entity_fact", which=3)
     bare = load_model(write_checkpoint(tmp_path / "bare", tokenizer=False), compatibility_mode=False)
     with pytest.raises(ReasonlensError, match="has no tokenizer"):
-        horizon(bare, examples, CONFIG, progress=False)
+        measure_horizon(bare, examples, CONFIG, progress=False)

@@ -47,14 +47,14 @@ def reference_labels(reference, reference_chains):
 
 def test_prefix_cache_and_whole_sequence_runs_agree(tiny_model, tiny_chain, monkeypatch):
     """Scoring and influence read the prompt from one cached run; without the cache they run it per row."""
-    from reasonlens.generation import SharedPrefix
+    from reasonlens.runtime import KVPrefix
 
     n = len(tiny_chain)
     keeps = [[], list(range(n)), [0], list(range(1, n))]
     cached = SubsetScorer(tiny_model, tiny_chain).scores(keeps)
     cached_influence = {m: influence_matrix(tiny_model, tiny_chain, method=m, ig_steps=2)
                         for m in ("gradient", "integrated_gradients")}
-    monkeypatch.setattr(SharedPrefix, "of", classmethod(lambda cls, model, ids: None))
+    monkeypatch.setattr(KVPrefix, "of", classmethod(lambda cls, model, ids: None))
     whole = SubsetScorer(tiny_model, tiny_chain).scores(keeps)
     for a, b in zip(cached, whole):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

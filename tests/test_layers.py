@@ -10,8 +10,8 @@ ROOT = Path(reasonlens.__file__).parent
 
 # Lowest first; a module may import from its own layer and the layers before it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("reasonlens.errors", "reasonlens.ontology", "reasonlens.stats", "reasonlens.tokenizer")),
-    ("runtime", ("reasonlens.model", "reasonlens.validation", "reasonlens.generation", "reasonlens.spans",
+    ("base", ("reasonlens.errors", "reasonlens.lazy", "reasonlens.ontology", "reasonlens.stats", "reasonlens.tokenizer")),
+    ("runtime", ("reasonlens.model", "reasonlens.validation", "reasonlens.runtime", "reasonlens.generation", "reasonlens.spans",
                  "reasonlens.results", "reasonlens.resume", "reasonlens.output")),
     ("methods", ("reasonlens.evaluate", "reasonlens.patching", "reasonlens.attribution", "reasonlens.importance",
                  "reasonlens.train", "reasonlens.zoo_build")),
@@ -75,3 +75,14 @@ def test_no_import_cycles():
         if module not in state and module != "reasonlens":  # the package's own __init__ re-exports its parts
             visit(module, [module])
     assert not cycles, "\n".join(cycles)
+
+
+def test_no_module_imports_another_modules_private_names():
+    modules = {_module_name(p): p for p in ROOT.rglob("*.py")}
+    crossing = []
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("reasonlens"):
+                crossing += [f"{name} imports {node.module}.{a.name}" for a in node.names
+                             if a.name.startswith("_") and node.module != name]
+    assert not crossing, "\n".join(crossing)

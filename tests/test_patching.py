@@ -10,7 +10,7 @@ from model_util import random_pair, write_checkpoint
 
 from reasonlens.errors import ReasonlensError
 from reasonlens.model import load_model
-from reasonlens.patching.engine import SITE_HOOKS, PatchConfig, PatchingResult, compare_rankings, patch
+from reasonlens.patching.engine import SITE_HOOKS, PatchConfig, PatchSweep, compare_rankings, patch
 
 B, T = 3, 10
 
@@ -126,7 +126,7 @@ def test_normalised_clean_is_one_corrupted_zero_and_noops_skip_forwards(model, p
     clean, corrupted, answer, wrong = pair
     res = patch(model, clean, corrupted, metric="logit_diff", answer=answer, wrong=wrong, site="resid_pre",
                 progress=False)
-    assert isinstance(res, PatchingResult)
+    assert isinstance(res, PatchSweep)
     # patching the whole clean residual at the corrupted position of layer 0 restores the clean run exactly
     assert torch.allclose(res.values[[0, 2], 0, 5], torch.ones(2), atol=1e-5)
     assert res.values[:, :, :5].eq(0).all()  # before the corruption nothing differs: value of the corrupted run
@@ -178,7 +178,7 @@ def test_result_labels_dataframe_and_save_load(model, pair, tmp_path):
     res = patch(model, clean, corrupted, site="z", positions="all", progress=False)
     df = res.to_dataframe()
     assert len(df) == model.cfg.n_layers * model.cfg.n_heads and set(df.columns) == {"layer", "position", "head", "mean", "stderr"}
-    back = PatchingResult.load(res.save(tmp_path / "r.pt"))
+    back = PatchSweep.load(res.save(tmp_path / "r.pt"))
     assert torch.equal(back.values, res.values) and back.labels == res.labels and back.meta == res.meta
 
 
@@ -243,7 +243,7 @@ def test_attribution_patching_equals_one_directional_derivative_per_cell(model, 
 
 def test_compare_rankings_against_hand_computed_values():
     def sweep(values):
-        return PatchingResult(torch.tensor([values]), axes=("example", "layer"), labels={"layer": ["a", "b", "c", "d"]})
+        return PatchSweep(torch.tensor([values]), axes=("example", "layer"), labels={"layer": ["a", "b", "c", "d"]})
 
     exact = sweep([4.0, -3.0, 2.0, 1.0])
     same_order = compare_rankings(exact, sweep([40.0, -30.0, 20.0, 10.0]), k=2)
@@ -258,4 +258,4 @@ def test_compare_rankings_against_hand_computed_values():
     assert compare_rankings(exact, sweep([4.0, -3.0, 1.0, 2.0]), k=3)["spearman"] == pytest.approx(0.8)
     assert compare_rankings(exact, sweep([4.0, -3.0, 1.0, 2.0]), k=3)["top_k_overlap"] == pytest.approx(2 / 3)
     with pytest.raises(ReasonlensError, match="different cells"):
-        compare_rankings(exact, PatchingResult(torch.zeros(1, 3), axes=("example", "layer"), labels={}))
+        compare_rankings(exact, PatchSweep(torch.zeros(1, 3), axes=("example", "layer"), labels={}))

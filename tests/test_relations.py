@@ -9,7 +9,7 @@ from reasonlens.model import load_model
 from reasonlens.ontology import format_prompt, generate
 from reasonlens.patching.relations import (
     RELATION_CLASSES,
-    ProbeConfig,
+    RelationProbeConfig,
     RelationProbeResult,
     probe_scores,
     relation_dataset,
@@ -18,7 +18,7 @@ from reasonlens.patching.relations import (
 )
 from reasonlens.tokenizer import build_reference_tokenizer
 
-FAST = ProbeConfig(max_iter=30)
+FAST = RelationProbeConfig(max_iter=30)
 
 
 @pytest.fixture(scope="module")

@@ -21,9 +21,9 @@ from reasonlens.patching.subtasks import (
     WORD_TYPES,
     UncorruptibleError,
     _runner_prefix,
+    chain_subtasks,
     subtask_pair,
     subtask_pairs,
-    subtasks,
 )
 from reasonlens.tokenizer import build_reference_tokenizer
 
@@ -61,12 +61,12 @@ def words(text: str) -> set[str]:
 
 @pytest.mark.parametrize("style,false_mode", STYLES)
 def test_two_hop_decomposition_is_duttas_ten_plus_label(style, false_mode):
-    assert [s.kind for s in subtasks(2)] == DUTTA_KINDS
-    assert {s.kind for s in subtasks(2)} == set(SUBTASK_KINDS) and {s.word_type for s in subtasks(2)} == set(WORD_TYPES)
+    assert [s.kind for s in chain_subtasks(2)] == DUTTA_KINDS
+    assert {s.kind for s in chain_subtasks(2)} == set(SUBTASK_KINDS) and {s.word_type for s in chain_subtasks(2)} == set(WORD_TYPES)
     for ex in two_hop(4, style, false_mode):
-        found = subtasks(ex)
+        found = chain_subtasks(ex)
         assert [s.kind for s in found] == DUTTA_KINDS
-        assert [s.signature for s in found] == [s.signature for s in subtasks(2)]
+        assert [s.signature for s in found] == [s.signature for s in chain_subtasks(2)]
         entity, c0, c1 = ex.entity, ex.cot[0].fact.predicate, ex.cot[2].fact.predicate
         prop = ex.cot[-1].fact.predicate
         lemmas = [entity, c0, c0, c1, entity, c1, c1, prop, entity, prop, ex.answer]
@@ -79,7 +79,7 @@ def test_two_hop_decomposition_is_duttas_ten_plus_label(style, false_mode):
 
 @pytest.mark.parametrize("hops", [1, 2, 3, 4, 5])
 def test_k_hop_counts_and_kinds(hops):
-    layout = subtasks(hops)
+    layout = chain_subtasks(hops)
     assert len(layout) == 2 * (2 * hops + 1) + 1
     assert [s.index for s in layout] == list(range(len(layout)))
     assert sum(s.kind == "induction" for s in layout) == hops  # one derived fact per hop
@@ -87,13 +87,13 @@ def test_k_hop_counts_and_kinds(hops):
     assert layout[-2].word_type == "property" and layout[-1].word_type == "label"
     assert all(s.word is None for s in layout) and layout[1].name == "s1: copy (premise_copy predicate)"
     for ex in generate(3, hops=hops, kind=("fictional", "true", "false"), seed=hops):
-        assert [s.signature for s in subtasks(ex)] == [s.signature for s in layout]
-        assert [s.word_type for s in subtasks(ex)] == [s.word_type for s in layout]
+        assert [s.signature for s in chain_subtasks(ex)] == [s.signature for s in layout]
+        assert [s.word_type for s in chain_subtasks(ex)] == [s.word_type for s in layout]
 
 
 def test_redundant_steps_extend_the_decomposition():
     ex = next(e for e in generate(40, hops=3, redundant_step_p=1.0, seed=1) if e.redundant_steps)
-    found = subtasks(ex)
+    found = chain_subtasks(ex)
     assert len(found) == 2 * len(ex.cot) + 1
     stated = {s.fact for s in ex.context}
     for s in found[:-1]:
@@ -103,7 +103,7 @@ def test_redundant_steps_extend_the_decomposition():
 
 def test_bad_decomposition_input():
     with pytest.raises(ReasonlensError, match="positive integer"):
-        subtasks(0)
+        chain_subtasks(0)
 
 
 # ------------------------------------------------------------------------------------- one pair, reference
@@ -141,7 +141,7 @@ def check_pair(tok, ex, pair, demos=()):
 def test_pairs_on_the_reference_tokenizer(tok, style, false_mode):
     checked = 0
     for ex in two_hop(6, style, false_mode):
-        for s in subtasks(ex):
+        for s in chain_subtasks(ex):
             try:
                 pair = subtask_pair(tok, ex, s.index, rng=random.Random(s.index))
             except UncorruptibleError as e:  # only the label of a chain with a negated conclusion
@@ -244,7 +244,7 @@ def test_corruption_hits_the_sentence_that_is_read_under_every_ordering(tok, ord
     for ex in examples:
         prompt = format_prompt(ex)
         text = prompt + format_completion(ex)
-        for s in subtasks(ex):
+        for s in chain_subtasks(ex):
             try:
                 pair = subtask_pair(tok, ex, s.index, rng=random.Random(s.index))
             except UncorruptibleError:
@@ -279,7 +279,7 @@ def test_subword_tokenizers_corrupt_equal_length_or_raise(name):
     worked = 0
     for ex in two_hop(5, "dutta", "wrong_property") + two_hop(5):
         text = format_prompt(ex) + format_completion(ex)
-        for s in subtasks(ex):
+        for s in chain_subtasks(ex):
             try:
                 pair = subtask_pair(tok, ex, s.index)
             except UncorruptibleError as e:

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from reasonlens.attribution.components import HOOKS, n_units
 from reasonlens.errors import ReasonlensError
-from reasonlens.generation import has_plain_kv_cache, left_pad, left_padded_positions, pad_token_id
+from reasonlens.runtime import KVPrefix, has_plain_kv_cache, left_pad, pad_token_id, run_continuations
 from reasonlens.validation import check_context, check_float, check_int, check_int_list, check_token_lists, is_int
 
 BASELINES: tuple[str, ...] = ("zero", "mean", "noise")
@@ -172,19 +172,13 @@ class _Runner:
         self.lengths = torch.tensor([len(o) for o in seqs.output_ids])
         self.pad_id = pad_token_id(model)
         self.cached_prefix = all(len(p) > 1 for p in seqs.prompt_ids) and has_plain_kv_cache(model)
-        self.prefix_kv: dict[tuple[int, ...], list[tuple[Tensor, Tensor]]] = {}
+        self.prefixes: dict[tuple[int, ...], KVPrefix] = {}
         if self.cached_prefix:  # each distinct prompt's keys and values, once per run
             prompts = sorted({tuple(p[:-1]) for p in seqs.prompt_ids})
             for chunk in _chunks(prompts, batch_size):
-                ids, mask = left_pad(chunk, self.pad_id)
-                ids, mask = ids.to(self.device), mask.to(self.device)
-                with torch.no_grad():
-                    _, cache = model(ids, attention_mask=mask, position_ids=left_padded_positions(mask),
-                                     use_cache=True, return_type="logits_and_cache")
+                batch = KVPrefix.run(model, *left_pad(chunk, self.pad_id))
                 for i, prompt in enumerate(chunk):
-                    real = slice(ids.shape[1] - len(prompt), None)
-                    self.prefix_kv[prompt] = [(layer.keys[i, :, real], layer.values[i, :, real])
-                                              for layer in cache.layers]
+                    self.prefixes[prompt] = batch.select([i]).cropped()
 
     def offsets(self, seq_idx: list[int]) -> list[int]:
         """Column of each row's first interpolated position: 0 after a cached prefix, else prompt length - 1."""
@@ -192,52 +186,17 @@ class _Runner:
             return [0] * len(seq_idx)
         return [len(self.seqs.prompt_ids[s]) - 1 for s in seq_idx]
 
-    def _layout(self, seq_idx: list[int]):
-        """Prefix cache (or None), continuation tokens, attention mask and position ids. The continuation is
-        the last prompt token and every output token but the last (which predicts nothing), right-padded."""
-        from transformers import DynamicCache
-
-        seqs = self.seqs
-        cache, prefix_mask = None, None
-        prefix_len = torch.zeros(len(seq_idx), dtype=torch.long, device=self.device)
-        if self.cached_prefix:
-            prompts = [tuple(seqs.prompt_ids[s][:-1]) for s in seq_idx]
-            width = max(map(len, prompts))
-            prefix_mask = torch.zeros(len(seq_idx), width, dtype=torch.long, device=self.device)
-            cache = DynamicCache()
-            for layer in range(len(self.prefix_kv[prompts[0]])):
-                k0, v0 = self.prefix_kv[prompts[0]][layer]
-                keys = k0.new_zeros(len(seq_idx), k0.shape[0], width, k0.shape[-1])
-                values = v0.new_zeros(len(seq_idx), v0.shape[0], width, v0.shape[-1])
-                for r, prompt in enumerate(prompts):
-                    k, v = self.prefix_kv[prompt][layer]
-                    keys[r, :, width - len(prompt):], values[r, :, width - len(prompt):] = k, v
-                cache.update(keys, values, layer_idx=layer)
-            for r, prompt in enumerate(prompts):
-                prefix_mask[r, width - len(prompt):] = 1
-            prefix_len = prefix_mask.sum(1)
-            rest = [seqs.prompt_ids[s][-1:] + seqs.output_ids[s][:-1] for s in seq_idx]
-        else:
-            rest = [seqs.prompt_ids[s] + seqs.output_ids[s][:-1] for s in seq_idx]
-        width = max(map(len, rest))
-        tokens = torch.full((len(rest), width), self.pad_id, dtype=torch.long)
-        rest_mask = torch.zeros((len(rest), width), dtype=torch.long)
-        for r, row in enumerate(rest):
-            tokens[r, :len(row)] = torch.tensor(row)
-            rest_mask[r, :len(row)] = 1
-        tokens, rest_mask = tokens.to(self.device), rest_mask.to(self.device)
-        positions = prefix_len[:, None] + torch.arange(width, device=self.device)[None, :]
-        mask = rest_mask if prefix_mask is None else torch.cat([prefix_mask, rest_mask], 1)
-        return cache, tokens, mask, positions
-
     def _forward(self, seq_idx: list[int], hooks: list) -> Tensor:
-        """Log-probabilities of the target tokens summed per row, times the row's weight."""
-        cache, tokens, mask, positions = self._layout(seq_idx)
-        kwargs: dict[str, Any] = {} if cache is None else {"past_key_values": cache, "use_cache": True}
-        with self.model.hooks(fwd_hooks=hooks):
-            out = self.model(tokens, attention_mask=mask, position_ids=positions,
-                             return_type="logits" if cache is None else "logits_and_cache", **kwargs)
-        logits = out if cache is None else out[0]
+        """Log-probabilities of the target tokens summed per row, times the row's weight. A row is the last
+        prompt token and every output token but the last (which predicts nothing), read after the prompt's cached
+        prefix (or the whole prompt and output, without one)."""
+        seqs = self.seqs
+        if self.cached_prefix:
+            prefix = KVPrefix.concat([self.prefixes[tuple(seqs.prompt_ids[s][:-1])] for s in seq_idx])
+            rows = [seqs.prompt_ids[s][-1:] + seqs.output_ids[s][:-1] for s in seq_idx]
+        else:
+            prefix, rows = None, [seqs.prompt_ids[s] + seqs.output_ids[s][:-1] for s in seq_idx]
+        logits = run_continuations(self.model, prefix, rows, self.pad_id, fwd_hooks=hooks)
         logp = torch.log_softmax(logits.float(), -1)
         totals = []
         for r, (s, o) in enumerate(zip(seq_idx, self.offsets(seq_idx))):

@@ -1,5 +1,5 @@
 """Step activations: the residual stream after every block, pooled over each labelled step's tokens (the
-input of the step-importance probes, §2.3 of the method notes).
+input of the step-importance probes: Nikankin et al., 2026, section 2.3).
 
 A :class:`StepSet` is chains plus labelled steps ``(chain, step, label)`` with label 1 = removable and
 0 = important (unlabelled steps are absent). :func:`step_activations` reads every chain once, whole (prompt
@@ -33,9 +33,9 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
-from reasonlens.generation import left_pad, left_padded_positions, pad_token_id
 from reasonlens.importance.chains import Chain
 from reasonlens.model import check_hook_name, model_fingerprint, require_tokenizer
+from reasonlens.runtime import left_pad, left_padded_positions, pad_token_id
 from reasonlens.validation import check_bool, check_context, check_int, check_int_list
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ The gradient comes from a leaf tensor that a forward hook puts in place of ``hoo
 target step is one row of a batch, cut after that step (later tokens cannot matter), each row's objective its
 own step's probability sum; the rows are independent, so one backward of the summed objectives gives every
 row's gradient. The prompt, which no step's embedding can change, runs once without gradients and the rows
-read its cached keys and values (:func:`~reasonlens.generation.run_continuations`).
+read its cached keys and values (:func:`~reasonlens.runtime.run_continuations`).
 
 >>> from reasonlens.model import load_model
 >>> from reasonlens.ontology import generate
@@ -64,12 +64,12 @@ def influence_matrix(model: TransformerBridge, chain: Chain, keep: Sequence[int]
     check_int(batch_size, "batch_size", low=1)
     chain.check(model)
     check_context(model, [len(chain.token_ids(keep))], item="chain", fix="use a shorter chain")
-    from reasonlens.generation import SharedPrefix, pad_token_id, run_continuations
+    from reasonlens.runtime import KVPrefix, pad_token_id, run_continuations
 
     ids, spans = chain.token_ids(keep), chain.spans(keep)
     n = len(spans)
     out = torch.zeros(n, n)
-    prefix = SharedPrefix.of(model, chain.prompt_ids)
+    prefix = KVPrefix.of(model, chain.prompt_ids)
     start = 0 if prefix is not None else chain.prompt_len  # the first step token's column in a row
     shift = chain.prompt_len - start  # token position - column
     rows_ids = ids[chain.prompt_len - start:]

@@ -39,8 +39,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
-from reasonlens.generation import SharedPrefix
 from reasonlens.importance.chains import Chain
+from reasonlens.runtime import KVPrefix
 from reasonlens.validation import check_context, check_float, check_int, check_int_list
 
 if TYPE_CHECKING:
@@ -101,12 +101,12 @@ def encode_suffix(model: TransformerBridge, suffix: str) -> list[int]:
     return list(ids)
 
 
-def _prompt_prefix(model: TransformerBridge, chain: Chain) -> SharedPrefix | None:
+def _prompt_prefix(model: TransformerBridge, chain: Chain) -> KVPrefix | None:
     """The chain's prompt but its last token, run once (see :func:`_forward_rows`)."""
-    return SharedPrefix.of(model, chain.prompt_ids[:-1])
+    return KVPrefix.of(model, chain.prompt_ids[:-1])
 
 
-def _forward_rows(model: TransformerBridge, prefix: SharedPrefix | None, prompt_ids: Sequence[int],
+def _forward_rows(model: TransformerBridge, prefix: KVPrefix | None, prompt_ids: Sequence[int],
                   continuations: Sequence[Sequence[int]], n_scored: Sequence[int], answer_ids: tuple[int, int],
                   batch_size: int) -> tuple[Float[Tensor, "row 2"], Float[Tensor, " row"]]:
     """For each continuation ``c`` of the prompt: the logits of the two answer tokens after ``prompt + c``, and the
@@ -115,7 +115,7 @@ def _forward_rows(model: TransformerBridge, prefix: SharedPrefix | None, prompt_
     ``prefix`` is the prompt but its last token, run once (:func:`_prompt_prefix`); each row is the last prompt
     token and its continuation, right-padded, read after the prefix's cached keys and values (with
     ``prefix=None``, where the model's cache cannot be reused, the whole prompt runs per row)."""
-    from reasonlens.generation import pad_token_id, run_continuations
+    from reasonlens.runtime import pad_token_id, run_continuations
 
     check_int(batch_size, "batch_size", low=1)
     check_context(model, [len(prompt_ids) + len(c) for c in continuations], item="subset (prompt + kept steps)",

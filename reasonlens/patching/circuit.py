@@ -1,4 +1,4 @@
-"""Circuit sufficiency by mean ablation (Dutta et al., TMLR 2024; methods.md 3.3 B).
+"""Circuit sufficiency by mean ablation (Dutta et al., TMLR 2024).
 
 A *circuit* is a set of kept heads, a ``[layer, head]`` mask. The circuit model replaces the output ``z`` of
 every other head by its mean over a reference set (the authors use false-ontology prompts) at the same
@@ -32,15 +32,10 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
-from reasonlens.patching.engine import reference_means, run_padded
-from reasonlens.patching.heads import (
-    FwdHook,
-    _batch_slices,
-    _labelled_from_dict,
-    _labelled_to_dict,
-    head_mask,
-)
+from reasonlens.patching.engine import reference_means
+from reasonlens.patching.heads import head_mask
 from reasonlens.results import LabelledTensor
+from reasonlens.runtime import FwdHook, batch_slices, run_padded
 from reasonlens.validation import check_finite, check_int, check_int_list, check_tokens, load_saved
 
 if TYPE_CHECKING:
@@ -60,6 +55,14 @@ class HeadMeans:
 
     per_position: Float[Tensor, "layer pos head d_head"]
     overall: Float[Tensor, "layer head d_head"]
+
+    def check(self, model: TransformerBridge) -> None:
+        """Raise :class:`ReasonlensError` unless these are means of ``model``'s heads."""
+        want = (model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_head)
+        got = (self.per_position.shape[0], *self.per_position.shape[2:])
+        if got != want or tuple(self.overall.shape) != want:
+            raise ReasonlensError(f"means are for [layer, head, d_head] = {got}, but the model has {want}; compute them "
+                                  "with mean_head_activations on this model")
 
     def aligned(self, n_pos: int) -> Float[Tensor, "layer n_pos head d_head"]:
         """Means for a left-padded batch of ``n_pos`` positions, aligned from the right; positions left of the
@@ -81,14 +84,6 @@ def mean_head_activations(model: TransformerBridge, ref_tokens: Int[Tensor, "ref
     means = reference_means(model, names, ref_tokens, ref_mask, batch_size, progress=progress)
     return HeadMeans(per_position=torch.stack([means[n][0] for n in names]).float(),
                      overall=torch.stack([means[n][1] for n in names]).float())
-
-
-def _check_means(model: TransformerBridge, means: HeadMeans) -> None:
-    want = (model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_head)
-    got = (means.per_position.shape[0], *means.per_position.shape[2:])
-    if got != want or tuple(means.overall.shape) != want:
-        raise ReasonlensError(f"means are for [layer, head, d_head] = {got}, but the model has {want}; compute them "
-                              "with mean_head_activations on this model")
 
 
 def _check_keeps(model: TransformerBridge, keeps: Tensor) -> None:
@@ -125,9 +120,9 @@ def circuit_logits(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], a
     a left-padded ``[batch, pos]`` batch."""
     tokens, attention_mask = check_tokens(model, tokens, attention_mask)
     _check_keeps(model, keep)
-    _check_means(model, means)
+    means.check(model)
     out = [_last_logits(model, tokens[rows], attention_mask[rows], keep.expand(rows.stop - rows.start, -1, -1),
-                        means) for rows in _batch_slices(tokens.shape[0], batch_size)]
+                        means) for rows in batch_slices(tokens.shape[0], batch_size)]
     return torch.cat(out).cpu()
 
 
@@ -144,14 +139,14 @@ def circuit_matches(model: TransformerBridge, tokens: Int[Tensor, "batch pos"],
     if keeps.ndim != 3 or keeps.shape[0] == 0:
         raise ReasonlensError(f"keeps must be a non-empty [circuit, layer, head] tensor, got shape {tuple(keeps.shape)}")
     _check_keeps(model, keeps)
-    _check_means(model, means)
+    means.check(model)
     n = tokens.shape[0]
     full = torch.cat([_last_logits(model, tokens[rows], attention_mask[rows], None, None).argmax(-1).cpu()
-                      for rows in _batch_slices(n, batch_size)])
+                      for rows in batch_slices(n, batch_size)])
     circuit = torch.arange(keeps.shape[0]).repeat_interleave(n)
     example = torch.arange(n).repeat(keeps.shape[0])
     matches = []
-    for rows in tqdm(_batch_slices(len(example), batch_size), desc="circuits", unit="batch", disable=not progress):
+    for rows in tqdm(batch_slices(len(example), batch_size), desc="circuits", unit="batch", disable=not progress):
         ex = example[rows]
         predicted = _last_logits(model, tokens[ex], attention_mask[ex], keeps[circuit[rows]], means).argmax(-1)
         matches.append(predicted.cpu() == full[ex])
@@ -247,7 +242,7 @@ class CircuitResult:
         """Write ``path`` (a ``.pt`` file); :meth:`load` reads it back."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"class": type(self).__name__, "sizes": self.sizes, "matches": _labelled_to_dict(self.matches),
+        torch.save({"class": type(self).__name__, "sizes": self.sizes, "matches": self.matches.to_dict(),
                     "ranking": self.ranking, "n_layers": self.n_layers, "n_heads": self.n_heads,
                     "band": {"half_width": self.band.half_width, "keep": self.band.keep.cpu(),
                              "agreements": self.band.agreements}, "meta": self.meta}, path)
@@ -258,7 +253,7 @@ class CircuitResult:
         """Read a file written by :meth:`save`."""
         data = load_saved(path, cls.__name__, ("sizes", "matches", "ranking", "n_layers", "n_heads", "band", "meta"),
                           expect_class=cls.__name__)
-        return cls(sizes=data["sizes"], matches=_labelled_from_dict(data["matches"]), ranking=data["ranking"],
+        return cls(sizes=data["sizes"], matches=LabelledTensor.from_dict(data["matches"]), ranking=data["ranking"],
                    n_layers=data["n_layers"], n_heads=data["n_heads"], band=BandSelection(**data["band"]),
                    meta=data["meta"])
 

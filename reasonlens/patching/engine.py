@@ -32,7 +32,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from functools import partial
 from typing import Literal, no_type_check
 
 import torch
@@ -40,8 +39,8 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
-from reasonlens.generation import left_padded_positions, plain_kv_cache
 from reasonlens.results import LabelledTensor
+from reasonlens.runtime import HEAD_SITES, KV_SITES, SITES, KVPrefix, left_padded_positions, run_padded, saving_hooks
 from reasonlens.validation import (
     check_int,
     check_int_list,
@@ -51,22 +50,7 @@ from reasonlens.validation import (
     describe,
 )
 
-# The hook each site is read at (and, except for DELTA_HOOKS, written at).
-SITE_HOOKS: dict[str, str] = {
-    "resid_pre": "blocks.{l}.hook_resid_pre",
-    "resid_mid": "blocks.{l}.hook_resid_mid",
-    "resid_post": "blocks.{l}.hook_resid_post",
-    "attn_out": "blocks.{l}.hook_attn_out",
-    "mlp_out": "blocks.{l}.hook_mlp_out",
-    "z": "blocks.{l}.attn.hook_z",
-    "q": "blocks.{l}.attn.hook_q",
-    "k": "blocks.{l}.attn.hook_k",
-    "v": "blocks.{l}.attn.hook_v",
-    "pattern": "blocks.{l}.attn.hook_pattern",
-    "neuron": "blocks.{l}.mlp.hook_post",
-}
-HEAD_SITES = ("z", "q", "k", "v", "pattern")
-KV_SITES = ("k", "v")
+SITE_HOOKS = SITES  # the runtime's site table: the hook each site is read at (and written at, except DELTA_HOOKS)
 # Sites written by adding (source - target) to another hook. On the bridge ``hook_resid_mid`` is the input of
 # the second norm (``ln2.hook_in``): a value written there reaches the MLP but not the skip connection.
 # ``hook_attn_out`` feeds only the residual sum, so adding the difference there sets the mid-block residual.
@@ -155,60 +139,13 @@ def unit_axis(model, config: PatchConfig) -> str | None:
     return config.unit
 
 
-class PatchingResult(LabelledTensor):
+class PatchSweep(LabelledTensor):
     """Per-example patching values ``[example, layer, position|span, (head|kv_head|neuron)]`` with labels
     (``L0``, ``3`` or ``span 0``, ``H1`` / ``KV1`` / ``N7``); ``meta`` holds the config, the normalisation, the
     metric name and the per-example clean / corrupted metric values."""
 
 
 # ---------------------------------------------------------------------------------------------------------- runs
-
-
-def run_padded(model, tokens: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"],
-               fwd_hooks: Sequence | None = None, *, prefix: _Prefix | None = None) -> Float[Tensor, "batch out_pos vocab"]:
-    """Logits of a left-padded batch run as :mod:`reasonlens.generation` runs it (attention mask, position ids
-    counted from each row's first real token), with ``fwd_hooks`` active and no gradients. With ``prefix``, the
-    keys and values of the first ``prefix.length`` positions come from a cache and only the rest is computed
-    (hooks then see, and the logits cover, positions ``prefix.length..`` only)."""
-    device = model.cfg.device
-    mask = attention_mask.to(device)
-    positions = left_padded_positions(mask)
-    with torch.no_grad(), model.hooks(fwd_hooks=list(fwd_hooks or [])):
-        if prefix is None:
-            return model(tokens.to(device), attention_mask=mask, position_ids=positions)
-        start = prefix.length
-        logits, _ = model(tokens[:, start:].to(device), attention_mask=mask, position_ids=positions[:, start:],
-                          past_key_values=prefix.cache(), return_type="logits_and_cache")
-        return logits
-
-
-@dataclass
-class _Prefix:
-    """Keys and values of the first ``length`` positions of some rows of a cached run."""
-
-    keys: list[Tensor]
-    values: list[Tensor]
-    length: int
-
-    def cache(self):
-        from transformers import DynamicCache
-
-        cache = DynamicCache()
-        for layer, (k, v) in enumerate(zip(self.keys, self.values)):
-            cache.update(k, v, layer_idx=layer)
-        return cache
-
-
-@dataclass
-class _KV:
-    """Per-layer keys and values ``[batch, kv_head, pos, d_head]`` of a whole run (CPU)."""
-
-    keys: list[Tensor]
-    values: list[Tensor]
-
-    def prefix(self, rows: Tensor, length: int, device) -> _Prefix:
-        return _Prefix([k[rows, :, :length].to(device) for k in self.keys],
-                       [v[rows, :, :length].to(device) for v in self.values], length)
 
 
 def _cache_run(model, tokens, attention_mask, names: list[str], batch_size: int, keep_kv: bool = False,
@@ -219,7 +156,7 @@ def _cache_run(model, tokens, attention_mask, names: list[str], batch_size: int,
     import functools
 
     device = model.cfg.device
-    logits, acts, keys, values = [], {n: [] for n in names}, [], []
+    logits, acts, kv_chunks = [], {n: [] for n in names}, []
     kv_ok = keep_kv
     for start in range(0, tokens.shape[0], batch_size):
         store: dict[str, Tensor] = {}
@@ -245,11 +182,11 @@ def _cache_run(model, tokens, attention_mask, names: list[str], batch_size: int,
         logits.append(out[:, -1].float().cpu())
         for n in names:
             acts[n].append(store[n])
-        kv_ok = kv_ok and plain_kv_cache(cache)
+        chunk_kv = KVPrefix.from_cache(cache, mask) if kv_ok else None
+        kv_ok = chunk_kv is not None
         if kv_ok:
-            keys.append([layer.keys.cpu() for layer in cache.layers])
-            values.append([layer.values.cpu() for layer in cache.layers])
-    kv = _KV([torch.cat(k) for k in zip(*keys)], [torch.cat(v) for v in zip(*values)]) if kv_ok else None
+            kv_chunks.append(chunk_kv.to("cpu"))
+    kv = KVPrefix.concat(kv_chunks) if kv_ok else None
     return torch.cat(logits), {n: torch.cat(v) for n, v in acts.items()}, kv
 
 
@@ -272,7 +209,7 @@ def reference_means(model, names: Sequence[str], tokens: Int[Tensor, "ref ref_po
                       disable=not progress):
         store: dict[str, Tensor] = {}
         rows = slice(start, start + batch_size)
-        run_padded(model, tokens[rows], attention_mask[rows], _saving_hooks(store, dict.fromkeys(names, _identity)))
+        run_padded(model, tokens[rows], attention_mask[rows], saving_hooks(store, dict.fromkeys(names)))
         real = attention_mask[rows].to(torch.float64)
         for n in names:
             view = store[n].cpu().double()
@@ -287,20 +224,6 @@ def reference_means(model, names: Sequence[str], tokens: Int[Tensor, "ref ref_po
         per_position = torch.where(counts.reshape(shape) > 0, sums[n] / counts.clamp_min(1).reshape(shape), overall)
         out[n] = (per_position, overall)
     return out
-
-
-def _save_hook(activation: Tensor, hook, *, store: dict[str, Tensor], name: str,
-               select: Callable[[Tensor], Tensor]) -> None:
-    store[name] = select(activation).detach()
-
-
-def _identity(x: Tensor) -> Tensor:
-    return x
-
-
-def _saving_hooks(store: dict[str, Tensor], selects: dict[str, Callable[[Tensor], Tensor]]) -> list:
-    """Hooks that write ``select(activation)`` of each named hook point into ``store`` (name -> tensor)."""
-    return [(name, partial(_save_hook, store=store, name=name, select=select)) for name, select in selects.items()]
 
 
 def mean_activations(model, site: str, tokens: Int[Tensor, "ref ref_pos"], attention_mask: Int[Tensor, "ref ref_pos"],
@@ -465,7 +388,7 @@ class _Sweep:
     mask: Tensor
     target: Tensor
     target_acts: dict[str, Tensor]
-    target_kv: _KV | None
+    target_kv: KVPrefix | None  # keys and values of the whole target run (CPU)
     source_acts: dict[str, Tensor]
     metric: Metric
     metric_name: str
@@ -498,7 +421,7 @@ class _Sweep:
                 "to normalise by); pass normalize='example' or 'none'")
         return (values - self.m_corr.reshape(-1, 1, 1, 1)) / mean, {"normalize": mode, "batch_scale": float(mean)}
 
-    def finish(self, values: Float[Tensor, "batch layer cell unit"], extra: dict) -> PatchingResult:
+    def finish(self, values: Float[Tensor, "batch layer cell unit"], extra: dict) -> PatchSweep:
         """Normalise, label and wrap per-example cell values."""
         config = self.config
         values, how = self.normalise(values)
@@ -512,7 +435,7 @@ class _Sweep:
         meta = {"config": {k: (list(v) if isinstance(v, (list, tuple, range)) else v) for k, v in asdict(config).items()},
                 "metric": self.metric_name, "layers": self.layers, "units": self.units, **how,
                 "clean_metric": self.m_clean.tolist(), "corrupted_metric": self.m_corr.tolist(), **extra}
-        return PatchingResult(values, axes=tuple(axes), labels=labels, meta=meta)
+        return PatchSweep(values, axes=tuple(axes), labels=labels, meta=meta)
 
 
 def _prepare(model, clean, corrupted, metric, answer, wrong, attention_mask, spans, span_labels, reference,
@@ -587,7 +510,7 @@ def patch(model, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch 
           wrong: Int[Tensor, " batch"] | None = None, attention_mask: Int[Tensor, "batch pos"] | None = None,
           spans: Spans | None = None, span_labels: Sequence[str] | None = None,
           reference: tuple[Int[Tensor, "ref ref_pos"], Int[Tensor, "ref ref_pos"]] | None = None,
-          config: PatchConfig | None = None, progress: bool = True, **overrides) -> PatchingResult:
+          config: PatchConfig | None = None, progress: bool = True, **overrides) -> PatchSweep:
     """Patch every cell of ``config`` (or of its fields given as keyword ``overrides``) and return the metric.
 
     ``metric``: ``"kl"`` (Dutta et al.: minus KL(P_clean || P_patched) at the last position; normalised, this
@@ -640,7 +563,7 @@ def patch(model, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch 
         chunk = rows[start:start + config.batch_size]
         b, li, pc, uc = chunk.unbind(1)
         skip = int(first[start:start + config.batch_size].min()) if sweep.target_kv is not None else 0
-        prefix = sweep.target_kv.prefix(b, skip, model.cfg.device) if skip > 0 else None
+        prefix = sweep.target_kv.select(b).first(skip).to(model.cfg.device) if skip > 0 else None
         hooks = []
         for layer_i in li.unique().tolist():
             sel = (li == layer_i).nonzero().squeeze(1)
@@ -664,7 +587,7 @@ def attribution_patch(model, clean: Int[Tensor, "batch pos"],
                       attention_mask: Int[Tensor, "batch pos"] | None = None, spans: Spans | None = None,
                       span_labels: Sequence[str] | None = None,
                       reference: tuple[Int[Tensor, "ref ref_pos"], Int[Tensor, "ref ref_pos"]] | None = None,
-                      config: PatchConfig | None = None, progress: bool = True, **overrides) -> PatchingResult:
+                      config: PatchConfig | None = None, progress: bool = True, **overrides) -> PatchSweep:
     """Attribution patching (Nanda; Syed et al.): the first-order estimate of :func:`patch` for every cell at
     once, ``m_target + sum over the cell's entries of (source - target) * d metric / d activation``, from two
     cached forwards and one forward + backward per ``batch_size`` examples. Same arguments, same result layout.
@@ -710,7 +633,7 @@ def attribution_patch(model, clean: Int[Tensor, "batch pos"],
     return sweep.finish(values, {"method": "attribution patching"})
 
 
-def compare_rankings(exact: PatchingResult, approx: PatchingResult, k: int = 10) -> dict[str, float]:
+def compare_rankings(exact: PatchSweep, approx: PatchSweep, k: int = 10) -> dict[str, float]:
     """Agreement of two sweeps' mean cell values: Spearman rank correlation, and the overlap of their top-``k``
     cells by absolute value (fraction of ``k``)."""
     from scipy.stats import spearmanr

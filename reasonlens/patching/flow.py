@@ -1,4 +1,4 @@
-"""Recursive information-flow tracer of Dutta et al. (TMLR 2024; methods.md 3.3 D): the "parallel pathways".
+"""Recursive information-flow tracer of Dutta et al. (TMLR 2024): the "parallel pathways" of answer generation.
 
 Starting from the argmax token X at the last position, the tracer alternates three stages (as the authors'
 ``informationFlow.py``):
@@ -46,14 +46,10 @@ from jaxtyping import Bool, Int
 from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
-from reasonlens.patching.circuit import HeadMeans, _check_means, mean_ablation_hooks
-from reasonlens.patching.engine import _saving_hooks, run_padded
-from reasonlens.patching.heads import (
-    _batch_slices,
-    _head_outputs,
-    _logit_lens_probs,
-)
+from reasonlens.patching.circuit import HeadMeans, mean_ablation_hooks
+from reasonlens.patching.heads import head_outputs
 from reasonlens.results import LabelledTensor
+from reasonlens.runtime import batch_slices, lens_logits, run_padded, saving_hooks
 from reasonlens.validation import check_tokens, is_int, load_saved
 
 if TYPE_CHECKING:
@@ -236,8 +232,8 @@ class _Tracer:
         if bound == 0:
             return []
         with torch.no_grad():
-            outputs = _head_outputs(self.model, self.z[:, pos])[:bound]
-            probs = _logit_lens_probs(self.model, outputs)[..., token].tolist()
+            outputs = head_outputs(self.model, self.z[:, pos])[:bound]
+            probs = torch.softmax(lens_logits(self.model, outputs), -1)[..., token].tolist()
         ranked = sorted(((probs[layer][head], layer, head) for layer in range(bound) for head in range(self.n_heads)
                          if self.in_circuit[layer][head]), key=lambda t: -t[0])
         return [FlowNode(layer, head, pos, token, prob, depth) for prob, layer, head in ranked[:top]]
@@ -254,7 +250,7 @@ class _Tracer:
     def tokens(self, layer: int, pos: int, top: int) -> list[int]:
         """Stage III: the top tokens of the logit lens of resid_pre[layer] at pos, above the vocabulary median."""
         with torch.no_grad():
-            probs = _logit_lens_probs(self.model, self.resid_pre[layer, pos]).double()
+            probs = torch.softmax(lens_logits(self.model, self.resid_pre[layer, pos]), -1).double()
         median = float(torch.quantile(probs, 0.5))
         order = torch.sort(-probs, stable=True).indices[:top]
         return [int(t) for t in order.tolist() if float(probs[t]) > median]
@@ -323,18 +319,18 @@ def trace_pathways(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], a
         raise ReasonlensError(f"l, k and p must be integers >= 1 and max_depth an integer >= 0 or None, got l={l!r}, "
                               f"k={k!r}, p={p!r}, max_depth={max_depth!r}")
     if means is not None:
-        _check_means(model, means)
+        means.check(model)
     names = {kind: [f"blocks.{i}.{kind}" for i in range(n_layers)]
              for kind in ("attn.hook_z", "attn.hook_pattern", "hook_resid_pre")}
     selects = {name: (lambda a: a) for group in names.values() for name in group}
     roots: list[list[FlowNode]] = []
     predicted: list[int] = []
     with tqdm(total=n, desc="trace pathways", unit="prompt", disable=not progress) as bar:
-        for rows in _batch_slices(n, batch_size):
+        for rows in batch_slices(n, batch_size):
             store: dict[str, Tensor] = {}
             hooks = [] if means is None else mean_ablation_hooks(circuit.expand(rows.stop - rows.start, -1, -1),
                                                                  means, width, model.cfg.device)
-            logits = run_padded(model, tokens[rows], attention_mask[rows], [*hooks, *_saving_hooks(store, selects)])
+            logits = run_padded(model, tokens[rows], attention_mask[rows], [*hooks, *saving_hooks(store, selects)])
             cached = {kind: torch.stack([store[name] for name in group], 1) for kind, group in names.items()}
             for i, row in enumerate(range(rows.start, rows.stop)):
                 token = int(logits[i, -1].argmax())

@@ -1,4 +1,4 @@
-"""Head role scores of Dutta et al. (TMLR 2024; methods.md 3.3 C): answer writers, movers and decision heads.
+"""Head role scores of Dutta et al. (TMLR 2024): answer writers, movers and decision heads.
 
 Every score is read at the last position of a left-padded batch whose next token is ``answer``:
 
@@ -43,15 +43,14 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
-from reasonlens.patching.engine import _saving_hooks, run_padded
 from reasonlens.results import LabelledTensor
-from reasonlens.validation import check_int, check_per_example, check_tokens, load_saved
+from reasonlens.runtime import batch_slices, lens_logits, run_padded, saving_hooks
+from reasonlens.validation import check_per_example, check_tokens, load_saved
 
 if TYPE_CHECKING:
     import pandas as pd
     from transformer_lens.model_bridge import TransformerBridge
 
-FwdHook = tuple[str, Callable[..., Any]]
 ROLES: tuple[str, ...] = ("writer", "direct_logit", "mover", "decision")
 _HEAD_LABEL = re.compile(r"L(\d+)H(\d+)")
 
@@ -88,15 +87,15 @@ def head_mask(heads: Sequence[str | tuple[int, int]], n_layers: int, n_heads: in
 # Shared machinery (also used by reasonlens.patching.circuit and reasonlens.patching.flow)
 
 
-def _head_outputs(model: TransformerBridge, z: Float[Tensor, "*batch layer head d_head"]
+def head_outputs(model: TransformerBridge, z: Float[Tensor, "*batch layer head d_head"]
                   ) -> Float[Tensor, "*batch layer head d_model"]:
     """``z_h W_O`` of every head (no output bias)."""
     return torch.einsum("...lhd,lhdm->...lhm", z, model.W_O.to(z.device, z.dtype))
 
 
 def _logit_lens_probs(model: TransformerBridge, x: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch vocab"]:
-    """``softmax(W_U ln_final(x) + b_U)``: the final norm applied to ``x`` alone."""
-    return torch.softmax(model.ln_final(x) @ model.W_U + model.b_U, dim=-1)
+    """The logit lens of ``x`` as probabilities (:func:`reasonlens.runtime.lens_logits`)."""
+    return torch.softmax(lens_logits(model, x), dim=-1)
 
 
 def _frozen_final_norm(model: TransformerBridge, x: Float[Tensor, "*batch d_model"],
@@ -117,20 +116,6 @@ def _at(values: Float[Tensor, " batch *rest vocab"], ids: Int[Tensor, " batch"])
     """``values[b, ..., ids[b]]`` for every row ``b``."""
     index = ids.view(-1, *([1] * (values.ndim - 1))).expand(*values.shape[:-1], 1)
     return values.gather(-1, index)[..., 0]
-
-
-def _batch_slices(n: int, batch_size: object) -> list[slice]:
-    check_int(batch_size, "batch_size", low=1)
-    return [slice(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
-
-
-def _labelled_to_dict(tensor: LabelledTensor) -> dict[str, Any]:
-    return {"values": tensor.values.detach().cpu(), "axes": list(tensor.axes), "labels": tensor.labels,
-            "meta": tensor.meta}
-
-
-def _labelled_from_dict(data: dict[str, Any]) -> LabelledTensor:
-    return LabelledTensor(values=data["values"], axes=tuple(data["axes"]), labels=data["labels"], meta=data["meta"])
 
 
 def _grid_labels(n_layers: int, n_heads: int) -> dict[str, list[str]]:
@@ -210,7 +195,7 @@ class HeadRoles:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"class": type(self).__name__, "meta": self.meta,
-                    **{name: _labelled_to_dict(getattr(self, name)) for name in
+                    **{name: getattr(self, name).to_dict() for name in
                        ("writer", "direct_logit", "mover", "head_only_prob", "resid_mid_prob")}}, path)
         return path
 
@@ -219,7 +204,7 @@ class HeadRoles:
         """Read a file written by :meth:`save`."""
         names = ("writer", "direct_logit", "mover", "head_only_prob", "resid_mid_prob")
         data = load_saved(path, cls.__name__, (*names, "meta"), expect_class=cls.__name__)
-        return cls(**{name: _labelled_from_dict(data[name]) for name in names}, meta=data["meta"])
+        return cls(**{name: LabelledTensor.from_dict(data[name]) for name in names}, meta=data["meta"])
 
 
 def _role_selects(n_layers: int) -> dict[str, Callable[[Tensor], Tensor]]:
@@ -261,13 +246,13 @@ def head_roles(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], atten
     selects = _role_selects(n_layers)
     parts: dict[str, list[Tensor]] = {name: [] for name in
                                       ("writer", "direct_logit", "mover", "head_only_prob", "resid_mid_prob")}
-    for rows in tqdm(_batch_slices(n, batch_size), desc="head roles", unit="batch", disable=not progress):
+    for rows in tqdm(batch_slices(n, batch_size), desc="head roles", unit="batch", disable=not progress):
         store: dict[str, Tensor] = {}
-        run_padded(model, tokens[rows], attention_mask[rows], _saving_hooks(store, selects))
+        run_padded(model, tokens[rows], attention_mask[rows], saving_hooks(store, selects))
         ans, src = answer[rows].to(device), source_position[rows].to(device)
         with torch.no_grad():
             z = torch.stack([store[f"blocks.{l}.attn.hook_z"] for l in range(n_layers)], dim=1)
-            head_out = _head_outputs(model, z)  # [batch, layer, head, d_model]
+            head_out = head_outputs(model, z)  # [batch, layer, head, d_model]
             frozen = _frozen_final_norm(model, head_out, store["ln_final.hook_scale"][:, None, None])
             writer, only, mid, mover = [], [], [], []
             for l in range(n_layers):

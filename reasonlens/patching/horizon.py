@@ -23,7 +23,7 @@ and written right-aligned, under the row's left padding.
 >>> from reasonlens.ontology import generate
 >>> model = load_model("reasonlens-main")
 >>> examples = generate(2, hops=2, ordering="preorder", distractor=False, extra_concepts=0, seed=2024)
->>> result = horizon(model, examples, HorizonConfig(stages=[0, 3], layers=[0, 5]), progress=False)
+>>> result = measure_horizon(model, examples, HorizonConfig(stages=[0, 3], layers=[0, 5]), progress=False)
 >>> result.fraction.values.shape, result.fraction.labels["stage"], result.fraction.labels["layer"]
 (torch.Size([2, 2]), ['k=0', 'k=3'], ['L0', 'L5'])
 >>> result.n + result.n_dropped + result.n_skipped == len(examples)
@@ -525,8 +525,7 @@ def _corrupted_z(model, pairs: list[HorizonPair], keep: list[int], length: dict[
     """``z`` of every layer in ``layers`` over the first ``length[p]`` corrupted tokens of each kept pair."""
     from tqdm.auto import tqdm
 
-    from reasonlens.generation import left_pad, pad_token_id
-    from reasonlens.patching.engine import run_padded
+    from reasonlens.runtime import left_pad, pad_token_id, run_padded
 
     out: dict[int, dict[int, Tensor]] = {}
     pad = pad_token_id(model)
@@ -550,14 +549,14 @@ def _corrupted_z(model, pairs: list[HorizonPair], keep: list[int], length: dict[
 
 def _intact(text: str, rest: str) -> tuple[bool, bool]:
     """(the generation restates the gold rest of the chain and the label, the label alone is right)."""
-    from reasonlens.evaluate import _split_answer
+    from reasonlens.evaluate import split_answer
 
-    chain, label = _split_answer(text)
-    gold_chain, gold_label = _split_answer(rest)
+    chain, label = split_answer(text)
+    gold_chain, gold_label = split_answer(rest)
     return chain == gold_chain and label == gold_label, label == gold_label
 
 
-def horizon(model: TransformerBridge, examples: Sequence[Example], config: HorizonConfig | None = None, *,
+def measure_horizon(model: TransformerBridge, examples: Sequence[Example], config: HorizonConfig | None = None, *,
             progress: bool = True) -> HorizonResult:
     """Run the horizon experiment (see the module doc) on ``examples``.
 
@@ -570,7 +569,7 @@ def horizon(model: TransformerBridge, examples: Sequence[Example], config: Horiz
     Raises :class:`ReasonlensError` for no examples, a model without a tokenizer, a layer or stage out of
     range, and when no example has a fitting corruption.
     """
-    from reasonlens.evaluate import _demonstrations
+    from reasonlens.evaluate import shot_demonstrations
     from reasonlens.model import require_tokenizer
 
     config = config or HorizonConfig()
@@ -596,7 +595,7 @@ def horizon(model: TransformerBridge, examples: Sequence[Example], config: Horiz
     candidates: list[int] = []
     skipped: list[tuple[int, str]] = []
     for i, example in enumerate(examples):
-        demos = _demonstrations(example, config.shots) if config.shots else []
+        demos = shot_demonstrations(example, config.shots) if config.shots else []
         rng = random.Random(f"reasonlens-horizon-{config.seed}-{i}")
         try:
             pair = horizon_pair(model, example, statement=config.statement, which=config.which,

@@ -1,4 +1,4 @@
-"""Logit lens per layer, and the prior-vs-context crossover of Dutta et al. (2024, §3.3 F of the method notes).
+"""Logit lens per layer, and the prior-vs-context crossover of Dutta et al. (TMLR 2024: the mid-layer "functional rift").
 
 :func:`logit_lens` reads the residual stream of every layer at one position per sequence and decodes it as
 if it were the last layer: ``log_softmax(unembed(ln_final(resid)))``, with the model's own final norm
@@ -40,26 +40,25 @@ tensor([0.5000, 1.0000, 1.0000, 1.0000, 1.0000, 1.0000])
 
 from __future__ import annotations
 
-import functools
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
-from reasonlens.generation import left_pad, left_padded_positions
-from reasonlens.model import check_hook_name, require_tokenizer
+from reasonlens.model import require_tokenizer
 from reasonlens.ontology.lexicon import TRUE_TAXONOMY, true_properties
 from reasonlens.ontology.prompt import format_completion, format_prompt
 from reasonlens.ontology.types import Example
 from reasonlens.results import LabelledTensor
+from reasonlens.runtime import collect_activations, lens_logits, site_hook
 from reasonlens.spans import char_to_token_spans, single_token_id
-from reasonlens.validation import check_context, check_int, check_token_lists, check_tokens, describe, is_int
+from reasonlens.validation import check_token_lists, check_tokens, describe, is_int
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -92,69 +91,6 @@ def _token_rows(model: TransformerBridge, tokens: object, attention_mask: object
     return check_token_lists(model, tokens, name="tokens", item="sequence")
 
 
-def _capture(act: Tensor, hook: Any, *, store: list[Tensor | None], slot: int, rows: Tensor, cols: Tensor) -> None:
-    store[slot] = act[rows, cols].detach()
-
-
-def collect_activations(model: TransformerBridge, rows: Sequence[Sequence[int]], positions: Sequence[Sequence[int]],
-                        hook_names: Sequence[str], *, batch_size: int = 32,
-                        progress: bool = False) -> list[Float[Tensor, "hook n_pos d_model"]]:
-    """The activations of ``hook_names`` (each ``[batch, pos, d_model]``, e.g. ``blocks.{l}.hook_resid_post``)
-    at ``positions[i]`` of sequence ``rows[i]``, one ``[hook, position, d_model]`` tensor per sequence.
-
-    Sequences are left-padded into batches of ``batch_size`` (longest first) with an attention mask and
-    per-row position ids, so each row sees exactly what it would see alone. Only ``hook_names`` are hooked,
-    and only the asked positions are kept.
-    """
-    from tqdm.auto import tqdm
-
-    check_int(batch_size, "batch_size", low=1)
-    rows = check_token_lists(model, rows, name="rows", item="sequence")
-    if isinstance(positions, (str, bytes)) or not isinstance(positions, Sequence):
-        raise ReasonlensError(f"positions must be one list of positions per sequence, got {describe(positions)}")
-    if len(positions) != len(rows):
-        raise ReasonlensError(f"{len(positions)} position lists for {len(rows)} sequences; pass one per sequence")
-    if isinstance(hook_names, str):
-        raise ReasonlensError(f"hook_names is one string; pass a list, e.g. [{hook_names!r}]")
-    names = [check_hook_name(model, n) for n in hook_names]
-    if not names:
-        raise ReasonlensError("no hook names given; pass at least one, e.g. ['blocks.0.hook_resid_post']")
-    check_context(model, [len(row) for row in rows], item="sequence", fix="shorten them")
-    for i, (row, pos) in enumerate(zip(rows, positions)):
-        if isinstance(pos, (str, bytes)) or not isinstance(pos, Sequence) or not all(is_int(p) for p in pos):
-            raise ReasonlensError(f"positions of sequence {i} must be a list of integer token positions, got "
-                                  f"{describe(pos)}")
-        if any(not 0 <= p < len(row) for p in pos):
-            raise ReasonlensError(f"sequence {i} has {len(row)} tokens but positions {list(pos)} were asked for; "
-                                  f"use positions in 0..{len(row) - 1}")
-    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
-    out: list[Tensor] = [torch.empty(0)] * len(rows)
-    device = model.cfg.device
-    batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
-    with torch.no_grad():
-        for batch in tqdm(batches, desc="activations", unit="batch", disable=not progress):
-            width = max(len(rows[i]) for i in batch)
-            ids, mask = left_pad([rows[i] for i in batch], 0)
-            position_ids = left_padded_positions(mask)
-            counts = [len(positions[i]) for i in batch]
-            sel_rows = torch.repeat_interleave(torch.arange(len(batch)), torch.tensor(counts)).to(device)
-            sel_cols = torch.tensor([width - len(rows[i]) + p for i in batch for p in positions[i]],
-                                    dtype=torch.long).to(device)
-            store: list[Tensor | None] = [None] * len(names)
-            hooks = [(n, functools.partial(_capture, store=store, slot=s, rows=sel_rows, cols=sel_cols))
-                     for s, n in enumerate(names)]
-            with model.hooks(fwd_hooks=hooks):
-                model(ids.to(device), attention_mask=mask.to(device), position_ids=position_ids.to(device),
-                      return_type=None)
-            if any(t is None for t in store):
-                raise ReasonlensError(f"hooks {names} did not all fire on a forward pass; pass hook names of "
-                                      "activations every forward computes (e.g. blocks.{l}.hook_resid_post)")
-            stacked = torch.stack(store).cpu()  # [hook, positions of the batch, d_model]
-            for i, chunk in zip(batch, stacked.split(counts, dim=1)):
-                out[i] = chunk
-    return out
-
-
 def _resolve_positions(rows: list[list[int]], positions: object) -> list[int]:
     if positions is None:
         return [len(r) - 1 for r in rows]
@@ -179,14 +115,13 @@ def _resolve_positions(rows: list[list[int]], positions: object) -> list[int]:
 def _lens_hooks(model: TransformerBridge, site: object) -> list[str]:
     if site not in LENS_SITES:
         raise ReasonlensError(f"unknown lens site {site!r}; choose from {LENS_SITES}")
-    return [f"blocks.{l}.hook_{site}" for l in range(model.cfg.n_layers)]
+    return [site_hook(site, l) for l in range(model.cfg.n_layers)]
 
 
 def _decode(model: TransformerBridge, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... vocab"]:
     """``log_softmax(unembed(ln_final(resid)))`` with the model's own final norm and unembedding."""
     with torch.no_grad():
-        resid = resid.to(model.cfg.device)
-        return model.unembed(model.ln_final(resid)).float().log_softmax(-1).cpu()
+        return lens_logits(model, resid.to(model.cfg.device)).float().log_softmax(-1).cpu()
 
 
 def logit_lens(model: TransformerBridge, tokens: TokenRows, attention_mask: Int[Tensor, "batch pos"] | None = None,

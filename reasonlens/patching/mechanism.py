@@ -129,7 +129,7 @@ class SubtaskAnalysis:
 
     subtask: dict[str, Any]
     pairs: PairStats
-    head_scores: Any = None  # PatchingResult [example, layer, 1, head]
+    head_scores: Any = None  # PatchSweep [example, layer, 1, head]
     circuit: Any = None  # CircuitResult
     roles: Any = None  # HeadRoles
     flow: Any = None  # FlowResult
@@ -251,7 +251,7 @@ class MechanismResult:
         >>> result = MechanismResult.load("out/cot")  # doctest: +SKIP
         """
         from reasonlens.patching.circuit import CircuitResult
-        from reasonlens.patching.engine import PatchingResult
+        from reasonlens.patching.engine import PatchSweep
         from reasonlens.patching.flow import FlowResult
         from reasonlens.patching.heads import HeadRoles
         from reasonlens.patching.horizon import HorizonResult
@@ -267,7 +267,7 @@ class MechanismResult:
         config = MechanismConfig(**{**raw, "subtasks": None if raw["subtasks"] is None else tuple(raw["subtasks"]),
                                     "relation_seeds": tuple(raw["relation_seeds"])})
 
-        part_types = {"head_scores": PatchingResult, "circuit": CircuitResult, "roles": HeadRoles, "flow": FlowResult}
+        part_types = {"head_scores": PatchSweep, "circuit": CircuitResult, "roles": HeadRoles, "flow": FlowResult}
 
         def analyses(records: list[dict[str, Any]], prefix: str) -> list[SubtaskAnalysis]:
             done = []
@@ -322,7 +322,7 @@ def _mean_depth(roles, role: str, n_layers: int, top: int = 4) -> float:
 def _pair_effects(model, pairs, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per pair: KL(P_clean || P_corrupted) at the last position, whether the corrupted run's argmax left the
     answer, and whether it is the corrupted word."""
-    from reasonlens.patching.engine import run_padded
+    from reasonlens.runtime import run_padded
 
     kls, argmaxes = [], []
     for start in range(0, len(pairs), batch_size):
@@ -402,17 +402,17 @@ def analyze_mechanism(model, config: MechanismConfig | None = None, *, model_nam
 
     from reasonlens.model import require_tokenizer
     from reasonlens.ontology import generate
-    from reasonlens.patching.horizon import HorizonConfig, horizon
+    from reasonlens.patching.horizon import HorizonConfig, measure_horizon
     from reasonlens.patching.lens import prior_vs_context
     from reasonlens.patching.relations import relation_probes
-    from reasonlens.patching.subtasks import subtasks
+    from reasonlens.patching.subtasks import chain_subtasks
 
     config = config or MechanismConfig()
     config.check()
     require_tokenizer(model)  # fail early, with the fix in the message
     saved = StudyCheckpoints(checkpoint_dir, study="mechanism", config=config, models=(model,),
                              log=print if progress else None)
-    layout = subtasks(config.hops)
+    layout = chain_subtasks(config.hops)
     chosen = range(len(layout)) if config.subtasks is None else config.subtasks
     bad = [i for i in chosen if not 0 <= i < len(layout)]
     if bad:
@@ -430,7 +430,7 @@ def analyze_mechanism(model, config: MechanismConfig | None = None, *, model_nam
             model, ex, reference, index, layout[index], config, shots)))
     horizon_result = None
     if config.n_horizon:
-        horizon_result = saved.run("horizon", lambda: horizon(
+        horizon_result = saved.run("horizon", lambda: measure_horizon(
             model, generate(config.n_horizon, kind="fictional", seed=config.seed + 4, **gen),
             HorizonConfig(batch_size=config.batch_size), progress=progress))
     conflict = generate(config.n_conflict, kind="false", seed=config.seed + 2, hops=(1, 2, 3))

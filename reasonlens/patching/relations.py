@@ -1,5 +1,5 @@
 """Relation probes on token pairs: in which layer do ontology relations become decodable? (Dutta et al. 2024,
-§3.3 E of the method notes.)
+TMLR: early layers move information along ontological relations.)
 
 The model reads each question alone (0-shot prompt, no chain of thought). A pair is two word positions of the
 context (the first token of each word) and its class is the relation the context states between the two words:
@@ -47,8 +47,8 @@ from reasonlens.model import require_tokenizer
 from reasonlens.ontology.lexicon import plural
 from reasonlens.ontology.prompt import format_prompt
 from reasonlens.ontology.types import Example
-from reasonlens.patching.lens import collect_activations
 from reasonlens.results import LabelledTensor
+from reasonlens.runtime import collect_activations
 from reasonlens.spans import char_to_token_spans
 from reasonlens.validation import check_finite, check_float, check_int, check_int_list, check_tensor
 
@@ -176,7 +176,7 @@ def relation_dataset(tokenizer: PreTrainedTokenizerBase | None, examples: Sequen
 
 @no_type_check  # checked by __post_init__, so a bad value gets the ReasonlensError under the test run's type checks too
 @dataclass(frozen=True)
-class ProbeConfig:
+class RelationProbeConfig:
     """Probe hyperparameters: ``hidden_sizes`` of the MLP (the paper's 128-64-32), its L2 penalty
     ``mlp_alpha``, the inverse L2 strength ``linear_c`` of the logistic regression, and the most optimiser
     iterations ``max_iter`` (the MLP stops early on a 10% validation split of its training pairs)."""
@@ -194,7 +194,7 @@ class ProbeConfig:
         check_int(self.max_iter, "max_iter", low=1)
 
 
-def _probe(kind: str, config: ProbeConfig, seed: int):
+def _probe(kind: str, config: RelationProbeConfig, seed: int):
     from sklearn.linear_model import LogisticRegression
     from sklearn.neural_network import MLPClassifier
     from sklearn.pipeline import make_pipeline
@@ -227,7 +227,7 @@ def _split(labels: Int[Tensor, " pair"], groups: Int[Tensor, " pair"], test_frac
 
 def probe_scores(features: Float[Tensor, "layer pair feature"], labels: Int[Tensor, " pair"],
                  groups: Int[Tensor, " pair"], *, probes: Sequence[str] = PROBE_KINDS, seeds: Sequence[int] = (0, 1, 2),
-                 test_fraction: float = 0.2, config: ProbeConfig = ProbeConfig(),
+                 test_fraction: float = 0.2, config: RelationProbeConfig = RelationProbeConfig(),
                  layer_labels: Sequence[str] | None = None, class_names: Sequence[str] | None = None,
                  progress: bool = False) -> LabelledTensor:
     """Held-out scores of probes trained per layer: values ``[metric, seed, probe, layer]``, with metrics
@@ -251,8 +251,8 @@ def probe_scores(features: Float[Tensor, "layer pair feature"], labels: Int[Tens
         raise ReasonlensError("no seeds given; pass at least one, e.g. seeds=(0,)")
     seeds = check_int_list(seeds, "seeds", example="(0, 1, 2)")
     check_float(test_fraction, "test_fraction", low=0, high=1, low_open=True, high_open=True)
-    if not isinstance(config, ProbeConfig):
-        raise ReasonlensError(f"config must be a reasonlens.patching.relations.ProbeConfig, got {type(config).__name__}")
+    if not isinstance(config, RelationProbeConfig):
+        raise ReasonlensError(f"config must be a reasonlens.patching.relations.RelationProbeConfig, got {type(config).__name__}")
     check_tensor(features, "features", kind="float", ndim=3, what="[layer, pair, feature]")
     check_finite(features, "features", hint="a probe cannot be fit on them; drop or recompute those pairs")
     check_tensor(labels, "labels", kind="int", ndim=1, what="[pair]")
@@ -380,7 +380,7 @@ def residual_layer_hooks(model: TransformerBridge, layers: Sequence[int] | None 
 
 def relation_probes(model: TransformerBridge, examples: Sequence[Example], *, layers: Sequence[int] | None = None,
                     probes: Sequence[str] = PROBE_KINDS, seeds: Sequence[int] = (0, 1, 2), test_fraction: float = 0.2,
-                    config: ProbeConfig = ProbeConfig(), batch_size: int = 32,
+                    config: RelationProbeConfig = RelationProbeConfig(), batch_size: int = 32,
                     progress: bool = False) -> RelationProbeResult:
     """Train relation probes on ``[h_i ; h_j]`` of the pairs of :func:`relation_dataset` at each residual layer
     (``layers`` in ``0..n_layers``, default all; see the module doc) and score them on held-out questions."""

@@ -4,7 +4,7 @@ A *subtask* is one next-token prediction of the gold CoT whose target is a conte
 concept or a property). Dutta et al. split the 2-hop chain "Wren is impus. Impuses are sterpuses. Wren is
 sterpus. Sterpuses are earthy. Wren is earthy." into ten: the first content word of each sentence is a
 *decision*, a word of a sentence stated in the question is a *copy*, and the predicate of a derived fact
-("Wren is **sterpus**") is an *induction*. :func:`subtasks` generalises this to k hops (2 (2k+1) content
+("Wren is **sterpus**") is an *induction*. :func:`chain_subtasks` generalises this to k hops (2 (2k+1) content
 words) and adds the answer label as a last decision.
 
 :func:`subtask_pairs` builds, for one subtask, the clean prefix (prompt + gold CoT up to the target word)
@@ -14,7 +14,7 @@ by a random word of the same type absent from the example. The occurrence is fix
 structure, so it is the same sentence under every context ordering; on Dutta et al.'s data it is the one
 their rule ("the last occurrence in the response, else in the question") hits.
 
->>> [s.kind[0] for s in subtasks(2)]
+>>> [s.kind[0] for s in chain_subtasks(2)]
 ['d', 'c', 'd', 'c', 'd', 'i', 'd', 'c', 'd', 'i', 'd']
 >>> from reasonlens.ontology import generate
 >>> from reasonlens.tokenizer import build_reference_tokenizer
@@ -37,7 +37,6 @@ from jaxtyping import Int
 from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
-from reasonlens.generation import left_pad, left_padded_positions
 from reasonlens.ontology.lexicon import (
     ENTITIES,
     FICTIONAL_CONCEPTS,
@@ -48,6 +47,7 @@ from reasonlens.ontology.lexicon import (
 )
 from reasonlens.ontology.prompt import format_completion, format_prompt
 from reasonlens.ontology.types import Example, Fact
+from reasonlens.runtime import left_pad, left_padded_positions
 from reasonlens.validation import check_context, check_int, is_int
 
 SUBTASK_KINDS: tuple[str, ...] = ("decision", "copy", "induction")
@@ -144,14 +144,14 @@ def _locate(example: Example) -> tuple[list[Subtask], list[tuple[int, int]]]:
     return out, spans
 
 
-def subtasks(source: Example | int) -> list[Subtask]:
+def chain_subtasks(source: Example | int) -> list[Subtask]:
     """The subtasks of an example's gold CoT, or the layout of a ``hops``-hop chain (words left out).
 
     Per CoT sentence: its subject (a decision) and its predicate (a copy when the sentence is stated in
     the question, an induction when it is derived); then the label (a decision). A k-hop chain without
     redundant steps has ``2 * (2k + 1) + 1`` subtasks; the first ten of a 2-hop chain are Dutta et al.'s.
 
-    >>> [s.name for s in subtasks(1)][:3]
+    >>> [s.name for s in chain_subtasks(1)][:3]
     ['s0: decision (premise_copy subject)', 's1: copy (premise_copy predicate)', 's2: decision (rule_copy subject)']
     """
     if isinstance(source, Example):
@@ -341,7 +341,7 @@ class _Encoding:
 def subtask_pair(tokenizer, example: Example, subtask: int, *, demonstrations: Sequence[Example] = (),
                  rng: random.Random | None = None, replacements: Mapping[str, Sequence[str]] | None = None,
                  runner_prefix: Sequence[int] = ()) -> SubtaskPair:
-    """The clean / corrupted pair of ``example`` for subtask index ``subtask`` (see :func:`subtasks`).
+    """The clean / corrupted pair of ``example`` for subtask index ``subtask`` (see :func:`chain_subtasks`).
 
     Corruption (after Dutta et al.): the occurrence the prediction reads (:func:`read_occurrence`) is
     replaced by a word of the same type (from the lexicon, or ``replacements[word_type]``)
@@ -501,7 +501,7 @@ def subtask_pairs(model, examples: Sequence[Example], subtask: int, *, demonstra
     from tqdm.auto import tqdm
 
     from reasonlens.model import require_tokenizer
-    from reasonlens.patching.engine import run_padded
+    from reasonlens.runtime import run_padded
 
     if len(examples) == 0:
         raise ReasonlensError("no examples: pass a non-empty list of examples (reasonlens.ontology.generate)")
@@ -509,7 +509,7 @@ def subtask_pairs(model, examples: Sequence[Example], subtask: int, *, demonstra
         raise ReasonlensError(f"batch_size must be an integer >= 1 and demonstrations an integer >= 0, got "
                               f"{batch_size!r} and {demonstrations!r}")
     check_int(seed, "seed")
-    layouts = [subtasks(e) for e in examples]
+    layouts = [chain_subtasks(e) for e in examples]
     for i, layout in enumerate(layouts):
         if not is_int(subtask) or not 0 <= subtask < len(layout):
             raise ReasonlensError(f"subtask {subtask!r} is out of range for example {i}: it has subtasks "

@@ -1,0 +1,377 @@
+"""The runtime every method runs on: padding, one prefix key/value cache, the site table, activation capture and
+the logit lens.
+
+- **Padding.** :func:`left_pad` batches whole sequences (each row's position ids count from its first real
+  token, :func:`left_padded_positions`); :func:`run_continuations` right-pads continuations read after a prefix.
+- **Prefix cache.** :class:`KVPrefix` holds the keys and values of some rows' first positions (computed once,
+  without gradients); :func:`run_continuations` and :func:`forward` run tokens after it, so a prefix shared by
+  many rows (a prompt, the unpatched positions of a patching row) is computed once. Decoding, IPG paths,
+  patching, step scoring and evaluation all use it.
+- **Sites.** :data:`SITES` names each activation a method reads or writes and the hook it lives at
+  (``blocks.{l}.attn.hook_z`` for ``z``); :func:`site_hook` resolves one.
+- **Capture.** :func:`collect_activations` reads hook activations at chosen positions of left-padded batches.
+- **Logit lens.** :func:`lens_logits` decodes any residual vector with the model's own final norm and
+  unembedding.
+
+>>> from reasonlens.model import load_model
+>>> model = load_model("reasonlens-main")
+>>> prompt, rows = [1, 14, 23, 4], [[27, 5], [6]]
+>>> prefix = KVPrefix.of(model, prompt)
+>>> cached = run_continuations(model, prefix, rows, pad_token_id(model))
+>>> whole = run_continuations(model, None, [prompt + r for r in rows], pad_token_id(model))
+>>> bool(torch.allclose(cached[0, :2], whole[0, 4:6], atol=1e-5))
+True
+>>> site_hook("z", 3)
+'blocks.3.attn.hook_z'
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from reasonlens.errors import ReasonlensError
+from reasonlens.model import check_hook_name
+from reasonlens.validation import check_context, check_int, check_token_lists, describe, is_int
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+HookFn = Callable[..., Any]
+FwdHook = tuple[str | Callable[[str], bool], HookFn]
+
+# ---------------------------------------------------------------------------------------------------------- sites
+
+# The hook each site is read at (and written at, except where a method says otherwise: patching writes
+# ``resid_mid`` as a residual edit at ``hook_attn_out``).
+SITES: dict[str, str] = {
+    "resid_pre": "blocks.{l}.hook_resid_pre",
+    "resid_mid": "blocks.{l}.hook_resid_mid",
+    "resid_post": "blocks.{l}.hook_resid_post",
+    "attn_out": "blocks.{l}.hook_attn_out",
+    "mlp_out": "blocks.{l}.hook_mlp_out",
+    "z": "blocks.{l}.attn.hook_z",
+    "q": "blocks.{l}.attn.hook_q",
+    "k": "blocks.{l}.attn.hook_k",
+    "v": "blocks.{l}.attn.hook_v",
+    "pattern": "blocks.{l}.attn.hook_pattern",
+    "neuron": "blocks.{l}.mlp.hook_post",
+}
+HEAD_SITES: tuple[str, ...] = ("z", "q", "k", "v", "pattern")
+KV_SITES: tuple[str, ...] = ("k", "v")
+
+
+def site_hook(site: str, layer: int) -> str:
+    """The hook name of ``site`` (a key of :data:`SITES`) at block ``layer``."""
+    if site not in SITES:
+        raise ReasonlensError(f"unknown site {site!r}; valid sites: {sorted(SITES)}")
+    return SITES[site].format(l=layer)
+
+
+# ---------------------------------------------------------------------------------------------------------- padding
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
+    """Token ids and attention mask of ``rows`` padded on the left with ``pad_id`` to the longest row."""
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row):] = torch.tensor(list(row), dtype=torch.long)
+        mask[i, width - len(row):] = 1
+    return ids, mask
+
+
+def right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
+    """Token ids and attention mask of ``rows`` padded on the right with ``pad_id`` to the longest row."""
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)] = torch.tensor(list(row), dtype=torch.long)
+        mask[i, :len(row)] = 1
+    return ids, mask
+
+
+def left_padded_positions(attention_mask: Int[Tensor, "batch pos"]) -> Int[Tensor, "batch pos"]:
+    """Position ids of a left-padded batch: each row counts from its first real token."""
+    return (attention_mask.cumsum(-1) - 1).clamp_min(0)
+
+
+def pad_token_id(model: TransformerBridge) -> int:
+    """The id to pad batches with: the tokenizer's pad token, else its EOS, else 0 (padding is masked or cut
+    off, so any id works; these keep the embedding lookup in range)."""
+    tok = model.tokenizer
+    for candidate in (getattr(tok, "pad_token_id", None), getattr(tok, "eos_token_id", None)):
+        if candidate is not None:
+            return int(candidate)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------- prefix cache
+
+
+def plain_kv_cache(cache: Any) -> bool:
+    """Whether ``cache`` (a model's KV cache) is a plain per-layer ``DynamicCache`` whose keys and values can be
+    sliced and reused (sliding-window or quantised caches cannot)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    return isinstance(cache, DynamicCache) and all(type(layer) is DynamicLayer for layer in cache.layers)
+
+
+def has_plain_kv_cache(model: TransformerBridge) -> bool:
+    """Whether ``model`` keeps a plain :func:`plain_kv_cache` (checked on a two-token forward)."""
+    ids = torch.zeros(1, 2, dtype=torch.long, device=model.cfg.device)
+    with torch.no_grad():
+        _, cache = model(ids, use_cache=True, return_type="logits_and_cache")
+    return plain_kv_cache(cache)
+
+
+@dataclass(frozen=True)
+class KVPrefix:
+    """The keys and values ``[row, kv_head, pos, d_head]`` of each layer over the first ``length`` positions of
+    some rows, and which of those positions are real tokens (``mask``, 1 = real; rows are left-padded).
+
+    Build one with :meth:`of` (one token sequence), :meth:`run` (a left-padded batch) or :meth:`from_cache` (the
+    cache of a forward that ran anyway); read tokens after it with :func:`run_continuations` or :func:`forward`.
+    """
+
+    keys: tuple[Tensor, ...]
+    values: tuple[Tensor, ...]
+    mask: Int[Tensor, "row pos"]
+
+    @property
+    def n_rows(self) -> int:
+        return self.mask.shape[0]
+
+    @property
+    def length(self) -> int:
+        return self.mask.shape[1]
+
+    @classmethod
+    def from_cache(cls, cache: Any, mask: Int[Tensor, "row pos"]) -> KVPrefix | None:
+        """The keys and values of a forward's cache (``None`` when it is not a plain ``DynamicCache``)."""
+        if not plain_kv_cache(cache):
+            return None
+        return cls(tuple(layer.keys for layer in cache.layers), tuple(layer.values for layer in cache.layers), mask)
+
+    @classmethod
+    def run(cls, model: TransformerBridge, ids: Int[Tensor, "row pos"],
+            mask: Int[Tensor, "row pos"]) -> KVPrefix | None:
+        """Run a left-padded batch once, without gradients, and keep its keys and values (``None`` when the model's
+        cache is not a plain ``DynamicCache``)."""
+        device = model.cfg.device
+        ids, mask = ids.to(device), mask.to(device)
+        with torch.no_grad():
+            _, cache = model(ids, attention_mask=mask, position_ids=left_padded_positions(mask), use_cache=True,
+                             return_type="logits_and_cache")
+        return cls.from_cache(cache, mask)
+
+    @classmethod
+    def of(cls, model: TransformerBridge, ids: Sequence[int]) -> KVPrefix | None:
+        """One row: the token sequence ``ids`` run once (``None`` for no tokens or a cache that cannot be reused)."""
+        if not ids:
+            return None
+        return cls.run(model, torch.tensor([list(ids)]), torch.ones(1, len(ids), dtype=torch.long))
+
+    def select(self, rows: Sequence[int] | Tensor) -> KVPrefix:
+        """These rows, in this order."""
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        return KVPrefix(tuple(k[rows.to(k.device)] for k in self.keys),
+                        tuple(v[rows.to(v.device)] for v in self.values), self.mask[rows.to(self.mask.device)])
+
+    def first(self, length: int) -> KVPrefix:
+        """The first ``length`` positions."""
+        return KVPrefix(tuple(k[:, :, :length] for k in self.keys), tuple(v[:, :, :length] for v in self.values),
+                        self.mask[:, :length])
+
+    def cropped(self) -> KVPrefix:
+        """Without the leading positions that are padding in every row."""
+        real = self.mask.any(0).nonzero()
+        start = int(real[0]) if len(real) else self.length
+        return KVPrefix(tuple(k[:, :, start:] for k in self.keys), tuple(v[:, :, start:] for v in self.values),
+                        self.mask[:, start:])
+
+    def to(self, device: torch.device | str) -> KVPrefix:
+        return KVPrefix(tuple(k.to(device) for k in self.keys), tuple(v.to(device) for v in self.values),
+                        self.mask.to(device))
+
+    @staticmethod
+    def concat(prefixes: Sequence[KVPrefix]) -> KVPrefix:
+        """The rows of ``prefixes`` in one prefix, each left-padded (zero keys and values, mask 0) to the longest."""
+        width = max(p.length for p in prefixes)
+
+        def pad(t: Tensor, n: int) -> Tensor:
+            return torch.cat([t.new_zeros(*t.shape[:-2], n, t.shape[-1]), t], dim=-2) if n else t
+
+        keys = tuple(torch.cat([pad(p.keys[l], width - p.length) for p in prefixes]) for l in range(len(prefixes[0].keys)))
+        values = tuple(torch.cat([pad(p.values[l], width - p.length) for p in prefixes])
+                       for l in range(len(prefixes[0].values)))
+        mask = torch.cat([torch.cat([p.mask.new_zeros(p.n_rows, width - p.length), p.mask], 1) for p in prefixes])
+        return KVPrefix(keys, values, mask)
+
+    def cache(self, n_rows: int | None = None) -> Any:
+        """A fresh ``DynamicCache`` holding these keys and values; with ``n_rows``, a one-row prefix is shared by
+        that many rows (expanded, not copied)."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        for layer, (k, v) in enumerate(zip(self.keys, self.values)):
+            if n_rows is not None and n_rows != self.n_rows:
+                k, v = k.expand(n_rows, *k.shape[1:]), v.expand(n_rows, *v.shape[1:])
+            cache.update(k, v, layer_idx=layer)
+        return cache
+
+    def rows_mask(self, n_rows: int) -> Int[Tensor, "row pos"]:
+        """The prefix mask for ``n_rows`` continuation rows (a one-row prefix is shared by all)."""
+        if self.n_rows == n_rows:
+            return self.mask
+        if self.n_rows != 1:
+            raise ReasonlensError(f"a prefix of {self.n_rows} rows cannot serve {n_rows} rows; pass one prefix row, "
+                                  "or one per row")
+        return self.mask.expand(n_rows, -1)
+
+
+def forward(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"],
+            position_ids: Int[Tensor, "batch pos"], *, prefix: KVPrefix | None = None,
+            fwd_hooks: Sequence[FwdHook] = ()) -> Float[Tensor, "batch pos vocab"]:
+    """Logits of ``tokens`` (with their own ``attention_mask`` and ``position_ids``), read after ``prefix``'s
+    cached keys and values when one is given, with ``fwd_hooks`` active; hooks see, and the logits cover, the
+    ``tokens`` positions only. Gradients flow as the caller's context allows (the prefix holds none)."""
+    device = model.cfg.device
+    tokens, mask, position_ids = tokens.to(device), attention_mask.to(device), position_ids.to(device)
+    with model.hooks(fwd_hooks=list(fwd_hooks)):
+        if prefix is None:
+            return model(tokens, attention_mask=mask, position_ids=position_ids)
+        mask = torch.cat([prefix.rows_mask(len(tokens)).to(device), mask], dim=1)
+        logits, _ = model(tokens, attention_mask=mask, position_ids=position_ids,
+                          past_key_values=prefix.cache(len(tokens)), use_cache=True, return_type="logits_and_cache")
+        return logits
+
+
+def run_continuations(model: TransformerBridge, prefix: KVPrefix | None, rows: Sequence[Sequence[int]],
+                      pad_id: int, *, fwd_hooks: Sequence[FwdHook] = ()) -> Float[Tensor, "row pos vocab"]:
+    """Logits of ``rows`` (token ids), each read after ``prefix`` (one row shared by all, or one per row):
+    right-padded into one batch, position ids counting on from each prefix row's real tokens. Column ``i`` of
+    row ``r`` predicts the token after ``rows[r][i]``; columns past a row's end are padding. Equal to running the
+    prefix's tokens and the row alone, to float rounding. With ``prefix=None`` the rows run as they are.
+    ``fwd_hooks`` see the continuation positions only.
+    """
+    tokens, mask = right_pad(rows, pad_id)
+    start = torch.zeros(len(rows), dtype=torch.long)
+    if prefix is not None:
+        start = prefix.rows_mask(len(rows)).sum(1).cpu()
+    positions = start[:, None] + torch.arange(tokens.shape[1])[None, :]
+    return forward(model, tokens, mask, positions, prefix=prefix, fwd_hooks=fwd_hooks)
+
+
+def batch_slices(n: int, batch_size: object) -> list[slice]:
+    """Slices of ``range(n)`` in chunks of ``batch_size`` (checked: a positive int)."""
+    check_int(batch_size, "batch_size", low=1)
+    return [slice(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+
+
+def run_padded(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"],
+               fwd_hooks: Sequence[FwdHook] = (), *, prefix: KVPrefix | None = None) -> Float[Tensor, "batch out_pos vocab"]:
+    """Logits of a left-padded batch (attention mask, position ids counted from each row's first real token, as
+    :mod:`reasonlens.generation` decodes), with ``fwd_hooks`` active and no gradients. With ``prefix`` (the keys
+    and values of these rows' first ``prefix.length`` positions, e.g. from an earlier run of them), only the rest
+    is computed: hooks then see, and the logits cover, positions ``prefix.length..`` only."""
+    positions = left_padded_positions(attention_mask)
+    start = 0 if prefix is None else prefix.length
+    with torch.no_grad():
+        return forward(model, tokens[:, start:], attention_mask[:, start:], positions[:, start:], prefix=prefix,
+                       fwd_hooks=fwd_hooks)
+
+
+# ---------------------------------------------------------------------------------------------------------- capture
+
+
+def _capture(act: Tensor, hook: Any, *, store: list[Tensor | None], slot: int, rows: Tensor, cols: Tensor) -> None:
+    store[slot] = act[rows, cols].detach()
+
+
+def _save(activation: Tensor, hook: Any, *, store: dict[str, Tensor], name: str,
+          select: Callable[[Tensor], Tensor] | None) -> None:
+    store[name] = (activation if select is None else select(activation)).detach()
+
+
+def saving_hooks(store: dict[str, Tensor], selects: dict[str, Callable[[Tensor], Tensor] | None]) -> list[FwdHook]:
+    """Hooks that write ``select(activation)`` (the whole activation for ``None``) of each named hook point into
+    ``store`` (name -> tensor, detached)."""
+    return [(name, functools.partial(_save, store=store, name=name, select=select)) for name, select in selects.items()]
+
+
+def collect_activations(model: TransformerBridge, rows: Sequence[Sequence[int]], positions: Sequence[Sequence[int]],
+                        hook_names: Sequence[str], *, batch_size: int = 32,
+                        progress: bool = False) -> list[Float[Tensor, "hook n_pos d_model"]]:
+    """The activations of ``hook_names`` (each ``[batch, pos, d_model]``, e.g. ``blocks.{l}.hook_resid_post``)
+    at ``positions[i]`` of sequence ``rows[i]``, one ``[hook, position, d_model]`` tensor per sequence.
+
+    Sequences are left-padded into batches of ``batch_size`` (longest first) with an attention mask and
+    per-row position ids, so each row sees exactly what it would see alone. Only ``hook_names`` are hooked,
+    and only the asked positions are kept.
+    """
+    from tqdm.auto import tqdm
+
+    check_int(batch_size, "batch_size", low=1)
+    rows = check_token_lists(model, rows, name="rows", item="sequence")
+    if isinstance(positions, (str, bytes)) or not isinstance(positions, Sequence):
+        raise ReasonlensError(f"positions must be one list of positions per sequence, got {describe(positions)}")
+    if len(positions) != len(rows):
+        raise ReasonlensError(f"{len(positions)} position lists for {len(rows)} sequences; pass one per sequence")
+    if isinstance(hook_names, str):
+        raise ReasonlensError(f"hook_names is one string; pass a list, e.g. [{hook_names!r}]")
+    names = [check_hook_name(model, n) for n in hook_names]
+    if not names:
+        raise ReasonlensError("no hook names given; pass at least one, e.g. ['blocks.0.hook_resid_post']")
+    check_context(model, [len(row) for row in rows], item="sequence", fix="shorten them")
+    for i, (row, pos) in enumerate(zip(rows, positions)):
+        if isinstance(pos, (str, bytes)) or not isinstance(pos, Sequence) or not all(is_int(p) for p in pos):
+            raise ReasonlensError(f"positions of sequence {i} must be a list of integer token positions, got "
+                                  f"{describe(pos)}")
+        if any(not 0 <= p < len(row) for p in pos):
+            raise ReasonlensError(f"sequence {i} has {len(row)} tokens but positions {list(pos)} were asked for; "
+                                  f"use positions in 0..{len(row) - 1}")
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+    out: list[Tensor] = [torch.empty(0)] * len(rows)
+    device = model.cfg.device
+    batches = [order[k:k + batch_size] for k in range(0, len(order), batch_size)]
+    with torch.no_grad():
+        for batch in tqdm(batches, desc="activations", unit="batch", disable=not progress):
+            width = max(len(rows[i]) for i in batch)
+            ids, mask = left_pad([rows[i] for i in batch], 0)
+            counts = [len(positions[i]) for i in batch]
+            sel_rows = torch.repeat_interleave(torch.arange(len(batch)), torch.tensor(counts)).to(device)
+            sel_cols = torch.tensor([width - len(rows[i]) + p for i in batch for p in positions[i]],
+                                    dtype=torch.long).to(device)
+            store: list[Tensor | None] = [None] * len(names)
+            hooks = [(n, functools.partial(_capture, store=store, slot=s, rows=sel_rows, cols=sel_cols))
+                     for s, n in enumerate(names)]
+            with model.hooks(fwd_hooks=hooks):
+                model(ids.to(device), attention_mask=mask.to(device),
+                      position_ids=left_padded_positions(mask).to(device), return_type=None)
+            if any(t is None for t in store):
+                raise ReasonlensError(f"hooks {names} did not all fire on a forward pass; pass hook names of "
+                                      "activations every forward computes (e.g. blocks.{l}.hook_resid_post)")
+            stacked = torch.stack(store).cpu()  # [hook, positions of the batch, d_model]
+            for i, chunk in zip(batch, stacked.split(counts, dim=1)):
+                out[i] = chunk
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------- logit lens
+
+
+def lens_logits(model: TransformerBridge, resid: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch vocab"]:
+    """``unembed(ln_final(resid))``: a residual vector read as if it were the last layer's, with the model's own
+    final norm (applied to ``resid`` alone) and unembedding. Of the last ``resid_post`` it is the model's
+    logits."""
+    return model.unembed(model.ln_final(resid))

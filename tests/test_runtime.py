@@ -1,0 +1,113 @@
+"""The runtime: a prefix's cached keys and values give the logits of running each row whole (one shared prefix,
+one prefix per row of different lengths, the first positions of a cached batch), on Llama, Qwen2 (grouped-query
+attention) and GPT-2; padding, sites, saving hooks and the logit lens."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from model_util import write_checkpoint
+
+from reasonlens.errors import ReasonlensError
+from reasonlens.model import load_model
+from reasonlens.runtime import (
+    SITES,
+    KVPrefix,
+    batch_slices,
+    left_pad,
+    lens_logits,
+    pad_token_id,
+    right_pad,
+    run_continuations,
+    run_padded,
+    saving_hooks,
+    site_hook,
+)
+
+PREFIXES = [[1, 14, 23, 4, 27, 9], [1, 6, 66], [1, 30, 31, 32, 33]]
+ROWS = [[5, 9, 11], [7], [12, 13, 14, 15, 16]]
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2", "gpt2"])
+def model(request, tmp_path_factory):
+    return load_model(write_checkpoint(tmp_path_factory.mktemp(request.param), request.param, scale=5.0))
+
+
+def alone(model, ids: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        return model(torch.tensor([ids]))[0]
+
+
+def test_one_prefix_shared_by_many_rows_equals_each_row_run_whole(model):
+    prefix = KVPrefix.of(model, PREFIXES[0])
+    assert prefix is not None and prefix.n_rows == 1 and prefix.length == len(PREFIXES[0])
+    with torch.no_grad():
+        logits = run_continuations(model, prefix, ROWS, pad_token_id(model))
+        bare = run_continuations(model, None, [PREFIXES[0] + r for r in ROWS], pad_token_id(model))
+    for r, row in enumerate(ROWS):
+        whole = alone(model, PREFIXES[0] + row)
+        torch.testing.assert_close(logits[r, :len(row)], whole[len(PREFIXES[0]):], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(bare[r, :len(PREFIXES[0]) + len(row)], whole, atol=1e-5, rtol=1e-5)
+
+
+def test_prefixes_of_different_lengths_run_in_one_batch(model):
+    batch = KVPrefix.run(model, *left_pad(PREFIXES, pad_token_id(model)))
+    parts = [batch.select([i]).cropped() for i in range(len(PREFIXES))]
+    assert [p.length for p in parts] == [len(p) for p in PREFIXES]
+    prefix = KVPrefix.concat(parts[::-1])  # another order than computed
+    assert prefix.mask.tolist()[1] == [0, 0, 0, 1, 1, 1]
+    with torch.no_grad():
+        logits = run_continuations(model, prefix, ROWS, pad_token_id(model))
+    for r, (ids, row) in enumerate(zip(PREFIXES[::-1], ROWS)):
+        torch.testing.assert_close(logits[r, :len(row)], alone(model, ids + row)[len(ids):], atol=1e-5, rtol=1e-5)
+
+
+def test_first_positions_of_a_cached_batch_replace_running_them(model):
+    rows = [p + r for p, r in zip(PREFIXES, ROWS)]
+    tokens, mask = left_pad(rows, pad_token_id(model))
+    full = run_padded(model, tokens, mask)
+    cached = KVPrefix.run(model, tokens, mask)
+    for start in (1, 4, tokens.shape[1] - 1):
+        picked = torch.tensor([2, 0])
+        rest = run_padded(model, tokens[picked], mask[picked], prefix=cached.select(picked).first(start))
+        assert rest.shape[1] == tokens.shape[1] - start
+        torch.testing.assert_close(rest[:, -1], full[picked, -1], atol=1e-5, rtol=1e-5)
+
+
+def test_hooks_after_a_prefix_see_only_the_new_positions(model):
+    store: dict[str, torch.Tensor] = {}
+    prefix = KVPrefix.of(model, PREFIXES[0])
+    with torch.no_grad():
+        run_continuations(model, prefix, ROWS, pad_token_id(model),
+                          fwd_hooks=saving_hooks(store, {site_hook("resid_post", 0): None,
+                                                         site_hook("z", 1): lambda z: z[:, -1]}))
+    assert store["blocks.0.hook_resid_post"].shape[:2] == (3, 5)
+    assert store["blocks.1.attn.hook_z"].shape[:2] == (3, model.cfg.n_heads)
+
+
+def test_a_prefix_serves_one_row_or_one_per_row(model):
+    prefix = KVPrefix.concat([KVPrefix.of(model, p) for p in PREFIXES[:2]])
+    with pytest.raises(ReasonlensError, match="cannot serve 3 rows"):
+        run_continuations(model, prefix, ROWS, pad_token_id(model))
+
+
+def test_logit_lens_of_the_last_residual_is_the_output(model):
+    store: dict[str, torch.Tensor] = {}
+    tokens, mask = left_pad([PREFIXES[0]], pad_token_id(model))
+    logits = run_padded(model, tokens, mask, saving_hooks(store, {site_hook("resid_post", model.cfg.n_layers - 1): None}))
+    with torch.no_grad():
+        torch.testing.assert_close(lens_logits(model, store[f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"]),
+                                   logits, atol=1e-5, rtol=1e-5)
+
+
+def test_padding_sites_and_slices():
+    ids, mask = right_pad([[4, 5, 6], [7]], 0)
+    assert ids.tolist() == [[4, 5, 6], [7, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    ids, mask = left_pad([[4, 5, 6], [7]], 0)
+    assert ids.tolist() == [[4, 5, 6], [0, 0, 7]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert site_hook("neuron", 2) == "blocks.2.mlp.hook_post" and "z" in SITES
+    with pytest.raises(ReasonlensError, match="unknown site"):
+        site_hook("resid", 0)
+    assert batch_slices(5, 2) == [slice(0, 2), slice(2, 4), slice(4, 5)]
+    with pytest.raises(ReasonlensError, match="batch_size"):
+        batch_slices(5, 0)
