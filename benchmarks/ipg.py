@@ -18,7 +18,7 @@ correctness needs groups whose sampled chains disagree; the main model answers a
 2. Plain IG of the gold answer's log-probability, teacher-forced on the gold chain of thought, along IPG's
    path (zero baseline at the positions that predict the chain and answer, the actual activation elsewhere):
 
-   - ``reasonlens``: :func:`reasonlens.attribution.ipg.integrated_gradients`;
+   - ``reasonlens``: :class:`reasonlens.attribution.ipg.IntegratedGradients`;
    - ``captum``: ``LayerIntegratedGradients`` on the hook point ``blocks.{l}.hook_resid_post`` (an
      ``nn.Module``), one layer at a time. captum interpolates the layer's output between its values for
      ``inputs`` and ``baselines``; the forward function takes a scale ``[batch, 1]`` that a TransformerLens
@@ -184,7 +184,7 @@ def captum_per_example(model, rows, layers, steps, kind="resid"):
 
 
 def main() -> None:
-    from reasonlens.attribution.ipg import IntegratedPolicyGradient, IPGConfig, integrated_gradients
+    from reasonlens.attribution.ipg import IntegratedGradients, IntegratedPolicyGradient, IPGConfig
     from reasonlens.attribution.paths import path_attributions
     from reasonlens.model import load_model
     from reasonlens.ontology import generate as generate_examples
@@ -250,8 +250,8 @@ def main() -> None:
 
     # 2. Plain integrated gradients against captum's LayerIntegratedGradients.
     rows = gold_rows(model, examples)
-    ours, t_ours = timed(lambda: integrated_gradients(model, examples, kind="resid", layers=layers, steps=q,
-                                                      batch_size=args.batch_size).values, args.repeats)
+    ours, t_ours = timed(lambda: IntegratedGradients(model, kind="resid", layers=layers, steps=q,
+                                                     batch_size=args.batch_size).attribute(examples).values, args.repeats)
     theirs, t_captum = timed(lambda: captum_ig(model, rows, layers, q), args.repeats)
     single, t_single = timed(lambda: captum_per_example(model, rows, layers, q), args.repeats)
     scale = float(theirs.abs().max())

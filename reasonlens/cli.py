@@ -14,11 +14,21 @@ import shlex
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import MISSING, fields
+from functools import partial
+from importlib import import_module
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from reasonlens.errors import ReasonlensError
+from reasonlens.ontology.generator import MAX_CONCEPTS, SIZE_OPTIONS, V1_SIZES, GeneratorConfig
 from reasonlens.output import atomic_output, check_run_folder
+
+if TYPE_CHECKING:  # the study configs' modules load torch: imported when a command needs them
+    from reasonlens.attribution.study import IPGStudyConfig
+    from reasonlens.evaluate import EvalConfig
+    from reasonlens.importance.study import StepImportanceConfig
+    from reasonlens.patching.mechanism import MechanismConfig
 
 EVAL_OUTPUT = "a folder of results (metrics.json, records, report.html)"
 RECIPE_OUTPUT = "a folder of results (results.json, report.html, ...)"
@@ -63,15 +73,65 @@ def _probability(text: str) -> float:
     return value
 
 
+class _Default:
+    """An option's default: field ``name`` of the config dataclass ``config`` (``"module.Class"``) that the command
+    builds, so that each default is written once, in its config. The config is imported only when the default is
+    needed (the study configs' modules load torch): by :func:`_parse_args` for an option left out, and by ``--help``,
+    whose ``%(default)s`` shows the value on a default config (a list as it is typed) and, for each of ``cases``
+    (``{"for heads": {"kind": "head"}}``), on a config with those fields. ``unset``: an option left out stays None,
+    for a command that treats that case itself (a preset or a --data file applies); its help still shows the
+    config's default."""
+
+    def __init__(self, config: str, name: str, *, cases: dict[str, dict[str, Any]] | None = None,
+                 unset: bool = False) -> None:
+        self.config, self.name, self.cases, self.unset = config, name, cases or {}, unset
+
+    def _class(self) -> type:
+        module, name = self.config.rsplit(".", 1)
+        return getattr(import_module(module), name)
+
+    def resolve(self) -> Any:
+        """The value of an option left out: the field's default (None with ``unset``)."""
+        if self.unset:
+            return None
+        field = {f.name: f for f in fields(self._class())}[self.name]
+        return field.default_factory() if field.default is MISSING else field.default
+
+    def __str__(self) -> str:
+        def show(changes: dict[str, Any]) -> str:
+            value = getattr(self._class()(**changes), self.name)
+            return " ".join(map(str, value)) if isinstance(value, (tuple, list)) else str(value)
+
+        return "; ".join([show({}), *(f"{case} {show(changes)}" for case, changes in self.cases.items())])
+
+
+_GENERATOR = partial(_Default, "reasonlens.ontology.generator.GeneratorConfig")
+_TRAIN = partial(_Default, "reasonlens.train.TrainConfig")
+_EVAL = partial(_Default, "reasonlens.evaluate.EvalConfig")
+_MECHANISM = partial(_Default, "reasonlens.patching.mechanism.MechanismConfig")
+_IPG = partial(_Default, "reasonlens.attribution.study.IPGStudyConfig")
+_STEP_IMPORTANCE = partial(_Default, "reasonlens.importance.study.StepImportanceConfig")
+
+
+def _tuple(value: Any) -> Any:
+    """A list option's value as the tuple a config takes (a default, a tuple, a string or None, as it is)."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _generator_config(args: argparse.Namespace) -> GeneratorConfig:
+    """The GeneratorConfig of ``reasonlens generate``: --v1-sizes' ontology sizes where no size option is given."""
+    sizes = {k: getattr(args, k) for k in SIZE_OPTIONS if getattr(args, k) is not None}
+    return GeneratorConfig(kind=_tuple(args.kind), hops=_tuple(args.hops), style=args.style,
+                           false_mode=args.false_mode, redundant_step_p=args.redundant_step_p,
+                           ordering=_tuple(args.ordering), seed=args.seed,
+                           **({**V1_SIZES, **sizes} if args.v1_sizes else sizes))
+
+
 def _cmd_generate(args: argparse.Namespace) -> None:
-    from reasonlens.ontology import GeneratorConfig, generate
-    from reasonlens.ontology.generator import SIZE_OPTIONS, V1_SIZES
+    from reasonlens.ontology import generate
     from reasonlens.ontology.io import save_jsonl, to_hf_dataset
 
-    sizes = {k: getattr(args, k) for k in SIZE_OPTIONS if getattr(args, k) is not None}
-    cfg = GeneratorConfig(kind=tuple(args.kind), hops=tuple(args.hops), style=args.style, false_mode=args.false_mode,
-                          redundant_step_p=args.redundant_step_p, ordering=tuple(args.ordering), seed=args.seed,
-                          **({**V1_SIZES, **sizes} if args.v1_sizes else sizes))
+    cfg = _generator_config(args)
     jsonl = Path(args.out).suffix == ".jsonl"
     with atomic_output(args.out, kind="file" if jsonl else "dir", overwrite=args.overwrite, command=args.command_line,
                        writes="a JSONL file" if jsonl else "a Hugging Face dataset folder (name --out X.jsonl for a "
@@ -113,13 +173,22 @@ def _cmd_train(args: argparse.Namespace) -> None:
     print(f"training output in {args.out}")
 
 
+def _eval_config(n: int | None, seed: int, batch_size: int, shots: int, v1_sizes: bool) -> EvalConfig:
+    """The EvalConfig of ``reasonlens eval`` and ``demo`` on generated questions (``n`` per cell, None: the
+    config's default)."""
+    from reasonlens.evaluate import EvalConfig
+
+    return EvalConfig(**({} if n is None else {"n_per_cell": n}), seed=seed, batch_size=batch_size, shots=shots,
+                      sizes=dict(V1_SIZES) if v1_sizes else {})
+
+
 def _eval(model_name: str, out: Path, n: int | None, seed: int, data: str | None, batch_size: int, shots: int = 0,
           allow_unknown_words: bool = False, v1_sizes: bool = False) -> dict:
-    """Evaluate on generated questions (``n`` per cell, default 100) or on the file ``data`` (its first ``n``
-    questions, default all; what was imported, left out and read as unknown words is the metrics' ``import``)."""
-    from reasonlens.evaluate import EvalConfig, evaluate, evaluate_dataset
+    """Evaluate on generated questions (``n`` per cell, default EvalConfig's) or on the file ``data`` (its first
+    ``n`` questions, default all; what was imported, left out and read as unknown words is the metrics'
+    ``import``)."""
+    from reasonlens.evaluate import evaluate, evaluate_dataset
     from reasonlens.model import context_length, load_model, model_info
-    from reasonlens.ontology.generator import V1_SIZES
     from reasonlens.ontology.io import prepare_for_model, read_dataset
     from reasonlens.reports import evaluation_report
 
@@ -137,9 +206,7 @@ def _eval(model_name: str, out: Path, n: int | None, seed: int, data: str | None
         result = evaluate_dataset(model, examples, shots=shots, batch_size=batch_size, model_name=model_name,
                                   progress=True)
     else:
-        result = evaluate(model, EvalConfig(n_per_cell=100 if n is None else n, seed=seed, batch_size=batch_size,
-                                            shots=shots, sizes=dict(V1_SIZES) if v1_sizes else {}),
-                          model_name=model_name,
+        result = evaluate(model, _eval_config(n, seed, batch_size, shots, v1_sizes), model_name=model_name,
                           train_question_seeds=info.train_question_seeds if info else None, progress=True)
     result.save(out)
     evaluation_report(result).save(out / "report.html")
@@ -210,14 +277,20 @@ def _resumable(out: str) -> Iterator[Path]:
     remove_checkpoints(folder)
 
 
+def _mechanism_config(args: argparse.Namespace) -> MechanismConfig:
+    from reasonlens.patching.mechanism import MechanismConfig
+
+    return MechanismConfig(hops=args.hops, n_examples=args.n, seed=args.seed, batch_size=args.batch_size,
+                           subtasks=_tuple(args.subtasks), ordering=args.ordering, normalize=args.normalize,
+                           few_shot=args.few_shot)
+
+
 def _cmd_run_mechanism(args: argparse.Namespace) -> None:
     from reasonlens.model import load_model
-    from reasonlens.patching.mechanism import MechanismConfig, analyze_mechanism
+    from reasonlens.patching.mechanism import analyze_mechanism
     from reasonlens.reports import mechanism_report
 
-    config = MechanismConfig(hops=args.hops, n_examples=args.n, seed=args.seed, batch_size=args.batch_size,
-                             subtasks=tuple(args.subtasks) if args.subtasks else None, ordering=args.ordering,
-                             normalize=args.normalize, few_shot=args.few_shot)
+    config = _mechanism_config(args)
     with _resumable(args.out) as checkpoints, atomic_output(args.out, overwrite=args.overwrite,
                                                             command=args.command_line, writes=RECIPE_OUTPUT) as tmp:
         model = load_model(args.model)
@@ -229,15 +302,19 @@ def _cmd_run_mechanism(args: argparse.Namespace) -> None:
     print(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'report.html'}")
 
 
+def _ipg_config(args: argparse.Namespace) -> IPGStudyConfig:
+    from reasonlens.attribution.study import IPGStudyConfig
+
+    return IPGStudyConfig(kind=args.kind, layers=_tuple(args.layers), n_support=args.n_support, n_eval=args.n_eval,
+                          p_values=_tuple(args.p), seed=args.seed, batch_size=args.batch_size)
+
+
 def _cmd_run_ipg(args: argparse.Namespace) -> None:
-    from reasonlens.attribution.study import IPGStudyConfig, run_ipg_study
+    from reasonlens.attribution.study import run_ipg_study
     from reasonlens.model import load_model
     from reasonlens.reports import ipg_report
 
-    given = {"kind": args.kind, "layers": args.layers and tuple(args.layers), "n_support": args.n_support,
-             "n_eval": args.n_eval, "p_values": args.p and tuple(args.p), "seed": args.seed,
-             "batch_size": args.batch_size}
-    config = IPGStudyConfig(**{name: value for name, value in given.items() if value is not None})
+    config = _ipg_config(args)
     with _resumable(args.out) as checkpoints, atomic_output(args.out, overwrite=args.overwrite,
                                                             command=args.command_line, writes=RECIPE_OUTPUT) as tmp:
         result = run_ipg_study(load_model(args.model), config, model_name=args.model, progress=True,
@@ -258,16 +335,22 @@ def _second_seed_model(name: str) -> str | None:
     return next((m.name for m in list_models() if m.role == "second-seed"), None)
 
 
+def _step_importance_config(args: argparse.Namespace) -> StepImportanceConfig:
+    from reasonlens.importance.study import StepImportanceConfig
+
+    return StepImportanceConfig(kinds=_tuple(args.kind), hops=_tuple(args.hops), n_per_cell=args.n,
+                                redundant_step_p=args.redundant_step_p, source=args.source, seed=args.seed,
+                                batch_size=args.batch_size)
+
+
 def _cmd_run_step_importance(args: argparse.Namespace) -> None:
-    from reasonlens.importance.study import StepImportanceConfig, run_step_importance_study
+    from reasonlens.importance.study import run_step_importance_study
     from reasonlens.model import load_model
     from reasonlens.reports import step_importance_report
 
     second = _second_seed_model(args.model) if args.second_model is None else \
         (None if args.second_model == "none" else args.second_model)
-    config = StepImportanceConfig(kinds=tuple(args.kind), hops=tuple(args.hops), n_per_cell=args.n,
-                                  redundant_step_p=args.redundant_step_p, source=args.source, seed=args.seed,
-                                  batch_size=args.batch_size)
+    config = _step_importance_config(args)
     with _resumable(args.out) as checkpoints, atomic_output(args.out, overwrite=args.overwrite,
                                                             command=args.command_line, writes=RECIPE_OUTPUT) as tmp:
         result = run_step_importance_study(load_model(args.model), config,
@@ -286,32 +369,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="write a generated PrOntoQA dataset (.jsonl, or a HF dataset folder)")
     g.add_argument("--n", type=_count(1), required=True)
-    g.add_argument("--kind", nargs="+", default=["fictional"], help="fictional, true, false")
-    g.add_argument("--hops", nargs="+", type=_count(1), default=[1, 2, 3, 4])
-    g.add_argument("--style", default="prontoqa", help="prontoqa or dutta")
-    g.add_argument("--false-mode", default="negation", help="negation or wrong_property")
-    g.add_argument("--ordering", nargs="+", default=["postorder"], help="postorder, preorder, random")
-    g.add_argument("--redundant-step-p", type=_probability, default=0.0)
+    g.add_argument("--kind", nargs="+", default=_GENERATOR("kind"), help="fictional, true, false")
+    g.add_argument("--hops", nargs="+", type=_count(1), default=[1, 2, 3, 4])  # the command's own
+    g.add_argument("--style", default=_GENERATOR("style"), help="prontoqa or dutta")
+    g.add_argument("--false-mode", default=_GENERATOR("false_mode"), help="negation or wrong_property")
+    g.add_argument("--ordering", nargs="+", default=_GENERATOR("ordering"), help="postorder, preorder, random")
+    g.add_argument("--redundant-step-p", type=_probability, default=_GENERATOR("redundant_step_p"))
     g.add_argument("--v1-sizes", action="store_true",
                    help="ontologies of real PrOntoQA v1's sizes (chains of up to 10 concepts, the entity anywhere)")
-    g.add_argument("--extra-concepts", type=_count(0), default=None,
-                   help="most ontology nodes above the proof path (default 2; --v1-sizes: 6; at most 9)")
-    g.add_argument("--min-extra-concepts", type=_count(0), default=None, help="fewest of them (default 0)")
-    g.add_argument("--below-concepts", type=_count(0), default=None,
-                   help="most nodes below the entity's concept (default: the first generator's rule; --v1-sizes: 4)")
-    g.add_argument("--min-below-concepts", type=_count(0), default=None, help="fewest of them (default 0)")
-    g.add_argument("--seed", type=int, default=0)
+    # The size options left out stay None, so that --v1-sizes' sizes apply to them.
+    g.add_argument("--extra-concepts", type=_count(0), default=_GENERATOR("extra_concepts", unset=True),
+                   help=f"most ontology nodes above the proof path (default %(default)s; --v1-sizes: "
+                        f"{V1_SIZES['extra_concepts']}; at most {MAX_CONCEPTS - 1})")
+    g.add_argument("--min-extra-concepts", type=_count(0), default=_GENERATOR("min_extra_concepts", unset=True),
+                   help="fewest of them (default %(default)s)")
+    g.add_argument("--below-concepts", type=_count(0), default=_GENERATOR("below_concepts", unset=True),
+                   help=f"most nodes below the entity's concept (default: the first generator's rule; --v1-sizes: "
+                        f"{V1_SIZES['below_concepts']})")
+    g.add_argument("--min-below-concepts", type=_count(0), default=_GENERATOR("min_below_concepts", unset=True),
+                   help="fewest of them (default %(default)s)")
+    g.add_argument("--seed", type=int, default=_GENERATOR("seed"))
     g.add_argument("--out", required=True, help="a .jsonl file, or a folder for a Hugging Face dataset")
     g.add_argument("--overwrite", action="store_true", help="replace an existing --out file or dataset folder")
     g.set_defaults(func=_cmd_generate)
 
     t = sub.add_parser("train", help="train a model with the reference recipe (or, with --zoo, every shipped model)")
     t.add_argument("--out", required=True)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=_TRAIN("seed"))
     t.add_argument("--zoo", action="store_true", help="reproduce all shipped models: main, second seed, headroom")
     t.add_argument("--install", action="store_true", help="with --zoo: copy the result into the package zoo")
-    t.add_argument("--precision", choices=["bfloat16", "float32"], default=None,
-                   help="arithmetic of the blocks' matrix products (default: the recipe's float32, as the shipped "
+    t.add_argument("--precision", choices=["bfloat16", "float32"], default=_TRAIN("precision", unset=True),
+                   help="arithmetic of the blocks' matrix products (default: the recipe's %(default)s, as the shipped "
                         "models were trained; bfloat16 autocast is about twice as fast on a CPU with bfloat16 units "
                         "and trains other weights)")
     t.add_argument("--device", default="auto", help="auto (the GPU when there is one, else the CPU), cpu or cuda; a "
@@ -324,19 +412,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("eval", help="decode held-out questions greedily; write metrics.json and report.html")
     e.add_argument("--model", required=True, help="a shipped model name, a local HF folder or a hub name")
-    e.add_argument("--n", type=_count(1), default=None, help="questions per (ontology kind, hops) cell (default 100); "
-                   "with --data: the file's first N questions that import (default all)")
-    e.add_argument("--seed", type=int, default=7)
+    e.add_argument("--n", type=_count(1), default=_EVAL("n_per_cell", unset=True),
+                   help="questions per (ontology kind, hops) cell (default %(default)s); with --data: the file's "
+                        "first N questions that import (default all)")
+    e.add_argument("--seed", type=int, default=_EVAL("seed"))
     e.add_argument("--data", default=None, help="evaluate on a dataset file instead (PrOntoQA v1 JSON, JSONL, HF); "
                    "questions and demonstrations that cannot be imported are left out and counted in metrics.json")
     e.add_argument("--allow-unknown-words", action="store_true",
                    help="with --data: evaluate even if the file has words outside the model's vocabulary (they are "
                         "read as its unknown token and counted in metrics.json; without this flag they are an error)")
-    e.add_argument("--shots", type=_count(0), default=0, help="few-shot demonstrations before each question "
-                   "(generated data: same kind and hops; --data: the file's own in-context examples)")
+    e.add_argument("--shots", type=_count(0), default=_EVAL("shots"),
+                   help="few-shot demonstrations before each question (generated data: same kind and hops; --data: "
+                        "the file's own in-context examples)")
     e.add_argument("--v1-sizes", action="store_true", help="generated questions on ontologies of real PrOntoQA v1's "
                    "sizes (chains of up to 10 concepts, the entity anywhere in them)")
-    e.add_argument("--batch-size", type=_count(1), default=64)
+    e.add_argument("--batch-size", type=_count(1), default=_EVAL("batch_size"))
     e.add_argument("--out", required=True, help="a folder for the results")
     e.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     e.set_defaults(func=_cmd_eval)
@@ -351,32 +441,38 @@ def build_parser() -> argparse.ArgumentParser:
     c = recipes.add_parser("cot-mechanism", help="activation patching, head roles, circuits, pathways, prior vs context")
     c.add_argument("--model", required=True, help="a shipped model name, a local HF folder or a hub name")
     c.add_argument("--out", required=True)
-    c.add_argument("--n", type=_count(1), default=48, help="questions per subtask")
-    c.add_argument("--hops", type=_count(1), default=2)
-    c.add_argument("--subtasks", nargs="+", type=_count(0), default=None, help="subtask indices (default: all)")
-    c.add_argument("--seed", type=int, default=2024)
-    c.add_argument("--ordering", choices=["preorder", "postorder", "random"], default="preorder",
+    c.add_argument("--n", type=_count(1), default=_MECHANISM("n_examples"), help="questions per subtask")
+    c.add_argument("--hops", type=_count(1), default=_MECHANISM("hops"))
+    c.add_argument("--subtasks", nargs="+", type=_count(0), default=_MECHANISM("subtasks"),
+                   help="subtask indices (default: all)")
+    c.add_argument("--seed", type=int, default=_MECHANISM("seed"))
+    c.add_argument("--ordering", choices=["preorder", "postorder", "random"], default=_MECHANISM("ordering"),
                    help="context order (preorder: Dutta et al.'s)")
-    c.add_argument("--normalize", choices=["batch", "example"], default="batch",
+    c.add_argument("--normalize", choices=["batch", "example"], default=_MECHANISM("normalize"),
                    help="head scores as a ratio of batch means (Dutta et al.) or a mean of per-example ratios")
-    c.add_argument("--few-shot", type=_count(0), default=3,
+    c.add_argument("--few-shot", type=_count(0), default=_MECHANISM("few_shot"),
                    help="demonstrations in the few-shot condition (0: skip it)")
-    c.add_argument("--batch-size", type=_count(1), default=64)
+    c.add_argument("--batch-size", type=_count(1), default=_MECHANISM("batch_size"))
     c.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     c.set_defaults(func=_cmd_run_mechanism)
 
     i = recipes.add_parser("ipg", help="attribute correctness and length with IPG, then suppress / enhance / steer")
     i.add_argument("--model", required=True, help="a shipped model name, a local HF folder or a hub name")
     i.add_argument("--out", required=True)
-    i.add_argument("--kind", choices=["resid", "neuron", "head"], default=None, help="components (default: resid)")
-    i.add_argument("--layers", nargs="+", type=_count(0), default=None, help="blocks to attribute (default: 3 4)")
-    i.add_argument("--n-support", type=_count(1), default=None, help="support-set questions (M, default 40)")
-    i.add_argument("--n-eval", type=_count(1), default=None,
-                   help="held-out questions per accuracy measurement (default 100)")
-    i.add_argument("--p", nargs="+", type=_count(1), default=None,
-                   help="numbers of components to steer (default: 2 4 8 16 32; for heads 1 2 3 4)")
-    i.add_argument("--seed", type=int, default=None, help="support, evaluation and sampling seed (default 0)")
-    i.add_argument("--batch-size", type=_count(1), default=None, help="rows per forward (default 32)")
+    i.add_argument("--kind", choices=["resid", "neuron", "head"], default=_IPG("kind"),
+                   help="components (default: %(default)s)")
+    i.add_argument("--layers", nargs="+", type=_count(0), default=_IPG("layers"),
+                   help="blocks to attribute (default: %(default)s)")
+    i.add_argument("--n-support", type=_count(1), default=_IPG("n_support"),
+                   help="support-set questions (M, default %(default)s)")
+    i.add_argument("--n-eval", type=_count(1), default=_IPG("n_eval"),
+                   help="held-out questions per accuracy measurement (default %(default)s)")
+    i.add_argument("--p", nargs="+", type=_count(1), default=_IPG("p_values", cases={"for heads": {"kind": "head"}}),
+                   help="numbers of components to steer (default: %(default)s)")
+    i.add_argument("--seed", type=int, default=_IPG("seed"), help="support, evaluation and sampling seed (default "
+                   "%(default)s)")
+    i.add_argument("--batch-size", type=_count(1), default=_IPG("batch_size"),
+                   help="rows per forward (default %(default)s)")
     i.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     i.set_defaults(func=_cmd_run_ipg)
 
@@ -387,33 +483,43 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument("--second-model", default=None,
                     help="the cross-model partner (default: the shipped second-seed model for a shipped model; "
                          "'none' to skip)")
-    si.add_argument("--n", type=_count(1), default=60, help="questions per (kind, hops) cell")
-    si.add_argument("--kind", nargs="+", default=["fictional", "false"], help="fictional, true, false")
-    si.add_argument("--hops", nargs="+", type=_count(1), default=[2, 3, 4])
-    si.add_argument("--redundant-step-p", type=_probability, default=0.5)
-    si.add_argument("--source", choices=["gold", "greedy"], default="gold",
+    si.add_argument("--n", type=_count(1), default=_STEP_IMPORTANCE("n_per_cell"),
+                    help="questions per (kind, hops) cell")
+    si.add_argument("--kind", nargs="+", default=_STEP_IMPORTANCE("kinds"), help="fictional, true, false")
+    si.add_argument("--hops", nargs="+", type=_count(1), default=_STEP_IMPORTANCE("hops"))
+    si.add_argument("--redundant-step-p", type=_probability, default=_STEP_IMPORTANCE("redundant_step_p"))
+    si.add_argument("--source", choices=["gold", "greedy"], default=_STEP_IMPORTANCE("source"),
                     help="label the generator's gold chains (with ground truth) or the model's greedy chains")
-    si.add_argument("--seed", type=int, default=0)
-    si.add_argument("--batch-size", type=_count(1), default=16)
+    si.add_argument("--seed", type=int, default=_STEP_IMPORTANCE("seed"))
+    si.add_argument("--batch-size", type=_count(1), default=_STEP_IMPORTANCE("batch_size"))
     si.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     si.set_defaults(func=_cmd_run_step_importance)
 
     d = sub.add_parser("demo", help="the main job: evaluate the main reference model and write an HTML report")
     d.add_argument("--out", default="out/demo")
-    d.add_argument("--n", type=_count(1), default=50)
-    d.add_argument("--seed", type=int, default=7)
-    d.add_argument("--batch-size", type=_count(1), default=64)
+    d.add_argument("--n", type=_count(1), default=50)  # the demo's own, fewer than EvalConfig's n_per_cell
+    d.add_argument("--seed", type=int, default=_EVAL("seed"))
+    d.add_argument("--batch-size", type=_count(1), default=_EVAL("batch_size"))
     d.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     d.set_defaults(func=_cmd_demo)
     return p
+
+
+def _parse_args(argv: list[str]) -> argparse.Namespace:
+    """The command line parsed, each option left out at its config's default (:class:`_Default`)."""
+    args = build_parser().parse_args(argv)
+    for dest, value in list(vars(args).items()):
+        if isinstance(value, _Default):
+            setattr(args, dest, value.resolve())
+    args.command_line = shlex.join(["reasonlens", *argv])
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run a command; 0 on success, 2 (with ``reasonlens: error: ...`` on stderr) for bad input or arguments."""
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = build_parser().parse_args(argv)
-        args.command_line = shlex.join(["reasonlens", *argv])
+        args = _parse_args(argv)
     except UsageError as err:
         print(f"reasonlens: error: {err}", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ import re
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reasonlens.errors import ReasonlensError
 from reasonlens.ontology.background import closed_book_prompt, closed_book_questions
@@ -20,10 +20,15 @@ from reasonlens.ontology.prompt import ANSWER_NOW, format_prompt
 from reasonlens.ontology.realize import choose_form
 from reasonlens.ontology.sentences import split_sentences
 from reasonlens.ontology.types import ONTOLOGY_KINDS, Example, Fact, Sentence
+from reasonlens.results import RESULTS_FILE, ConfigDict, read_results, result_part, write_results
+from reasonlens.validation import load_saved
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(ConfigDict):
     """Held-out evaluation: ``n_per_cell`` fresh questions for every (ontology kind, hops) cell.
 
     ``seed`` must differ from the seed the model's training questions came from (checked).
@@ -156,7 +161,8 @@ def first_error(example: Example, output: str) -> str | None:
 
 @dataclass
 class EvalResult:
-    """Per-question records and the metrics over them; ``save`` writes ``metrics.json`` and records."""
+    """Per-question records and the metrics over them; ``save`` writes ``results.json``, ``metrics.json`` and the
+    records."""
 
     model: str
     n_per_cell: int | None
@@ -232,9 +238,15 @@ class EvalResult:
                 "label_mass_min": min(masses), "label_mass_mean": sum(masses) / len(masses),
                 "boundaries": len(masses)}
 
+    def summary(self) -> dict[str, Any]:
+        """``results.json``: the :meth:`metrics`."""
+        return self.metrics()
+
     def save(self, out_dir: str | Path) -> Path:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        """Write ``results.json`` (:func:`~reasonlens.results.write_results`), the same metrics as ``metrics.json``
+        (the file ``reasonlens eval`` has always written), ``records.jsonl``, ``closed_book.json``,
+        ``rule_choices.json`` and ``answer_now.json`` into ``out_dir``."""
+        out = write_results(self, out_dir)
         (out / "metrics.json").write_text(json.dumps(self.metrics(), indent=2))
         with open(out / "records.jsonl", "w") as f:
             for r in self.records:
@@ -247,17 +259,23 @@ class EvalResult:
 
     @classmethod
     def load(cls, out_dir: str | Path) -> "EvalResult":
+        """Read a folder written by :meth:`save` (or, without ``results.json``, by a reasonlens before it)."""
+        keys = ("model", "n_per_cell", "seed")
         out = Path(out_dir)
-        m = json.loads((out / "metrics.json").read_text())
-        records = [Record(**json.loads(line)) for line in (out / "records.jsonl").read_text().splitlines()]
-        closed = [tuple(q) for q in json.loads((out / "closed_book.json").read_text())]
+        if not (out / RESULTS_FILE).exists() and (out / "metrics.json").is_file():
+            m = load_saved(out / "metrics.json", "EvalResult", keys, fmt="json")
+        else:
+            m = read_results(out_dir, "EvalResult", keys)
+        records = [Record(**json.loads(line))
+                   for line in result_part(out, "records.jsonl", "EvalResult").read_text().splitlines()]
+        closed = [tuple(q) for q in json.loads(result_part(out, "closed_book.json", "EvalResult").read_text())]
         saved = out / "rule_choices.json"  # absent in results saved before reasonlens measured rule choices
         choices = [RuleChoice(**c) for c in json.loads(saved.read_text())] if saved.exists() else []
         now = out / "answer_now.json"  # absent in results saved before reasonlens measured the readout
         readout = json.loads(now.read_text()) if now.exists() else {"unavailable": None, "records": []}
         return cls(model=m["model"], n_per_cell=m["n_per_cell"], seed=m["seed"], records=records, closed_book=closed,
                    rule_choices=choices, answer_now=[AnswerNow(**a) for a in readout["records"]],
-                   answer_now_unavailable=readout["unavailable"])
+                   answer_now_unavailable=readout["unavailable"], shots=m.get("shots", 0), sizes=m.get("sizes", {}))
 
 
 def normalize(text: str) -> str:
@@ -282,7 +300,7 @@ def shot_demonstrations(example: Example, shots: int) -> list[Example]:
     return demos[:shots]
 
 
-def evaluate_examples(model, examples: list[Example], *, shots: int = 0, batch_size: int = 64,
+def evaluate_examples(model: TransformerBridge, examples: list[Example], *, shots: int = 0, batch_size: int = 64,
                       progress: bool = False) -> list[Record]:
     """Greedy-decode each example's prompt, preceded by the first ``shots`` demonstrations it carries
     (``meta["demonstrations"]``), and score its label and proof."""
@@ -313,7 +331,7 @@ def evaluate_examples(model, examples: list[Example], *, shots: int = 0, batch_s
     return records
 
 
-def answer_now_problem(model) -> str | None:
+def answer_now_problem(model: TransformerBridge) -> str | None:
     """Why ``model`` cannot be read out with :data:`~reasonlens.ontology.prompt.ANSWER_NOW` (its tokenizer
     lacks a word of the suffix or the labels), or ``None`` when it can."""
     from reasonlens.model import require_tokenizer
@@ -327,7 +345,7 @@ def answer_now_problem(model) -> str | None:
             "the labels (the reference models before v2 were not trained to answer mid-chain)") if unknown else None
 
 
-def answer_now(model, examples: list[Example], *, shots: int = 0, batch_size: int = 64,
+def answer_now(model: TransformerBridge, examples: list[Example], *, shots: int = 0, batch_size: int = 64,
                progress: bool = False) -> list[AnswerNow]:
     """The answer-now readout of every example: after each prefix of its gold chain (none of it .. all of it),
     then :data:`~reasonlens.ontology.prompt.ANSWER_NOW`, the next-token probabilities of the two labels (one
@@ -393,7 +411,7 @@ def rule_choice_points(example: Example) -> list[tuple[int, Sentence, list[str]]
     return points
 
 
-def rule_choices(model, examples: list[Example], *, shots: int = 0, batch_size: int = 64,
+def rule_choices(model: TransformerBridge, examples: list[Example], *, shots: int = 0, batch_size: int = 64,
                  progress: bool = False) -> list[RuleChoice]:
     """Teacher-forced: at each rule the gold chain restates (redundant steps aside), does the model give that rule
     a higher log-probability than the current concept's other context rules (:func:`rule_choice_points`)? Concepts
@@ -459,7 +477,7 @@ def rule_choices(model, examples: list[Example], *, shots: int = 0, batch_size: 
     return out
 
 
-def closed_book_accuracy(model, *, seed: int = 0, batch_size: int = 64, progress: bool = False
+def closed_book_accuracy(model: TransformerBridge, *, seed: int = 0, batch_size: int = 64, progress: bool = False
                          ) -> list[tuple[str, bool]]:
     """Answer every closed-book question about the background taxonomy (no context given)."""
     from reasonlens.generation import GenerationConfig
@@ -473,7 +491,7 @@ def closed_book_accuracy(model, *, seed: int = 0, batch_size: int = 64, progress
             zip(questions, gen.texts)]
 
 
-def evaluate(model, config: EvalConfig = EvalConfig(), *, model_name: str = "model",
+def evaluate(model: TransformerBridge, config: EvalConfig = EvalConfig(), *, model_name: str = "model",
              train_question_seeds: tuple[int, int] | None = None,
              progress: bool = False) -> EvalResult:
     """Evaluate on freshly generated held-out questions, ``config.n_per_cell`` per (kind, hops) cell.
@@ -506,7 +524,7 @@ def evaluate(model, config: EvalConfig = EvalConfig(), *, model_name: str = "mod
                    sizes=dict(config.sizes))
 
 
-def evaluate_dataset(model, examples: list[Example], *, shots: int = 0, batch_size: int = 64,
+def evaluate_dataset(model: TransformerBridge, examples: list[Example], *, shots: int = 0, batch_size: int = 64,
                      model_name: str = "model", progress: bool = False) -> EvalResult:
     """Everything :func:`evaluate` measures on given questions (an imported file, say) except the closed-book
     accuracy: greedy decoding scored against the gold chains, the teacher-forced rule choices and the answer-now

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
 from reasonlens.model import check_hook_name, require_tokenizer
+from reasonlens.results import ConfigDict
 from reasonlens.runtime import FwdHook, left_pad, left_padded_positions, pad_token_id
 from reasonlens.validation import check_bool, check_context, check_float, check_int, check_token_lists
 
@@ -47,7 +48,7 @@ _BLANK_LINE = re.compile(r"\n[^\S\n]*\n")
 
 @no_type_check  # checked by __post_init__, so a bad value gets the ReasonlensError under the test run's type checks too
 @dataclass(frozen=True)
-class GenerationConfig:
+class GenerationConfig(ConfigDict):
     """How to decode.
 
     - ``max_new_tokens``: most tokens generated per sequence.

@@ -1,4 +1,5 @@
-"""Result containers: tensors that carry their axis names and labels, with statistics and save / load.
+"""Result containers: tensors that carry their axis names and labels, with statistics and save / load; configs as
+plain dicts (:class:`ConfigDict`); the contract of a study's result (:class:`StudyResult`).
 
 >>> import torch
 >>> r = LabelledTensor(torch.tensor([[1.0, 2.0], [3.0, 4.0]]), axes=("example", "head"),
@@ -12,9 +13,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, is_dataclass
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, Protocol, TypeVar, Union, get_args, get_origin, get_type_hints, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -37,6 +41,108 @@ def jsonable(value: Any) -> Any:
 def head_labels(n_layers: int, n_heads: int) -> list[str]:
     """``["L0H0", "L0H1", ...]`` in layer-major order (the order of a flattened ``[layer, head]`` tensor)."""
     return [f"L{l}H{h}" for l in range(n_layers) for h in range(n_heads)]
+
+
+C = TypeVar("C")
+
+
+def config_to_dict(config: object) -> dict[str, Any]:
+    """The fields of ``config`` (a dataclass) as plain JSON data: tuples as lists, nested dataclasses as dicts
+    (:func:`config_from_dict` reads it back)."""
+    if not is_dataclass(config) or isinstance(config, type):
+        from reasonlens.validation import describe
+
+        raise ReasonlensError(f"a config (a dataclass instance) is needed, got {describe(config)}")
+    return {f.name: _plain(getattr(config, f.name)) for f in fields(config) if f.init}
+
+
+def config_from_dict(cls: type[C], data: object) -> C:
+    """The ``cls`` (a dataclass) of a :func:`config_to_dict` record, its lists and dicts turned back into what the
+    field types say (tuples, nested dataclasses); missing keys take their defaults, unknown keys are an error.
+
+    >>> from reasonlens.evaluate import EvalConfig
+    >>> config_from_dict(EvalConfig, {"hops": [1, 2]}).hops
+    (1, 2)
+    >>> config_from_dict(EvalConfig, {"hop": [1, 2]})
+    Traceback (most recent call last):
+    ...
+    reasonlens.errors.ReasonlensError: EvalConfig has no setting 'hop'; its settings are n_per_cell, seed, kinds, hops, batch_size, closed_book, shots, sizes
+    """
+    if not (isinstance(cls, type) and is_dataclass(cls)):
+        raise ReasonlensError(f"{cls!r} is not a config class (a dataclass)")
+    if not isinstance(data, Mapping):
+        from reasonlens.validation import describe
+
+        raise ReasonlensError(f"a {cls.__name__} is read from a dict of its settings, got {describe(data)}")
+    types = _field_types(cls)
+    for key in data:
+        if key not in types:
+            raise ReasonlensError(f"{cls.__name__} has no setting {key!r}; its settings are {', '.join(types)}")
+    return cls(**{key: _typed(types[key], value) for key, value in data.items()})
+
+
+class ConfigDict:
+    """A config that converts to plain JSON data and back: ``Config.from_dict(c.to_dict()) == c``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as plain JSON data (:func:`config_to_dict`)."""
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls: type[C], data: object) -> C:
+        """The config of a :meth:`to_dict` record (:func:`config_from_dict`)."""
+        return config_from_dict(cls, data)
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return config_to_dict(value)
+    if isinstance(value, (list, tuple, range)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    """The type of every init field of the dataclass ``cls`` (``typing.get_type_hints`` sees none on a
+    ``@no_type_check`` class, so each class's own annotations are read off a plain stand-in)."""
+    hints: dict[str, Any] = {}
+    for base in reversed(cls.__mro__):
+        own = base.__dict__.get("__annotations__")
+        if own:
+            stand_in = type(base.__name__, (), {"__annotations__": own, "__module__": base.__module__})
+            hints.update(get_type_hints(stand_in))
+    return {f.name: hints[f.name] for f in fields(cls) if f.init}
+
+
+def _typed(hint: Any, value: Any) -> Any:
+    """``value`` (plain JSON data) as the type ``hint`` says: lists as tuples, dicts as dataclasses, through
+    unions, sequences and dicts; anything else unchanged (the config's own checks judge it)."""
+    origin, args = get_origin(hint) or hint, get_args(hint)
+    if origin in (Union, UnionType):
+        return next((_typed(arm, value) for arm in args if _fits(arm, value)), value)
+    if is_dataclass(origin) and isinstance(value, Mapping):
+        return config_from_dict(origin, value)
+    if origin in (tuple, list, Sequence) and isinstance(value, (list, tuple)):
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            items = [_typed(arm, v) for arm, v in zip(args, value)]
+        else:
+            items = [_typed(args[0], v) if args else v for v in value]
+        return items if origin is list else tuple(items)
+    if origin in (dict, Mapping) and len(args) == 2 and isinstance(value, Mapping):
+        return {k: _typed(args[1], v) for k, v in value.items()}
+    return value
+
+
+def _fits(hint: Any, value: Any) -> bool:
+    """Whether ``value`` (plain JSON data) can stand for the type ``hint`` (an arm of a union)."""
+    origin = get_origin(hint) or hint
+    if origin in (tuple, list, Sequence):
+        return isinstance(value, (list, tuple))
+    if origin in (dict, Mapping) or is_dataclass(origin):
+        return isinstance(value, Mapping)
+    return not isinstance(origin, type) or isinstance(value, origin)
 
 
 @dataclass
@@ -135,3 +241,73 @@ class LabelledTensor:
         if not isinstance(data["values"], Tensor):
             raise ReasonlensError(f"{path} holds no tensor of values; pass a file written by {cls.__name__}.save")
         return cls(values=data["values"], axes=tuple(data["axes"]), labels=data["labels"], meta=data["meta"])
+
+
+RESULTS_FILE = "results.json"
+RESULTS_FORMAT = 1  # the version of the folder layout, ``"format"`` in results.json
+
+
+@runtime_checkable
+class StudyResult(Protocol):
+    """The result of a study (``EvalResult``, ``MechanismResult``, ``IPGStudyResult``, ``StepImportanceResult``).
+
+    ``save(folder)`` writes ``results.json`` (:func:`write_results`: :meth:`summary` with the class name under
+    ``"result"`` and :data:`RESULTS_FORMAT` under ``"format"``) and the parts (``.pt`` and JSON files) beside it;
+    ``load(folder)`` reads them back (:func:`read_results`, :func:`result_part`)."""
+
+    def summary(self) -> dict[str, Any]: ...
+
+    def save(self, out: str | Path) -> Path: ...
+
+    @classmethod
+    def load(cls, out: str | Path) -> StudyResult: ...
+
+
+def write_results(result: StudyResult, out: str | os.PathLike[str]) -> Path:
+    """Make the folder ``out`` and write its ``results.json`` (see :class:`StudyResult`); returns the folder."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"result": type(result).__name__, "format": RESULTS_FORMAT, **result.summary()}
+    (out / RESULTS_FILE).write_text(json.dumps(record, indent=1))
+    return out
+
+
+def read_results(out: object, what: str, keys: Sequence[str] = ()) -> dict[str, Any]:
+    """The ``results.json`` of the folder ``out`` a ``what`` was saved to, checked to be one (a folder saved
+    before the ``"result"`` entry passes on its ``keys``): a missing folder or file, another result's folder, a
+    newer format or missing ``keys`` are a :class:`ReasonlensError`."""
+    from reasonlens.validation import describe, load_saved
+
+    if not isinstance(out, (str, os.PathLike)):
+        raise ReasonlensError(f"pass the folder a {what} was saved to (a str or pathlib.Path), got {describe(out)}")
+    out = Path(out)
+    if not out.exists():
+        raise ReasonlensError(f"no file {out / RESULTS_FILE}: the folder {out} does not exist; pass the folder a "
+                              f"{what} was saved to")
+    if not out.is_dir():
+        raise ReasonlensError(f"{out} is a file; pass the folder a {what} was saved to")
+    if not (out / RESULTS_FILE).is_file():
+        raise ReasonlensError(f"{out} holds no {RESULTS_FILE}; pass the folder a {what} was saved to")
+    data = load_saved(out / RESULTS_FILE, what, fmt="json")
+    if not isinstance(data, dict):
+        raise ReasonlensError(f"{out / RESULTS_FILE} holds no {what}; pass the folder a {what} was saved to")
+    got = data.get("result", what)
+    if got != what:
+        raise ReasonlensError(f"{out} holds a {got}, not a {what}; load it with {got}.load")
+    if not isinstance(data.get("format", 0), int) or data.get("format", 0) > RESULTS_FORMAT:
+        raise ReasonlensError(f"{out} is in results format {data['format']!r}, newer than this reasonlens reads "
+                              f"({RESULTS_FORMAT}); update reasonlens to load it")
+    missing = [k for k in keys if k not in data]
+    if missing:
+        raise ReasonlensError(f"{out / RESULTS_FILE} holds no {what} (it lacks {missing}); pass the folder a "
+                              f"{what} was saved to")
+    return data
+
+
+def result_part(out: str | os.PathLike[str], name: str, what: str) -> Path:
+    """``out / name``, a part of the ``what`` saved in ``out``; a :class:`ReasonlensError` when it is missing."""
+    path = Path(out) / name
+    if not path.exists():
+        raise ReasonlensError(f"{out} holds a {what} without its part {name}; pass a whole folder written by "
+                              f"{what}.save")
+    return path

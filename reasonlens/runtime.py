@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from jaxtyping import Float, Int
@@ -72,6 +72,75 @@ def site_hook(site: str, layer: int) -> str:
     if site not in SITES:
         raise ReasonlensError(f"unknown site {site!r}; valid sites: {sorted(SITES)}")
     return SITES[site].format(l=layer)
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """One edit of the activation at ``hook``, declared as data; :meth:`as_hook` compiles it to a forward hook.
+
+    ``op``: ``"set"`` writes ``value``, ``"add"`` adds it, ``"scale"`` multiplies by it, at the entries ``mask``
+    selects (``None``: every entry). ``rows``: the batch rows edited (``None``: all); ``units``: the units edited,
+    indices on axis 2 (heads of ``[batch, pos, head, d_head]``, neurons or dimensions of ``[batch, pos, unit]``;
+    ``None``: all). ``value`` and ``mask`` broadcast against the activation restricted to those rows and units,
+    in *position view*: positions on axis 1 (for attention patterns ``[batch, head, query, key]`` pass
+    ``positions_axis=2``: the query axis moves there).
+    ``width``: edit only a forward over that many positions (a decoding step's one-position forwards pass
+    unchanged). Patching, circuits, steering, IPG paths and the horizon experiment all edit activations this way.
+
+    >>> import torch
+    >>> act = torch.ones(2, 3, 4)  # [batch, pos, d_model]
+    >>> first = torch.tensor([[True, False, False]])[..., None]  # [row, pos, 1]
+    >>> halve = Intervention("blocks.0.hook_resid_post", "scale", torch.tensor(0.5), mask=first, rows=torch.tensor([1]),
+    ...                      units=torch.tensor([0, 2]))
+    >>> halve(act)[1].tolist()
+    [[0.5, 1.0, 0.5, 1.0], [1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]]
+    """
+
+    hook: str
+    op: Literal["set", "add", "scale"]
+    value: Tensor
+    mask: Tensor | None = None
+    rows: Tensor | None = None
+    units: Tensor | None = None
+    positions_axis: int = 1
+    width: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.op not in ("set", "add", "scale"):
+            raise ReasonlensError(f"unknown intervention op {self.op!r}; choose 'set', 'add' or 'scale'")
+        if self.width is not None and self.width < 2:
+            raise ReasonlensError(f"width {self.width} cannot tell a prompt forward from a decoding step; pass None")
+
+    def __call__(self, act: Tensor, hook: Any = None) -> Tensor:
+        axis = self.positions_axis
+        if self.width is not None and act.shape[axis] != self.width:
+            return act
+        view = act.transpose(1, axis) if axis != 1 else act
+        rows = slice(None) if self.rows is None else self.rows.to(act.device)
+        units = slice(None) if self.units is None else self.units.to(act.device)
+        whole = self.rows is None and self.units is None
+        target = view if whole else view[rows][:, :, units]
+        value = self.value.to(act.device, act.dtype)
+        edited = value if self.op == "set" else target + value if self.op == "add" else target * value
+        if self.mask is not None:
+            edited = torch.where(self.mask.to(act.device), edited, target)
+        elif self.op == "set":
+            edited = edited.expand_as(target)
+        if not whole:
+            out = view.clone()
+            if self.rows is None:
+                out[:, :, units] = edited
+            elif self.units is None:
+                out[rows] = edited
+            else:
+                out[rows[:, None], :, units[None, :]] = edited.transpose(1, 2)
+            edited = out
+        return edited.transpose(1, axis) if axis != 1 else edited
+
+    def as_hook(self) -> FwdHook:
+        """``(hook name, hook function)`` for ``model.hooks(fwd_hooks=...)`` or :func:`forward`."""
+        return (self.hook, self)
+
 
 
 # ---------------------------------------------------------------------------------------------------------- padding
@@ -307,6 +376,19 @@ def saving_hooks(store: dict[str, Tensor], selects: dict[str, Callable[[Tensor],
     """Hooks that write ``select(activation)`` (the whole activation for ``None``) of each named hook point into
     ``store`` (name -> tensor, detached)."""
     return [(name, functools.partial(_save, store=store, name=name, select=select)) for name, select in selects.items()]
+
+
+def _tap(act: Tensor, hook: Any, *, taps: dict[str, Tensor], name: str) -> Tensor:
+    taps[name] = torch.zeros_like(act, requires_grad=True)
+    return act + taps[name]
+
+
+def gradient_taps(names: Sequence[str]) -> tuple[list[FwdHook], dict[str, Tensor]]:
+    """Hooks that add a zero tensor requiring gradients to each named activation (the forward is unchanged), and
+    the dict they fill (name -> that tensor): an output's gradient with respect to ``taps[name]`` is its gradient
+    with respect to the activation."""
+    taps: dict[str, Tensor] = {}
+    return [(name, functools.partial(_tap, taps=taps, name=name)) for name in names], taps
 
 
 def collect_activations(model: TransformerBridge, rows: Sequence[Sequence[int]], positions: Sequence[Sequence[int]],

@@ -25,6 +25,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reasonlens.errors import ReasonlensError
 from reasonlens.ontology.background import background_passage, closed_book_prompt, closed_book_questions
@@ -32,6 +33,10 @@ from reasonlens.ontology.generator import GeneratorConfig, generate
 from reasonlens.ontology.prompt import ANSWER_NOW, format_prompt
 from reasonlens.ontology.realize import choose_form
 from reasonlens.ontology.types import Example
+from reasonlens.results import ConfigDict
+
+if TYPE_CHECKING:
+    from transformers import LlamaForCausalLM  # training runs the Hugging Face model, not a TransformerBridge
 
 # The training-only read-out of the queried property, saved beside a checkpoint so that a later stage continues it.
 READOUT_FILE = "query_readout.safetensors"
@@ -41,7 +46,7 @@ TRAIN_DATA_SEED_OFFSET = 1_000_000  # data stream seed = this + model seed; ques
 
 
 @dataclass
-class ArchitectureConfig:
+class ArchitectureConfig(ConfigDict):
     """Size of the Llama-style reference model."""
 
     n_layers: int = 4
@@ -52,7 +57,7 @@ class ArchitectureConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(ConfigDict):
     """Everything that determines a reference model; the same config and seed give the same weights."""
 
     architecture: ArchitectureConfig = field(default_factory=ArchitectureConfig)
@@ -293,7 +298,7 @@ def _check_config(cfg: TrainConfig) -> None:
                               f"(blocks before the read-out), got {cfg.query_aux_weight} and {cfg.query_aux_layer}")
 
 
-def _use_precision(model, precision: str) -> None:
+def _use_precision(model: LlamaForCausalLM, precision: str) -> None:
     """Set the attention ``_batch_loss`` needs for ``precision``: the standard SDPA for float32 (the default of a
     fresh or loaded model), SDPA in float32 under bfloat16 autocast, since on CPU the bfloat16 flash-attention
     backward is 2.5x slower than the float32 one (and float32 keeps the softmax exact)."""
@@ -304,7 +309,7 @@ def _use_precision(model, precision: str) -> None:
     model.set_attn_implementation("reasonlens_float32_sdpa" if precision == "bfloat16" else "sdpa")
 
 
-def _batch_loss(model, aux_head, ids, w, query, cfg: TrainConfig):
+def _batch_loss(model: LlamaForCausalLM, aux_head, ids, w, query, cfg: TrainConfig):
     """The training loss of one collated batch: weighted next-token cross-entropy, plus the read-out's term.
     With ``cfg.precision == "bfloat16"`` the blocks run under autocast (the model's attention set by
     :func:`_use_precision`); the output head and both losses are float32."""

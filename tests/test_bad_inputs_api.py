@@ -326,12 +326,11 @@ def _examples():
 
 def test_integrated_gradients_and_ipg_refuse_sequences_longer_than_the_context(model):
     """A prompt plus its gold chain is far longer than 32 tokens: GPT-2 raised an IndexError deep in torch."""
-    from reasonlens.attribution.ipg import IntegratedPolicyGradient, IPGConfig, integrated_gradients
-    integrated_gradients = user(integrated_gradients)
+    from reasonlens.attribution.ipg import IntegratedGradients, IntegratedPolicyGradient, IPGConfig
 
     with pytest.raises(ReasonlensError, match=f"sequence 0 has [0-9]+ tokens, more than the model's context length "
                                               f"{N_CTX}.*shorter prompts or chains"):
-        integrated_gradients(model, _examples(), layers=[0], steps=1)
+        IntegratedGradients(model, layers=[0], steps=1).attribute(_examples())
     ipg = IntegratedPolicyGradient(model, IPGConfig(layers=(0,), n_samples=2, steps=1, max_new_tokens=4))
     with pytest.raises(ReasonlensError, match=f"prompt 0 has [0-9]+ tokens.*context length {N_CTX}"):
         ipg.attribute(_examples())
@@ -394,19 +393,27 @@ def test_ipg_config(overrides, message):
 
 def test_attribution_functions(model):
     from reasonlens.attribution.components import Selection
-    from reasonlens.attribution.ipg import IntegratedPolicyGradient, integrated_gradients, random_selection
-    integrated_gradients, random_selection = user(integrated_gradients), user(random_selection)
+    from reasonlens.attribution.ipg import (
+        ActivationMagnitude,
+        IntegratedGradients,
+        IntegratedPolicyGradient,
+        RandomAttribution,
+    )
 
     with pytest.raises(ReasonlensError, match=r"steps \(q\) must be an integer >= 1 .*got True"):
-        integrated_gradients(model, _examples(), layers=[0], steps=True)
+        IntegratedGradients(model, layers=[0], steps=True)
     with pytest.raises(ReasonlensError, match="unknown baseline"):
-        integrated_gradients(model, _examples(), layers=[0], baseline="uniform")
+        IntegratedGradients(model, layers=[0], baseline="uniform")
     with pytest.raises(ReasonlensError, match=r"layers \[0, 0\] repeat"):
-        integrated_gradients(model, _examples(), layers=[0, 0], steps=1)
+        IntegratedGradients(model, layers=[0, 0], steps=1)
     with pytest.raises(ReasonlensError, match="layers must be integers, got \\[True\\]"):
-        random_selection(model, 2, layers=[True])
+        RandomAttribution(model, layers=[True])
+    with pytest.raises(ReasonlensError, match="unknown component kind 'heads'"):
+        ActivationMagnitude(model, kind="heads")
     with pytest.raises(ReasonlensError, match="p must be an integer"):
-        random_selection(model, True)
+        RandomAttribution(model).attribute().top(True)
+    with pytest.raises(ReasonlensError, match="examples must be a list"):
+        RandomAttribution(model).attribute("Q: ...")
     with pytest.raises(ReasonlensError, match="examples\\[1\\] is a str"):
         user(IntegratedPolicyGradient.attribute)(IntegratedPolicyGradient(model), [_examples()[0], "Q: ..."])
     with pytest.raises(ReasonlensError, match="gamma must be a number, got True"):

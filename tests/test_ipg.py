@@ -10,13 +10,13 @@ from model_util import write_checkpoint
 from reasonlens.attribution import paths
 from reasonlens.attribution.components import HOOKS
 from reasonlens.attribution.ipg import (
+    ActivationMagnitude,
     Attribution,
+    IntegratedGradients,
     IntegratedPolicyGradient,
     IPGConfig,
-    activation_magnitude,
+    RandomAttribution,
     group_advantages,
-    integrated_gradients,
-    random_selection,
 )
 from reasonlens.attribution.paths import PathSequences, path_attributions
 from reasonlens.errors import ReasonlensError
@@ -215,13 +215,19 @@ def test_ipg_on_the_headroom_model(headroom, tmp_path):
 
 def test_baselines(headroom):
     examples = generate(3, hops=1, seed=4)
-    ig = integrated_gradients(headroom, examples, kind="resid", layers=[2], steps=4)
+    ig = IntegratedGradients(headroom, kind="resid", layers=[2], steps=4).attribute(examples)
     assert ig.values.shape == (3, 1, headroom.cfg.d_model) and ig.meta["method"] == "integrated_gradients"
-    act = activation_magnitude(headroom, examples, kind="head", layers=[1, 2])
+    act = ActivationMagnitude(headroom, kind="head", layers=[1, 2]).attribute(examples)
     assert act.values.shape == (3, 2, 4) and (act.values > 0).all()
-    r1, r2 = random_selection(headroom, 5, kind="neuron", layers=[1, 2], seed=0), random_selection(
-        headroom, 5, kind="neuron", layers=[1, 2], seed=1)
+    random = [RandomAttribution(headroom, kind="neuron", layers=[1, 2], seed=s).attribute(examples) for s in (0, 1)]
+    assert random[0].values.shape == (3, 2, headroom.cfg.d_mlp) and (random[0].values[0] == random[0].values[2]).all()
+    r1, r2 = random[0].top(5), random[1].top(5)
     assert len(r1) == 5 and r1 != r2 and set(r1.layers) <= {1, 2}
+    # the first p of one uniform random order of the components, for every p
+    order = torch.randperm(2 * headroom.cfg.d_mlp, generator=torch.Generator().manual_seed(0))
+    for p in (1, 5, 40):
+        drawn = sorted((1 + int(i) // headroom.cfg.d_mlp, int(i) % headroom.cfg.d_mlp) for i in order[:p])
+        assert list(zip(random[0].top(p).layers, random[0].top(p).units)) == drawn
 
 
 @pytest.mark.parametrize("reward, message", [

@@ -111,8 +111,8 @@ def test_resumed_study_equals_an_uninterrupted_one(result, tmp_path, monkeypatch
         raise AssertionError("a saved attribution was computed again")
 
     monkeypatch.setattr(study, "IntegratedPolicyGradient", recomputed)
-    monkeypatch.setattr(study, "integrated_gradients", recomputed)
-    monkeypatch.setattr(study, "activation_magnitude", recomputed)
+    monkeypatch.setattr(study, "IntegratedGradients", recomputed)
+    monkeypatch.setattr(study, "ActivationMagnitude", recomputed)
     resumed = run_ipg_study(model, IPGStudyConfig(**SMALL), model_name="headroom", checkpoint_dir=checkpoints)
     assert findings(resumed) == findings(result)
     with pytest.raises(AssertionError, match="computed again"):  # another configuration does not read them

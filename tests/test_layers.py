@@ -86,3 +86,15 @@ def test_no_module_imports_another_modules_private_names():
                 crossing += [f"{name} imports {node.module}.{a.name}" for a in node.names
                              if a.name.startswith("_") and node.module != name]
     assert not crossing, "\n".join(crossing)
+
+
+def test_every_model_parameter_is_annotated():
+    """A parameter named ``model`` says what it takes (``TransformerBridge``; the Hugging Face model in training)."""
+    bare = []
+    for path in sorted(ROOT.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                params = [*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs]
+                bare += [f"{_module_name(path)}:{node.lineno} {node.name}" for p in params
+                         if p.arg == "model" and p.annotation is None]
+    assert not bare, "parameters named model without an annotation:\n" + "\n".join(bare)

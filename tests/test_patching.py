@@ -10,7 +10,8 @@ from model_util import random_pair, write_checkpoint
 
 from reasonlens.errors import ReasonlensError
 from reasonlens.model import load_model
-from reasonlens.patching.engine import SITE_HOOKS, PatchConfig, PatchSweep, compare_rankings, patch
+from reasonlens.patching.engine import PatchConfig, PatchSweep, compare_rankings, patch
+from reasonlens.runtime import SITES
 
 B, T = 3, 10
 
@@ -86,7 +87,7 @@ def test_noising_neurons_spans_and_sources_equal_one_forward_per_patch(model, pa
                 positions="spans", spans=spans, direction="noise", normalize="none", progress=False, batch_size=5)
     assert res.axes == ("example", "layer", "span", "neuron") and res.labels["neuron"] == ["N0", "N7"]
     for l in range(model.cfg.n_layers):
-        name = SITE_HOOKS["neuron"].format(l=l)
+        name = SITES["neuron"].format(l=l)
         for s in range(2):
             for ui, u in enumerate([0, 7]):
                 def write(act, src, s=s, u=u):
@@ -103,7 +104,7 @@ def test_noising_neurons_spans_and_sources_equal_one_forward_per_patch(model, pa
                     source=source, reference=(ref, torch.ones_like(ref)), normalize="none", progress=False)
         _, ref_cache = model.run_with_cache(ref)
         for l in range(model.cfg.n_layers):
-            name = SITE_HOOKS["resid_post"].format(l=l)
+            name = SITES["resid_post"].format(l=l)
             fill = torch.zeros(T, model.cfg.d_model) if source == "zero" else ref_cache[name][:, 2:].mean(0)
             expected = _manual(model, corrupted, None, name, lambda act, src, fill=fill: act * 0 + fill, prob)
             torch.testing.assert_close(res.values[:, l, 0], expected, atol=1e-5, rtol=0)
@@ -140,7 +141,7 @@ def test_normalisations_equal_a_hand_computation(model, pair, metric):
     """"example": (m - m_corr) / (m_clean - m_corr) per example; "batch": (m - m_corr) / mean(m_clean - m_corr),
     whose mean over examples is (mean KL_noise - mean KL_patched) / mean KL_noise for the KL metric."""
     clean, corrupted, answer, wrong = pair
-    name = SITE_HOOKS["z"].format(l=1)
+    name = SITES["z"].format(l=1)
     _, clean_cache = model.run_with_cache(clean)
 
     def write_head(act, hook):
@@ -228,7 +229,7 @@ def test_attribution_patching_equals_one_directional_derivative_per_cell(model, 
         last = model(corrupted)[:, -1]
     base = last.gather(1, answer[:, None]).squeeze(1) - last.gather(1, wrong[:, None]).squeeze(1)
     for l, (lo, hi), h in [(0, (6, 10), 1), (1, (0, 6), 3), (1, (6, 10), 0)]:
-        name = SITE_HOOKS["z"].format(l=l)
+        name = SITES["z"].format(l=l)
         eps = torch.zeros(B, requires_grad=True)
 
         def hook(act, hook, lo=lo, hi=hi, h=h):

@@ -30,11 +30,10 @@ from torch import Tensor, nn
 
 from reasonlens.errors import ReasonlensError
 from reasonlens.model import load_model
-from reasonlens.patching.engine import SITE_HOOKS, attribution_patch, patch
+from reasonlens.patching.engine import attribution_patch, patch
+from reasonlens.runtime import HEAD_SITES, SITES
 
 ORACLE_ARCHS = ("llama", "qwen2", "gemma2", "gpt2")
-SITES = tuple(SITE_HOOKS)
-HEAD_SITES = ("z", "q", "k", "v", "pattern")
 METRICS = ("kl", "logit_diff")
 N_LAYERS, PAD = 3, 2
 
@@ -442,11 +441,11 @@ def test_unknown_and_unwired_sites_are_errors(arch, monkeypatch):
     with pytest.raises(ReasonlensError, match="unknown patching site"):
         run(site="resid")
     if arch.name == "gpt2":
-        monkeypatch.setitem(SITE_HOOKS, "resid_pre", "blocks.{l}.attn.qkv.hook_out")  # present, never fires
+        monkeypatch.setitem(SITES, "resid_pre", "blocks.{l}.attn.qkv.hook_out")  # present, never fires
     else:
-        monkeypatch.setitem(SITE_HOOKS, "resid_pre", "blocks.{l}.attn.hook_hidden_states")
+        monkeypatch.setitem(SITES, "resid_pre", "blocks.{l}.attn.hook_hidden_states")
     with pytest.raises(ReasonlensError, match="never fire"):
         run(site="resid_pre")
-    monkeypatch.setitem(SITE_HOOKS, "resid_pre", "blocks.{l}.hook_nowhere")
+    monkeypatch.setitem(SITES, "resid_pre", "blocks.{l}.hook_nowhere")
     with pytest.raises(ReasonlensError, match="no hook point"):
         run(site="resid_pre")

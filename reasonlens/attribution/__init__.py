@@ -2,7 +2,8 @@
 
 Everything below is importable from ``reasonlens.attribution`` (loaded on first use):
 
-- :mod:`~reasonlens.attribution.ipg`: IPG and its baselines (integrated gradients, activation magnitude, random);
+- :mod:`~reasonlens.attribution.ipg`: IPG and its baselines (integrated gradients, activation magnitude, random),
+  each a class whose ``.attribute(examples)`` returns an :class:`~reasonlens.attribution.ipg.Attribution`;
 - :mod:`~reasonlens.attribution.components`: component selections (``Selection``) and their overlap (``dice``);
 - :mod:`~reasonlens.attribution.rewards`: rewards (correctness, reasoning length);
 - :mod:`~reasonlens.attribution.steering`: suppress / enhance selected components while decoding;
@@ -18,8 +19,8 @@ from typing import Any
 from reasonlens.lazy import lazy_exports
 
 _EXPORTS = lazy_exports(__name__, {
-    "ipg": ("IPGConfig", "IntegratedPolicyGradient", "Attribution", "integrated_gradients", "activation_magnitude",
-            "random_selection", "group_advantages"),
+    "ipg": ("IPGConfig", "IntegratedPolicyGradient", "IntegratedGradients", "ActivationMagnitude", "RandomAttribution",
+            "Attribution", "group_advantages"),
     "components": ("Selection", "dice", "random_dice"),
     "rewards": ("Trajectory", "correctness", "reasoning_length"),
     "steering": ("SteeringOutcome", "steer"),

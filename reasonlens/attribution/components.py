@@ -23,13 +23,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, no_type_check
+from typing import TYPE_CHECKING, Literal, no_type_check
 
 import torch
 from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
+from reasonlens.runtime import SITES, FwdHook, Intervention
 from reasonlens.validation import check_float, check_int_list, is_int
 
 if TYPE_CHECKING:
@@ -37,8 +37,8 @@ if TYPE_CHECKING:
 
 Kind = Literal["resid", "neuron", "head"]
 KINDS: tuple[str, ...] = ("resid", "neuron", "head")
-HOOKS: dict[str, str] = {"resid": "blocks.{l}.hook_resid_post", "neuron": "blocks.{l}.mlp.hook_post",
-                         "head": "blocks.{l}.attn.hook_z"}
+SITE_OF_KIND: dict[str, str] = {"resid": "resid_post", "neuron": "neuron", "head": "z"}  # runtime site names
+HOOKS: dict[str, str] = {kind: SITES[site] for kind, site in SITE_OF_KIND.items()}
 LETTERS: dict[str, str] = {"resid": "R", "neuron": "N", "head": "H"}
 _LABEL = re.compile(r"L(\d+)([RNH])(\d+)")
 
@@ -136,18 +136,16 @@ class Selection:
             out.setdefault(l, []).append(u)
         return out
 
-    def hooks(self, gamma: float) -> list[tuple[str, Any]]:
+    def hooks(self, gamma: float) -> list[FwdHook]:
         """Forward hooks that multiply the selected components by ``gamma`` at every position."""
         gamma = check_float(gamma, "gamma", low=0, hint="0 suppresses, 1 leaves the model alone, > 1 enhances")
-        return [(HOOKS[self.kind].format(l=l), partial(_scale_hook, units=torch.tensor(units), gamma=float(gamma),
-                                                       head=self.kind == "head"))
-                for l, units in self.by_layer().items()]
+        return [self.scaling(layer, gamma).as_hook() for layer in self.by_layer()]
 
-
-def _scale_hook(act: Tensor, hook: Any, *, units: Tensor, gamma: float, head: bool) -> Tensor:
-    factor = torch.ones(act.shape[-2] if head else act.shape[-1], dtype=act.dtype, device=act.device)
-    factor[units.to(act.device)] = gamma
-    return act * (factor[:, None] if head else factor)
+    def scaling(self, layer: int, gamma: float | Tensor) -> Intervention:
+        """The :class:`~reasonlens.runtime.Intervention` that multiplies this selection's units of ``layer`` by
+        ``gamma``."""
+        return Intervention(HOOKS[self.kind].format(l=layer), "scale", torch.as_tensor(gamma),
+                            units=torch.tensor(self.by_layer()[layer]))
 
 
 def dice(a: Selection, b: Selection) -> float:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import no_type_check
+from typing import TYPE_CHECKING, no_type_check
 
 import torch
 from jaxtyping import Float
@@ -35,13 +35,16 @@ from reasonlens.attribution.paths import BASELINES, PathSequences, path_attribut
 from reasonlens.attribution.rewards import Reward, Trajectory, correctness, score
 from reasonlens.errors import ReasonlensError
 from reasonlens.ontology import Example
-from reasonlens.results import LabelledTensor
+from reasonlens.results import ConfigDict, LabelledTensor
 from reasonlens.validation import check_choice, check_float, check_int, check_int_list, is_int
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 
 @no_type_check  # checked by __post_init__, so a bad value gets the ReasonlensError under the test run's type checks too
 @dataclass(frozen=True)
-class IPGConfig:
+class IPGConfig(ConfigDict):
     """Settings of an attribution run.
 
     - ``kind``: ``"resid"`` (dimensions of ``hook_resid_post``), ``"neuron"`` (``mlp.hook_post``) or ``"head"``
@@ -144,7 +147,7 @@ class Attribution(LabelledTensor):
 class IntegratedPolicyGradient:
     """IPG of ``reward`` (default: answer correctness) for ``model``; :meth:`attribute` runs it."""
 
-    model: object
+    model: TransformerBridge
     config: IPGConfig = field(default_factory=IPGConfig)
     reward: Reward = correctness
 
@@ -211,87 +214,131 @@ def group_advantages(rewards: Float[Tensor, "prompt sample"]) -> Float[Tensor, "
     return torch.where(flat, torch.zeros_like(centred), centred / torch.where(flat, torch.ones_like(std), std))
 
 
-def integrated_gradients(model, examples: Sequence[Example], *, kind: str = "resid",
-                         layers: Sequence[int] | None = None, steps: int = 10, baseline: str = "zero",
-                         batch_size: int = 32, seed: int = 0, progress: bool = False) -> Attribution:
+@no_type_check  # checked by __post_init__, so a bad value gets the ReasonlensError under the test run's type checks too
+@dataclass
+class IntegratedGradients:
     """Plain integrated gradients of the gold answer's log-probability, teacher-forced on each example's gold
-    chain of thought (``prompt + " {cot} {answer}"``), along the same path as IPG (the positions of the chain
-    are interpolated): a non-policy-gradient contrast."""
-    from reasonlens.model import require_tokenizer
-    from reasonlens.ontology import format_prompt
+    chain of thought (``prompt + " {cot} {answer}"``), along the same path as IPG (the positions of the chain are
+    interpolated): a non-policy-gradient contrast. Settings as in :class:`IPGConfig`."""
 
-    check_kind(kind)
-    _check_steps(steps)
-    check_choice(baseline, "baseline", BASELINES)
-    check_int(batch_size, "batch_size", low=1)
-    check_int(seed, "seed")
-    examples = _check_examples(examples)
-    tok = require_tokenizer(model)
-    layers = check_layers(model, range(model.cfg.n_layers) if layers is None else layers)
-    prompt_ids = [model.to_tokens(format_prompt(e), truncate=False)[0].tolist() for e in examples]
-    output_ids, n_target = [], []
-    for e in examples:
-        chain = tok(" " + e.cot_text, add_special_tokens=False)["input_ids"]
-        answer = tok(" " + e.answer, add_special_tokens=False)["input_ids"]
-        output_ids.append(chain + answer)
-        n_target.append(len(answer))
-    seqs = PathSequences(prompt_ids, output_ids, [1.0] * len(examples), n_target)
-    result = path_attributions(model, kind, layers, seqs, steps=steps, baseline=baseline, batch_size=batch_size,
-                               seed=seed, progress=progress)
-    return Attribution(result.attributions, axes=("example", "layer", "unit"),
-                       labels={"layer": [f"L{l}" for l in layers],
-                               "unit": unit_labels(kind, result.attributions.shape[-1])},
-                       meta={"method": "integrated_gradients", "kind": kind,
-                             "config": {"layers": layers, "steps": steps, "baseline": baseline, "seed": seed},
-                             "objective_change": (result.objective_end[:, None] - result.objective_start).tolist()})
+    model: TransformerBridge
+    kind: str = "resid"
+    layers: Sequence[int] | None = None
+    steps: int = 10
+    baseline: str = "zero"
+    batch_size: int = 32
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_kind(self.kind)
+        _check_steps(self.steps)
+        check_choice(self.baseline, "baseline", BASELINES)
+        check_int(self.batch_size, "batch_size", low=1)
+        check_int(self.seed, "seed")
+        self.layers = check_layers(self.model, range(self.model.cfg.n_layers) if self.layers is None else self.layers)
+
+    def attribute(self, examples: Sequence[Example], *, progress: bool = False) -> Attribution:
+        from reasonlens.model import require_tokenizer
+        from reasonlens.ontology import format_prompt
+
+        model, layers = self.model, self.layers
+        examples = _check_examples(examples)
+        tok = require_tokenizer(model)
+        prompt_ids = [model.to_tokens(format_prompt(e), truncate=False)[0].tolist() for e in examples]
+        output_ids, n_target = [], []
+        for e in examples:
+            chain = tok(" " + e.cot_text, add_special_tokens=False)["input_ids"]
+            answer = tok(" " + e.answer, add_special_tokens=False)["input_ids"]
+            output_ids.append(chain + answer)
+            n_target.append(len(answer))
+        seqs = PathSequences(prompt_ids, output_ids, [1.0] * len(examples), n_target)
+        result = path_attributions(model, self.kind, layers, seqs, steps=self.steps, baseline=self.baseline,
+                                   batch_size=self.batch_size, seed=self.seed, progress=progress)
+        return Attribution(result.attributions, axes=("example", "layer", "unit"),
+                           labels={"layer": [f"L{l}" for l in layers],
+                                   "unit": unit_labels(self.kind, result.attributions.shape[-1])},
+                           meta={"method": "integrated_gradients", "kind": self.kind,
+                                 "config": {"layers": layers, "steps": self.steps, "baseline": self.baseline,
+                                            "seed": self.seed},
+                                 "objective_change": (result.objective_end[:, None] - result.objective_start).tolist()})
 
 
-def activation_magnitude(model, examples: Sequence[Example], *, kind: str = "resid",
-                         layers: Sequence[int] | None = None, max_new_tokens: int | None = None,
-                         batch_size: int = 32) -> Attribution:
+@no_type_check  # checked by __post_init__
+@dataclass
+class ActivationMagnitude:
     """The activation baseline: mean ``|h_i|`` (heads: mean L2 norm of ``z``) over the positions of each
     example's greedy chain of thought (``max_new_tokens``: by default the gold chain's length plus 16, as in
     :func:`~reasonlens.attribution.steering.steer`)."""
-    from reasonlens.attribution.components import HOOKS
-    from reasonlens.attribution.steering import decoding_budget
-    from reasonlens.generation import GenerationConfig, generate
-    from reasonlens.ontology import format_prompt
 
-    check_kind(kind)
-    check_int(max_new_tokens, "max_new_tokens", low=1, optional=True)
-    check_int(batch_size, "batch_size", low=1)
-    examples = _check_examples(examples)
-    layers = check_layers(model, range(model.cfg.n_layers) if layers is None else layers)
-    budget = decoding_budget(model, examples) if max_new_tokens is None else max_new_tokens
-    gen = generate(model, [format_prompt(e) for e in examples],
-                   GenerationConfig(max_new_tokens=budget, batch_size=batch_size))
-    names = [HOOKS[kind].format(l=l) for l in layers]
-    values = torch.zeros(len(examples), len(layers), n_units(model, kind))
-    for i, (prompt, output) in enumerate(zip(gen.prompt_ids, gen.output_ids)):
-        if not output:
-            continue
-        ids = torch.tensor([prompt + output], device=model.cfg.device)
-        with torch.no_grad():
-            _, cache = model.run_with_cache(ids, names_filter=names)
-        for li, n in enumerate(names):
-            act = cache[n][0, len(prompt) - 1:len(prompt) - 1 + len(output)].float()
-            values[i, li] = (act.norm(dim=-1) if kind == "head" else act.abs()).mean(0).cpu()
-    return Attribution(values, axes=("example", "layer", "unit"),
-                       labels={"layer": [f"L{l}" for l in layers], "unit": unit_labels(kind, values.shape[-1])},
-                       meta={"method": "activation", "kind": kind, "config": {"layers": layers}})
+    model: TransformerBridge
+    kind: str = "resid"
+    layers: Sequence[int] | None = None
+    max_new_tokens: int | None = None
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        check_kind(self.kind)
+        check_int(self.max_new_tokens, "max_new_tokens", low=1, optional=True)
+        check_int(self.batch_size, "batch_size", low=1)
+        self.layers = check_layers(self.model, range(self.model.cfg.n_layers) if self.layers is None else self.layers)
+
+    def attribute(self, examples: Sequence[Example], *, progress: bool = False) -> Attribution:
+        from reasonlens.attribution.components import HOOKS
+        from reasonlens.attribution.steering import decoding_budget
+        from reasonlens.generation import GenerationConfig, generate
+        from reasonlens.ontology import format_prompt
+
+        model, kind, layers = self.model, self.kind, self.layers
+        examples = _check_examples(examples)
+        budget = decoding_budget(model, examples) if self.max_new_tokens is None else self.max_new_tokens
+        gen = generate(model, [format_prompt(e) for e in examples],
+                       GenerationConfig(max_new_tokens=budget, batch_size=self.batch_size), progress=progress)
+        names = [HOOKS[kind].format(l=l) for l in layers]
+        values = torch.zeros(len(examples), len(layers), n_units(model, kind))
+        for i, (prompt, output) in enumerate(zip(gen.prompt_ids, gen.output_ids)):
+            if not output:
+                continue
+            ids = torch.tensor([prompt + output], device=model.cfg.device)
+            with torch.no_grad():
+                _, cache = model.run_with_cache(ids, names_filter=names)
+            for li, n in enumerate(names):
+                act = cache[n][0, len(prompt) - 1:len(prompt) - 1 + len(output)].float()
+                values[i, li] = (act.norm(dim=-1) if kind == "head" else act.abs()).mean(0).cpu()
+        return Attribution(values, axes=("example", "layer", "unit"),
+                           labels={"layer": [f"L{l}" for l in layers], "unit": unit_labels(kind, values.shape[-1])},
+                           meta={"method": "activation", "kind": kind, "config": {"layers": layers}})
 
 
-def random_selection(model, p: int, *, kind: str = "resid", layers: Sequence[int] | None = None,
-                     seed: int = 0) -> Selection:
-    """``p`` components drawn uniformly (without replacement) from ``layers`` with ``seed``."""
-    check_kind(kind)
-    layers = check_layers(model, range(model.cfg.n_layers) if layers is None else layers)
-    n = n_units(model, kind)
-    check_int(seed, "seed")
-    if not is_int(p) or not 0 <= p <= n * len(layers):
-        raise ReasonlensError(f"p must be an integer in 0..{n * len(layers)}, got {p!r}")
-    picks = torch.randperm(n * len(layers), generator=torch.Generator().manual_seed(seed))[:p]
-    return Selection(kind, tuple(layers[int(i) // n] for i in picks), tuple(int(i) % n for i in picks))
+@no_type_check  # checked by __post_init__
+@dataclass
+class RandomAttribution:
+    """The random baseline: scores that rank the components of ``layers`` in a uniformly random order drawn with
+    ``seed``, the same for every example, so ``.top(p)`` is ``p`` components drawn uniformly without
+    replacement."""
+
+    model: TransformerBridge
+    kind: str = "resid"
+    layers: Sequence[int] | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_kind(self.kind)
+        check_int(self.seed, "seed")
+        self.layers = check_layers(self.model, range(self.model.cfg.n_layers) if self.layers is None else self.layers)
+
+    def attribute(self, examples: Sequence[Example] | None = None, *, progress: bool = False) -> Attribution:
+        """One row of scores per example (one row for ``None``); the examples themselves are not read."""
+        layers = self.layers
+        n_rows = 1 if examples is None else len(_check_examples(examples))
+        n, total = n_units(self.model, self.kind), n_units(self.model, self.kind) * len(layers)
+        order = torch.randperm(total, generator=torch.Generator().manual_seed(self.seed))
+        scores = torch.empty(total)
+        scores[order] = torch.arange(total, 0, -1, dtype=torch.float32)  # the first drawn scores highest
+        return Attribution(scores.reshape(1, len(layers), n).expand(n_rows, -1, -1).clone(),
+                           axes=("example", "layer", "unit"),
+                           labels={"layer": [f"L{l}" for l in layers], "unit": unit_labels(self.kind, n)},
+                           meta={"method": "random", "kind": self.kind,
+                                 "config": {"layers": layers, "seed": self.seed}})
 
 
 def _describe(reward) -> str:
@@ -313,5 +360,5 @@ def _check_examples(examples: object) -> list[Example]:
     return examples
 
 
-__all__ = ["KINDS", "Attribution", "IPGConfig", "IntegratedPolicyGradient", "activation_magnitude",
-           "group_advantages", "integrated_gradients", "random_selection"]
+__all__ = ["KINDS", "Attribution", "IPGConfig", "IntegratedPolicyGradient", "IntegratedGradients",
+           "ActivationMagnitude", "RandomAttribution", "group_advantages"]

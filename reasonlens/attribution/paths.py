@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, no_type_check
+from typing import TYPE_CHECKING, Any, no_type_check
 
 import torch
 from jaxtyping import Float
@@ -30,8 +30,11 @@ from torch import Tensor
 
 from reasonlens.attribution.components import HOOKS, n_units
 from reasonlens.errors import ReasonlensError
-from reasonlens.runtime import KVPrefix, has_plain_kv_cache, left_pad, pad_token_id, run_continuations
+from reasonlens.runtime import Intervention, KVPrefix, has_plain_kv_cache, left_pad, pad_token_id, run_continuations
 from reasonlens.validation import check_context, check_float, check_int, check_int_list, check_token_lists, is_int
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 BASELINES: tuple[str, ...] = ("zero", "mean", "noise")
 
@@ -60,7 +63,7 @@ class PathSequences:
                 raise ReasonlensError(f"n_target[{s}] must be None (all output tokens) or an integer >= 1 (the last "
                                       f"n_target output tokens), got {self.n_target[s]!r}")
 
-    def check(self, model) -> None:
+    def check(self, model: TransformerBridge) -> None:
         """Raise for token ids outside ``model``'s vocabulary or a sequence longer than its context."""
         check_token_lists(model, self.prompt_ids, name="prompt_ids", item="prompt")
         check_token_lists(model, self.output_ids, name="output_ids", item="output")
@@ -79,8 +82,8 @@ class PathResult:
     objective_start: Float[Tensor, "seq layer"]
 
 
-def path_attributions(model, kind: str, layers: Sequence[int], seqs: PathSequences, *, steps: int = 10,
-                      baseline: str = "zero", batch_size: int = 32, seed: int = 0,
+def path_attributions(model: TransformerBridge, kind: str, layers: Sequence[int], seqs: PathSequences, *,
+                      steps: int = 10, baseline: str = "zero", batch_size: int = 32, seed: int = 0,
                       progress: bool = False) -> PathResult:
     """Attributions of ``kind`` components at ``layers`` for ``seqs`` (see the module docstring)."""
     from tqdm.auto import tqdm
@@ -166,7 +169,7 @@ class _Runner:
     ``j``) sits at column ``offset[s] + j`` of every row (``offset`` is 0 with a cached prefix).
     """
 
-    def __init__(self, model, seqs: PathSequences, batch_size: int):
+    def __init__(self, model: TransformerBridge, seqs: PathSequences, batch_size: int):
         self.model, self.seqs = model, seqs
         self.device = model.cfg.device
         self.lengths = torch.tensor([len(o) for o in seqs.output_ids])
@@ -186,17 +189,22 @@ class _Runner:
             return [0] * len(seq_idx)
         return [len(self.seqs.prompt_ids[s]) - 1 for s in seq_idx]
 
-    def _forward(self, seq_idx: list[int], hooks: list) -> Tensor:
-        """Log-probabilities of the target tokens summed per row, times the row's weight. A row is the last
-        prompt token and every output token but the last (which predicts nothing), read after the prompt's cached
-        prefix (or the whole prompt and output, without one)."""
+    def _rows(self, seq_idx: list[int]) -> list[list[int]]:
+        """The tokens each row runs: after a cached prefix, the last prompt token and every output token but the
+        last (which predicts nothing); without one, the whole prompt and those output tokens."""
         seqs = self.seqs
         if self.cached_prefix:
+            return [seqs.prompt_ids[s][-1:] + seqs.output_ids[s][:-1] for s in seq_idx]
+        return [seqs.prompt_ids[s] + seqs.output_ids[s][:-1] for s in seq_idx]
+
+    def _forward(self, seq_idx: list[int], hooks: list) -> Tensor:
+        """Log-probabilities of the target tokens summed per row (:meth:`_rows`, read after the prompt's cached
+        prefix where there is one), times the row's weight."""
+        seqs = self.seqs
+        prefix = None
+        if self.cached_prefix:
             prefix = KVPrefix.concat([self.prefixes[tuple(seqs.prompt_ids[s][:-1])] for s in seq_idx])
-            rows = [seqs.prompt_ids[s][-1:] + seqs.output_ids[s][:-1] for s in seq_idx]
-        else:
-            prefix, rows = None, [seqs.prompt_ids[s] + seqs.output_ids[s][:-1] for s in seq_idx]
-        logits = run_continuations(self.model, prefix, rows, self.pad_id, fwd_hooks=hooks)
+        logits = run_continuations(self.model, prefix, self._rows(seq_idx), self.pad_id, fwd_hooks=hooks)
         logp = torch.log_softmax(logits.float(), -1)
         totals = []
         for r, (s, o) in enumerate(zip(seq_idx, self.offsets(seq_idx))):
@@ -221,16 +229,23 @@ class _Runner:
         return out
 
     def _interpolation_hooks(self, seq_idx, name, kind, alpha, clean, start, units, leaf_grad: bool):
-        offsets = self.offsets(seq_idx)
-        lengths = [len(self.seqs.output_ids[s]) for s in seq_idx]
+        """The interpolation at ``alpha`` as an intervention (the leaf written into the interpolated positions of
+        each row, or gating the heads there), and the leaf the gradient is taken for."""
+        offsets = torch.tensor(self.offsets(seq_idx), device=self.device)[:, None]
+        lengths = torch.tensor([len(self.seqs.output_ids[s]) for s in seq_idx], device=self.device)[:, None]
+        cols = torch.arange(max(map(len, self._rows(seq_idx))), device=self.device)[None, :]
+        inside = (cols >= offsets) & (cols < offsets + lengths)  # [row, pos]
         if kind == "head":
             leaf = alpha[:, None].expand(-1, units).clone().to(self.device).requires_grad_(leaf_grad)
-        else:
-            idx = torch.tensor(seq_idx)
-            h, h0 = clean[idx], start[idx]
-            leaf = (h0 + alpha[:, None, None] * (h - h0)).to(self.device).requires_grad_(leaf_grad)
-        hook = partial(_interpolate, leaf=leaf, offsets=offsets, lengths=lengths, head=kind == "head")
-        return [(name, hook)], leaf
+            gate = torch.where(inside[..., None], leaf[:, None, :], torch.ones((), device=self.device))
+            return [Intervention(name, "scale", gate[..., None]).as_hook()], leaf
+        idx = torch.tensor(seq_idx)
+        h, h0 = clean[idx], start[idx]
+        leaf = (h0 + alpha[:, None, None] * (h - h0)).to(self.device).requires_grad_(leaf_grad)
+        # leaf column j sits at activation column offset + j
+        src_cols = (cols - offsets).clamp(0, leaf.shape[1] - 1)
+        placed = leaf.gather(1, src_cols[..., None].expand(-1, -1, leaf.shape[-1]))
+        return [Intervention(name, "set", placed, mask=inside[..., None]).as_hook()], leaf
 
     def gradient(self, seq_idx, name, kind, alpha, clean, start, units) -> Tensor:
         """``d objective / d leaf`` per row: ``[row, width, unit]`` (``[row, unit]`` for head gates)."""
@@ -243,20 +258,3 @@ class _Runner:
     def objective_at(self, seq_idx, name, kind, alpha, clean, start, units) -> Tensor:
         hooks, _ = self._interpolation_hooks(seq_idx, name, kind, alpha, clean, start, units, False)
         return self._forward(seq_idx, hooks)
-
-
-def _interpolate(act: Tensor, hook: Any, *, leaf: Tensor, offsets: list[int], lengths: list[int],
-                 head: bool) -> Tensor:
-    """Write the leaf into the interpolated positions of each row (or gate the heads there)."""
-    width = act.shape[1]
-    cols = torch.arange(width, device=act.device)[None, :]
-    off = torch.tensor(offsets, device=act.device)[:, None]
-    inside = (cols >= off) & (cols < off + torch.tensor(lengths, device=act.device)[:, None])  # [row, pos]
-    if head:
-        gate = torch.where(inside[..., None], leaf[:, None, :].to(act.dtype), torch.ones((), dtype=act.dtype,
-                                                                                          device=act.device))
-        return act * gate[..., None]
-    # leaf column j sits at activation column offset + j
-    src_cols = (cols - off).clamp(0, leaf.shape[1] - 1)
-    placed = leaf.to(act.dtype).gather(1, src_cols[..., None].expand(-1, -1, leaf.shape[-1]))
-    return torch.where(inside[..., None], placed, act)

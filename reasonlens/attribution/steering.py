@@ -13,11 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from reasonlens.attribution.components import Selection
 from reasonlens.attribution.rewards import Trajectory, correctness
 from reasonlens.errors import ReasonlensError
 from reasonlens.ontology import Example
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,7 @@ class SteeringOutcome:
         return {k: v for k, v in asdict(self).items() if k != "texts"}
 
 
-def decoding_budget(model, examples: Sequence[Example]) -> int:
+def decoding_budget(model: TransformerBridge, examples: Sequence[Example]) -> int:
     """New tokens to allow: the longest gold chain and answer plus 16."""
     from reasonlens.model import require_tokenizer
 
@@ -42,8 +46,9 @@ def decoding_budget(model, examples: Sequence[Example]) -> int:
     return 16 + max(len(tok(" " + e.cot_text + " " + e.answer, add_special_tokens=False)["input_ids"]) for e in examples)
 
 
-def steer(model, examples: Sequence[Example], selection: Selection | None = None, gamma: float = 1.0, *,
-          max_new_tokens: int | None = None, batch_size: int = 64, progress: bool = False) -> SteeringOutcome:
+def steer(model: TransformerBridge, examples: Sequence[Example], selection: Selection | None = None,
+          gamma: float = 1.0, *, max_new_tokens: int | None = None, batch_size: int = 64,
+          progress: bool = False) -> SteeringOutcome:
     """Greedy-decode every example with ``selection`` scaled by ``gamma`` (None: the unmodified model)."""
     from reasonlens.generation import GenerationConfig, generate
     from reasonlens.ontology import format_prompt

@@ -15,26 +15,28 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, no_type_check
+from typing import TYPE_CHECKING, Any, no_type_check
 
 from reasonlens.attribution.components import Selection, dice, n_units, random_dice
 from reasonlens.attribution.ipg import (
+    ActivationMagnitude,
     Attribution,
+    IntegratedGradients,
     IntegratedPolicyGradient,
     IPGConfig,
-    activation_magnitude,
-    integrated_gradients,
-    random_selection,
+    RandomAttribution,
 )
 from reasonlens.attribution.rewards import reasoning_length
 from reasonlens.attribution.steering import steer
 from reasonlens.errors import ReasonlensError
-from reasonlens.results import jsonable
+from reasonlens.results import ConfigDict, read_results, result_part, write_results
 from reasonlens.resume import StudyCheckpoints
-from reasonlens.validation import check_float, check_float_list, check_int, check_int_list, load_saved
+from reasonlens.validation import check_float, check_float_list, check_int, check_int_list
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 METHODS: tuple[str, ...] = ("ipg", "activation", "random", "raw_pg", "integrated_gradients")
 
@@ -50,7 +52,7 @@ class Variant:
 
 @no_type_check  # checked by __post_init__, so a bad value gets the ReasonlensError under the test run's type checks too
 @dataclass(frozen=True)
-class IPGStudyConfig:
+class IPGStudyConfig(ConfigDict):
     """What the study runs (defaults: about 10 minutes on one CPU core for the reference models).
 
     ``p_values``, ``length_p`` and ``dice_p`` (how many components are steered, steered for length, compared)
@@ -136,7 +138,7 @@ class IPGStudyResult:
     timings: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
-        return {"model": self.model, "config": jsonable(self.config),
+        return {"model": self.model, "config": self.config.to_dict(),
                 "accuracy_original": self.accuracy_original, "mean_steps_original": self.mean_steps_original,
                 "suppression": _str_keys(self.suppression), "enhancement": _str_keys(self.enhancement),
                 "length_control": {str(g): v for g, v in self.length_control.items()}, "dice": self.dice,
@@ -146,10 +148,9 @@ class IPGStudyResult:
                 "seconds": self.timings}
 
     def save(self, out: str | Path) -> Path:
-        """Write ``results.json`` and each method's scores (``scores_<method>.pt``) into ``out``."""
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(self.summary(), indent=1))
+        """Write ``results.json`` (:func:`~reasonlens.results.write_results`) and each method's scores
+        (``scores_<method>.pt``) into ``out``."""
+        out = write_results(self, out)
         for name, scores in self.scores.items():
             scores.save(out / f"scores_{name}.pt")
         return out
@@ -157,18 +158,12 @@ class IPGStudyResult:
     @classmethod
     def load(cls, out: str | Path) -> IPGStudyResult:
         """Read a folder written by :meth:`save`."""
-        out = Path(out)
-        if not (out / "results.json").exists():
-            raise ReasonlensError(f"{out} holds no results.json; pass the folder an IPG study was saved to")
-        data = load_saved(out / "results.json", "IPGStudyResult",
-                          ("model", "config", "accuracy_original", "mean_steps_original", "suppression",
-                           "enhancement", "length_control", "dice", "seconds"), fmt="json")
-        raw = data["config"]
-        config = IPGStudyConfig(**{**raw, "layers": tuple(raw["layers"]), "task": Variant(**raw["task"]),
-                                   "p_values": tuple(raw["p_values"]), "length_gammas": tuple(raw["length_gammas"]),
-                                   "variants": tuple(Variant(**v) for v in raw["variants"]),
-                                   "support_sizes": tuple(raw["support_sizes"])})
-        scores = {f.stem.removeprefix("scores_"): Attribution.load(f) for f in sorted(out.glob("scores_*.pt"))}
+        data = read_results(out, "IPGStudyResult", ("model", "config", "accuracy_original", "mean_steps_original",
+                                                    "suppression", "enhancement", "length_control", "dice",
+                                                    "top_components", "seconds"))
+        scores = {name: Attribution.load(result_part(out, f"scores_{name}.pt", "IPGStudyResult"))
+                  for name in data["top_components"]}
+        config = IPGStudyConfig.from_dict(data["config"])
         return cls(model=data["model"], config=config, accuracy_original=data["accuracy_original"],
                    mean_steps_original=data["mean_steps_original"],
                    suppression={m: {int(p): v for p, v in row.items()} for m, row in data["suppression"].items()},
@@ -177,7 +172,7 @@ class IPGStudyResult:
                    scores=scores, timings=data["seconds"])
 
 
-def run_ipg_study(model, config: IPGStudyConfig | None = None, *, model_name: str = "model",
+def run_ipg_study(model: TransformerBridge, config: IPGStudyConfig | None = None, *, model_name: str = "model",
                   progress: bool = False, checkpoint_dir: str | Path | None = None) -> IPGStudyResult:
     """Run the study on ``model`` (see the module docstring). With ``checkpoint_dir``, each analysis (each
     attribution, the steering table, the length control, each variant) is saved there as it finishes, and a rerun
@@ -218,11 +213,11 @@ def run_ipg_study(model, config: IPGStudyConfig | None = None, *, model_name: st
         "ipg": ipg,
         "raw_pg": saved.run("raw_pg", lambda: IntegratedPolicyGradient(model, c.ipg(steps=1)).attribute(
             support, progress=progress)),
-        "integrated_gradients": saved.run("integrated_gradients", lambda: integrated_gradients(
-            model, support, kind=c.kind, layers=c.layers, steps=c.steps, batch_size=c.batch_size,
-            progress=progress)),
-        "activation": saved.run("activation", lambda: activation_magnitude(model, support, kind=c.kind,
-                                                                           layers=c.layers)),
+        "integrated_gradients": saved.run("integrated_gradients", lambda: IntegratedGradients(
+            model, kind=c.kind, layers=c.layers, steps=c.steps, batch_size=c.batch_size).attribute(
+            support, progress=progress)),
+        "activation": saved.run("activation", lambda: ActivationMagnitude(model, kind=c.kind, layers=c.layers).attribute(
+            support)),
     }
     timings["attribution"] = time.time() - start
 
@@ -230,8 +225,9 @@ def run_ipg_study(model, config: IPGStudyConfig | None = None, *, model_name: st
     original = saved.run("original", lambda: steer(model, evaluation))
     selections: dict[str, dict[int, list[Selection]]] = {
         name: {p: [s.top(p)] for p in c.p_values} for name, s in scores.items()}
-    selections["random"] = {p: [random_selection(model, p, kind=c.kind, layers=c.layers, seed=c.seed + r)
-                                for r in range(c.random_seeds)] for p in c.p_values}
+    random = [RandomAttribution(model, kind=c.kind, layers=c.layers, seed=c.seed + r).attribute()
+              for r in range(c.random_seeds)]
+    selections["random"] = {p: [scores_r.top(p) for scores_r in random] for p in c.p_values}
     suppression: dict[str, dict[int, float]] = {m: {} for m in METHODS}
     enhancement: dict[str, dict[int, float]] = {m: {} for m in METHODS}
     jobs = [(m, p) for m in METHODS for p in c.p_values]

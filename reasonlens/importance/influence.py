@@ -64,7 +64,7 @@ def influence_matrix(model: TransformerBridge, chain: Chain, keep: Sequence[int]
     check_int(batch_size, "batch_size", low=1)
     chain.check(model)
     check_context(model, [len(chain.token_ids(keep))], item="chain", fix="use a shorter chain")
-    from reasonlens.runtime import KVPrefix, pad_token_id, run_continuations
+    from reasonlens.runtime import Intervention, KVPrefix, gradient_taps, pad_token_id, run_continuations, saving_hooks
 
     ids, spans = chain.token_ids(keep), chain.spans(keep)
     n = len(spans)
@@ -77,38 +77,33 @@ def influence_matrix(model: TransformerBridge, chain: Chain, keep: Sequence[int]
     rows = [(k, a) for k in range(1, n) for a in alphas]
     device = model.cfg.device
     embedded: dict[str, Tensor] = {}
-
-    def capture(act: Tensor, hook: object) -> None:
-        embedded["clean"] = act[0].detach()
-
     with torch.no_grad():
-        run_continuations(model, prefix, [rows_ids], pad_token_id(model), fwd_hooks=[("hook_embed", capture)])
-    clean = embedded["clean"]
+        run_continuations(model, prefix, [rows_ids], pad_token_id(model),
+                          fwd_hooks=saving_hooks(embedded, {"hook_embed": lambda act: act[0]}))
+    clean = embedded["hook_embed"]
     base = clean[start:].mean(0)
     summed: dict[int, Tensor] = {}  # target step -> gradient summed over its IG points so far
     seen: dict[int, int] = {}
     for lo in range(0, len(rows), batch_size):
         chunk = rows[lo:lo + batch_size]
-        alpha = torch.tensor([a for _, a in chunk], device=device)
-        store: dict[str, Tensor] = {}
-
-        def inject(act: Tensor, hook: object) -> Tensor:
-            point = act.detach().clone()
-            if method == "integrated_gradients":
-                point[:, start:] = base + alpha[:, None, None].to(point.dtype) * (point[:, start:] - base)
-            store["leaf"] = point.requires_grad_(True)
-            return store["leaf"]
-
         cut = [rows_ids[:spans[k].end - shift] for k, _ in chunk]
+        width = max(map(len, cut))
+        point = clean[None, :width].repeat(len(chunk), 1, 1)  # each row's embeddings (a prefix of the chain's)
+        if method == "integrated_gradients":
+            alpha = torch.tensor([a for _, a in chunk], device=device)
+            point[:, start:] = base + alpha[:, None, None].to(point.dtype) * (point[:, start:] - base)
+        real = (torch.arange(width)[None, :] < torch.tensor([len(c) for c in cut])[:, None])[..., None]
+        taps, store = gradient_taps(["hook_embed"])
         with torch.enable_grad():
-            logits = run_continuations(model, prefix, cut, pad_token_id(model), fwd_hooks=[("hook_embed", inject)])
+            logits = run_continuations(model, prefix, cut, pad_token_id(model),
+                                       fwd_hooks=[Intervention("hook_embed", "set", point, mask=real).as_hook(), *taps])
             total = logits.new_zeros((), dtype=torch.float32)
             for r, (k, _) in enumerate(chunk):
                 a, b = spans[k].start - shift, spans[k].end - shift
                 probs = logits[r, a - 1:b - 1].float().softmax(-1)
                 targets = torch.tensor(rows_ids[a:b], device=device)
                 total = total + probs.gather(-1, targets[:, None])[:, 0].sum()
-            (grad,) = torch.autograd.grad(total, store["leaf"])
+            (grad,) = torch.autograd.grad(total, store["hook_embed"])
         for r, (k, _) in enumerate(chunk):
             g_row = grad[r, :spans[k].end - shift].float().cpu()
             summed[k] = summed.get(k, 0) + g_row

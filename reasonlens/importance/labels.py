@@ -40,7 +40,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, no_type_check
 
@@ -52,6 +52,7 @@ from reasonlens.errors import ReasonlensError
 from reasonlens.importance.chains import Chain
 from reasonlens.importance.influence import InfluenceMethod, check_influence_method, influence_matrix
 from reasonlens.importance.scoring import ScoringConfig, SubsetScorer, stable_seed
+from reasonlens.results import ConfigDict
 from reasonlens.validation import check_bool, check_float_list, check_int, load_saved
 
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ LABELS_FILE, TENSORS_FILE = "labels.json", "influence.pt"
 
 @no_type_check  # checked by __post_init__, so a bad value gets the ReasonlensError under the test run's type checks too
 @dataclass(frozen=True)
-class LabelConfig:
+class LabelConfig(ConfigDict):
     """How steps are labelled: ``scoring`` (threshold, readout), the ``influence`` method (and ``ig_steps``)
     and its stage-1 ``thresholds``, the stage-2 ``ranking``, whether subsets must also be attainable, the
     ``seed`` of the random ranking, and ``batch_size`` (rows per influence backward)."""
@@ -90,13 +91,6 @@ class LabelConfig:
         check_bool(self.use_attainability, "use_attainability")
         check_int(self.seed, "seed")
         check_int(self.batch_size, "batch_size", low=1)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> LabelConfig:
-        return cls(**{**d, "scoring": ScoringConfig(**d["scoring"]), "thresholds": tuple(d["thresholds"])})
 
 
 @dataclass

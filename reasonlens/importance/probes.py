@@ -45,7 +45,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
-from reasonlens.results import LabelledTensor
+from reasonlens.results import ConfigDict, LabelledTensor
 from reasonlens.validation import check_finite, check_float, check_int, check_int_list, check_tensor, load_saved
 
 Arch = Literal["linear", "mlp", "lw_linear", "lw_mlp"]
@@ -56,7 +56,7 @@ LAYER_METRICS: tuple[str, ...] = ("best_epoch_accuracy", "held_out_accuracy")
 
 @no_type_check  # checked by __post_init__, so a bad value gets the ReasonlensError under the test run's type checks too
 @dataclass(frozen=True)
-class ProbeConfig:
+class ProbeConfig(ConfigDict):
     """Probe architecture and training (defaults: the paper's LW-MLP protocol). ``validation_fraction`` of the
     training split selects the epoch of the held-out probe; ``device`` is where probes train."""
 
@@ -293,7 +293,7 @@ class ProbeResult:
         """Write ``path`` (JSON: config, runs, predictions, the probe's weights as base64 float32)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = {"config": dataclasses.asdict(self.config), "runs": [dataclasses.asdict(r) for r in self.runs],
+        data = {"config": self.config.to_dict(), "runs": [dataclasses.asdict(r) for r in self.runs],
                 "probe": self.probe.to_dict(), "predictions": self.predictions.tolist(), "meta": self.meta}
         path.write_text(json.dumps(data))
         return path
@@ -302,7 +302,7 @@ class ProbeResult:
     def load(cls, path: str | Path) -> ProbeResult:
         """Read a file written by :meth:`save`."""
         data = load_saved(path, cls.__name__, ("config", "runs", "probe", "predictions", "meta"), fmt="json")
-        return cls(ProbeConfig(**data["config"]), [SeedRun(**r) for r in data["runs"]], Probe.from_dict(data["probe"]),
+        return cls(ProbeConfig.from_dict(data["config"]), [SeedRun(**r) for r in data["runs"]], Probe.from_dict(data["probe"]),
                    torch.tensor(data["predictions"], dtype=torch.long), data["meta"])
 
 

@@ -40,6 +40,7 @@ from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
 from reasonlens.importance.chains import Chain
+from reasonlens.results import ConfigDict
 from reasonlens.runtime import KVPrefix
 from reasonlens.validation import check_context, check_float, check_int, check_int_list
 
@@ -51,7 +52,7 @@ SufficiencyMode = Literal["deterministic", "sampled"]
 
 @no_type_check  # checked by __post_init__, so a bad value gets the ReasonlensError under the test run's type checks too
 @dataclass(frozen=True)
-class ScoringConfig:
+class ScoringConfig(ConfigDict):
     """How subsets are scored.
 
     - ``tau``: the sufficiency / attainability threshold (paper: 0.8).

@@ -38,7 +38,7 @@ from reasonlens.importance.controls import (
 )
 from reasonlens.importance.labels import LabelConfig, StepLabels, label_steps
 from reasonlens.importance.probes import ProbeConfig, ProbeResult, agreement, probe_by_layer, train_probe
-from reasonlens.results import jsonable
+from reasonlens.results import ConfigDict, read_results, result_part, write_results
 from reasonlens.resume import StudyCheckpoints
 from reasonlens.validation import check_float, check_int, check_int_list, load_saved
 
@@ -53,7 +53,7 @@ EXTRA_CONTROLS: tuple[str, ...] = ("surface_no_role",)
 
 @no_type_check  # checked by __post_init__, so a bad value gets the ReasonlensError under the test run's type checks too
 @dataclass(frozen=True)
-class StepImportanceConfig:
+class StepImportanceConfig(ConfigDict):
     """What the study runs (defaults: a few minutes on one CPU core for the reference models).
 
     ``n_per_cell`` questions per (kind, hops) cell, with a redundant step at each hop boundary with probability
@@ -147,7 +147,7 @@ class StepImportanceResult:
             {"probe_accuracy": dict.fromkeys((*CONTROLS, *EXTRA_CONTROLS)),
              "cross_model": dict.fromkeys(("accuracy", "agreement", "random_init_agreement"))}
         return {
-            "model": self.model, "second_model": self.second_model, "config": jsonable(self.config),
+            "model": self.model, "second_model": self.second_model, "config": self.config.to_dict(),
             "filter_counts": self.labels.filter_counts, **main,
             "generator_labels": self.suites["generator"].summary() if "generator" in self.suites else None,
             "skipped": self.skipped,
@@ -158,11 +158,9 @@ class StepImportanceResult:
         }
 
     def save(self, out: str | Path) -> Path:
-        """Write ``results.json``, the labels (``labels/``, ``random_labels/``) and every probe
-        (``probes/<label source>/<name>.json``)."""
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(self.summary(), indent=1))
+        """Write ``results.json`` (:func:`~reasonlens.results.write_results`), the labels (``labels/``,
+        ``random_labels/``) and every probe (``probes/<label source>/<name>.json``)."""
+        out = write_results(self, out)
         self.labels.save(out / "labels")
         self.random_labels.save(out / "random_labels")
         for source, suite in self.suites.items():
@@ -176,35 +174,28 @@ class StepImportanceResult:
     @classmethod
     def load(cls, out: str | Path) -> StepImportanceResult:
         """Read a folder written by :meth:`save`."""
+        what = "StepImportanceResult"
+        data = read_results(out, what, ("config", "model", "second_model", "generator_labels", "skipped", "seconds"))
         out = Path(out)
-        if not (out / "results.json").exists():
-            raise ReasonlensError(f"{out} holds no results.json; pass the folder a step-importance study was saved to")
-        data = load_saved(out / "results.json", "StepImportanceResult",
-                          ("config", "model", "second_model", "skipped", "seconds"), fmt="json")
-        raw = data["config"]
-        config = StepImportanceConfig(
-            kinds=tuple(raw["kinds"]), hops=tuple(raw["hops"]), n_per_cell=raw["n_per_cell"],
-            redundant_step_p=raw["redundant_step_p"], source=raw["source"],
-            labels=LabelConfig.from_dict(raw["labels"]),
-            probe=ProbeConfig(**{**raw["probe"], "seeds": tuple(raw["probe"]["seeds"])}),
-            seed=raw["seed"], batch_size=raw["batch_size"])
-        labels = StepLabels.load(out / "labels")
+        config = StepImportanceConfig.from_dict(data["config"])
+        labels = StepLabels.load(result_part(out, "labels", what))
         suites = {}
         for source in LABEL_SOURCES:
             summary = data if source == "removability" else data["generator_labels"]
-            folder = out / "probes" / source
+            folder = f"probes/{source}"
             if source in data["skipped"] or summary is None:
                 continue
-            stored = load_saved(folder / "steps.json", "StepImportanceResult",
+            stored = load_saved(result_part(out, f"{folder}/steps.json", what), what,
                                 ("chains", "items", "removable_probability"), fmt="json")
             suites[source] = ProbeSuite(
                 steps=StepSet([Chain.from_dict(d) for d in stored["chains"]], [tuple(i) for i in stored["items"]]),
-                probes={f.stem: ProbeResult.load(f) for f in sorted(folder.glob("*.json")) if f.stem != "steps"},
+                probes={name: ProbeResult.load(result_part(out, f"{folder}/{name}.json", what))
+                        for name in summary["probe_accuracy_best_epoch"]},
                 per_layer=summary["per_layer"], surface_correlation=summary["surface_correlation"],
                 cross_model=summary["cross_model"], removable_probability=stored["removable_probability"])
         return cls(model=data["model"], second_model=data["second_model"], config=config, labels=labels,
-                   random_labels=StepLabels.load(out / "random_labels"), suites=suites, skipped=data["skipped"],
-                   timings=data["seconds"])
+                   random_labels=StepLabels.load(result_part(out, "random_labels", what)), suites=suites,
+                   skipped=data["skipped"], timings=data["seconds"])
 
 
 def step_set(labels: StepLabels) -> StepSet:

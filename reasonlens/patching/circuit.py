@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +34,7 @@ from reasonlens.errors import ReasonlensError
 from reasonlens.patching.engine import reference_means
 from reasonlens.patching.heads import head_mask
 from reasonlens.results import LabelledTensor
-from reasonlens.runtime import FwdHook, batch_slices, run_padded
+from reasonlens.runtime import FwdHook, Intervention, batch_slices, run_padded, site_hook
 from reasonlens.validation import check_finite, check_int, check_int_list, check_tokens, load_saved
 
 if TYPE_CHECKING:
@@ -93,17 +92,13 @@ def _check_keeps(model: TransformerBridge, keeps: Tensor) -> None:
                               f"{tuple(keeps.shape)}; build one with reasonlens.patching.heads.head_mask")
 
 
-def _ablate_hook(z: Tensor, hook: Any, *, keep: Tensor, mean: Tensor) -> Tensor:
-    return torch.where(keep[:, None, :, None], z, mean[None].to(z.dtype))
-
-
 def mean_ablation_hooks(keep_rows: Bool[Tensor, "row layer head"], means: HeadMeans, n_pos: int,
                         device: str | torch.device = "cpu") -> list[FwdHook]:
     """``hook_z`` hooks for a batch of ``row`` x ``n_pos`` tokens whose row ``r`` keeps the heads of
     ``keep_rows[r]`` and replaces every other head's ``z`` by its right-aligned mean (layers where every row
     keeps every head get no hook)."""
     mean = means.aligned(n_pos).to(device)
-    return [(f"blocks.{l}.attn.hook_z", partial(_ablate_hook, keep=keep_rows[:, l].to(device), mean=mean[l]))
+    return [Intervention(site_hook("z", l), "set", mean[l], mask=~keep_rows[:, l, None, :, None].to(device)).as_hook()
             for l in range(keep_rows.shape[1]) if not bool(keep_rows[:, l].all())]
 
 

@@ -31,16 +31,26 @@ the target run, so their keys and values come from its cache; and only the last 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
-from typing import Literal, no_type_check
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Literal, no_type_check
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
-from reasonlens.results import LabelledTensor
-from reasonlens.runtime import HEAD_SITES, KV_SITES, SITES, KVPrefix, left_padded_positions, run_padded, saving_hooks
+from reasonlens.results import ConfigDict, LabelledTensor
+from reasonlens.runtime import (
+    HEAD_SITES,
+    KV_SITES,
+    SITES,
+    Intervention,
+    KVPrefix,
+    gradient_taps,
+    left_padded_positions,
+    run_padded,
+    saving_hooks,
+)
 from reasonlens.validation import (
     check_int,
     check_int_list,
@@ -50,7 +60,9 @@ from reasonlens.validation import (
     describe,
 )
 
-SITE_HOOKS = SITES  # the runtime's site table: the hook each site is read at (and written at, except DELTA_HOOKS)
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
 # Sites written by adding (source - target) to another hook. On the bridge ``hook_resid_mid`` is the input of
 # the second norm (``ln2.hook_in``): a value written there reaches the MLP but not the skip connection.
 # ``hook_attn_out`` feeds only the residual sum, so adding the difference there sets the mid-block residual.
@@ -64,10 +76,10 @@ Spans = Sequence[Sequence[tuple[int, int]]]
 
 @no_type_check  # checked by check() below, so a bad value gets the ReasonlensError under the test run's type checks too
 @dataclass
-class PatchConfig:
+class PatchConfig(ConfigDict):
     """What to patch.
 
-    ``site``: one of :data:`SITE_HOOKS`. ``layers``: layer indices (default all). ``positions``: ``"each"``
+    ``site``: one of :data:`SITES`. ``layers``: layer indices (default all). ``positions``: ``"each"``
     (one cell per position), ``"all"`` (one cell patching every position) or ``"spans"`` (one cell per token
     span, spans given to :func:`patch`). ``units``: for head sites (``z q k v pattern``) the heads and for
     ``neuron`` the neurons to sweep, one cell each (default every head / neuron); ``None`` and a site without
@@ -122,16 +134,16 @@ class PatchConfig:
 
 
 def _check_site_name(site: object) -> None:
-    if not isinstance(site, str) or site not in SITE_HOOKS:
-        raise ReasonlensError(f"unknown patching site {site!r}; valid sites: {sorted(SITE_HOOKS)}")
+    if not isinstance(site, str) or site not in SITES:
+        raise ReasonlensError(f"unknown patching site {site!r}; valid sites: {sorted(SITES)}")
 
 
-def n_kv_heads(model) -> int:
+def n_kv_heads(model: TransformerBridge) -> int:
     """The number of key/value heads of ``model`` (its number of heads unless it uses grouped-query attention)."""
     return int(getattr(model.cfg, "n_key_value_heads", None) or model.cfg.n_heads)
 
 
-def unit_axis(model, config: PatchConfig) -> str | None:
+def unit_axis(model: TransformerBridge, config: PatchConfig) -> str | None:
     """The unit axis of ``config``'s cells on ``model``: ``"head"``, ``"kv_head"`` (``k`` / ``v`` under grouped-query
     attention, whose units are key/value heads), ``"neuron"`` or ``None``."""
     if config.unit == "head" and config.site in KV_SITES and n_kv_heads(model) < model.cfg.n_heads:
@@ -148,8 +160,8 @@ class PatchSweep(LabelledTensor):
 # ---------------------------------------------------------------------------------------------------------- runs
 
 
-def _cache_run(model, tokens, attention_mask, names: list[str], batch_size: int, keep_kv: bool = False,
-               writes: Sequence[str] = ()):
+def _cache_run(model: TransformerBridge, tokens, attention_mask, names: list[str], batch_size: int,
+               keep_kv: bool = False, writes: Sequence[str] = ()):
     """Last-position logits, the activations at ``names`` (on CPU) and, with ``keep_kv``, the run's keys and
     values (None when the model's cache is not a plain per-layer one), in chunks of ``batch_size``. A hook of
     ``names`` or ``writes`` that does not fire (not wired on this architecture) is an error."""
@@ -190,7 +202,7 @@ def _cache_run(model, tokens, attention_mask, names: list[str], batch_size: int,
     return torch.cat(logits), {n: torch.cat(v) for n, v in acts.items()}, kv
 
 
-def reference_means(model, names: Sequence[str], tokens: Int[Tensor, "ref ref_pos"],
+def reference_means(model: TransformerBridge, names: Sequence[str], tokens: Int[Tensor, "ref ref_pos"],
                     attention_mask: Int[Tensor, "ref ref_pos"], batch_size: int = 64, *,
                     pattern: bool = False, progress: bool = False) -> dict[str, tuple[Tensor, Tensor]]:
     """``{name: (per_position, overall)}``: the mean activation at each hook ``name`` over a left-padded
@@ -226,14 +238,15 @@ def reference_means(model, names: Sequence[str], tokens: Int[Tensor, "ref ref_po
     return out
 
 
-def mean_activations(model, site: str, tokens: Int[Tensor, "ref ref_pos"], attention_mask: Int[Tensor, "ref ref_pos"],
-                     length: int, layers: Sequence[int], batch_size: int = 64) -> dict[int, Tensor]:
+def mean_activations(model: TransformerBridge, site: str, tokens: Int[Tensor, "ref ref_pos"],
+                     attention_mask: Int[Tensor, "ref ref_pos"], length: int, layers: Sequence[int],
+                     batch_size: int = 64) -> dict[int, Tensor]:
     """Mean activation of ``site`` over a reference set, per position aligned at the last token (left padding),
     for a target batch of ``length`` positions; positions the reference does not cover get the mean over all
     of its real positions (see :func:`reference_means`)."""
     _check_site_name(site)
     layers = check_int_list(layers, "layers", low=0)
-    names = {l: SITE_HOOKS[site].format(l=l) for l in layers}
+    names = {l: SITES[site].format(l=l) for l in layers}
     means = reference_means(model, list(names.values()), tokens, attention_mask, batch_size,
                             pattern=site == "pattern")
     out = {}
@@ -295,7 +308,7 @@ def _unit_indices(config: PatchConfig, axis: str | None, n_units: int, n_heads: 
     return list(units)
 
 
-def _check_site(model, config: PatchConfig, names: dict[int, str], writes: dict[int, str]) -> None:
+def _check_site(model: TransformerBridge, config: PatchConfig, names: dict[int, str], writes: dict[int, str]) -> None:
     """A site the architecture lacks, or cannot patch faithfully, is an error."""
     if config.site == "resid_mid" and getattr(model.cfg, "parallel_attn_mlp", False):
         raise ReasonlensError("site 'resid_mid' does not exist on this architecture: attention and MLP read the "
@@ -306,7 +319,7 @@ def _check_site(model, config: PatchConfig, names: dict[int, str], writes: dict[
             raise ReasonlensError(f"this model has no hook point {n!r} for site {config.site!r}")
 
 
-def _resolve_layers(model, config: PatchConfig) -> list[int]:
+def _resolve_layers(model: TransformerBridge, config: PatchConfig) -> list[int]:
     n = model.cfg.n_layers
     layers = list(range(n)) if config.layers is None else check_int_list(config.layers, "layers", low=0)
     bad = [l for l in layers if not 0 <= l < n]
@@ -352,7 +365,8 @@ def _apply_metric(metric: Metric, logits: Tensor, example: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------------------------- engine
 
 
-def _check_inputs(model, clean, corrupted, attention_mask, source: str) -> tuple[Tensor, Tensor | None, Tensor]:
+def _check_inputs(model: TransformerBridge, clean, corrupted, attention_mask,
+                  source: str) -> tuple[Tensor, Tensor | None, Tensor]:
     """``(clean, corrupted, attention_mask)`` checked (reasonlens.validation.check_tokens), as long tensors on
     the CPU."""
     clean, mask = check_tokens(model, clean, attention_mask, name="clean tokens")
@@ -370,7 +384,7 @@ def _check_inputs(model, clean, corrupted, attention_mask, source: str) -> tuple
     return clean.cpu(), corrupted, mask.cpu()
 
 
-def _check_reference(model, reference) -> tuple[Tensor, Tensor]:
+def _check_reference(model: TransformerBridge, reference) -> tuple[Tensor, Tensor]:
     if not isinstance(reference, (tuple, list)) or len(reference) != 2:
         raise ReasonlensError(f"reference must be (tokens, attention_mask) of the reference set, got "
                               f"{describe(reference)}")
@@ -432,14 +446,14 @@ class _Sweep:
         else:
             axes.append(self.unit_axis)
             labels[self.unit_axis] = [UNIT_PREFIX[self.unit_axis] + str(u) for u in self.units]
-        meta = {"config": {k: (list(v) if isinstance(v, (list, tuple, range)) else v) for k, v in asdict(config).items()},
+        meta = {"config": config.to_dict(),
                 "metric": self.metric_name, "layers": self.layers, "units": self.units, **how,
                 "clean_metric": self.m_clean.tolist(), "corrupted_metric": self.m_corr.tolist(), **extra}
         return PatchSweep(values, axes=tuple(axes), labels=labels, meta=meta)
 
 
-def _prepare(model, clean, corrupted, metric, answer, wrong, attention_mask, spans, span_labels, reference,
-             config: PatchConfig) -> _Sweep:
+def _prepare(model: TransformerBridge, clean, corrupted, metric, answer, wrong, attention_mask, spans, span_labels,
+             reference, config: PatchConfig) -> _Sweep:
     config.check()
     if not (isinstance(metric, str) or callable(metric)):
         raise ReasonlensError(f"metric must be 'kl', 'prob', 'logit_diff' or a callable metric(logits[row, vocab], "
@@ -451,8 +465,8 @@ def _prepare(model, clean, corrupted, metric, answer, wrong, attention_mask, spa
     if config.source == "mean" and reference is not None:
         reference = _check_reference(model, reference)
     layers = _resolve_layers(model, config)
-    names = {l: SITE_HOOKS[config.site].format(l=l) for l in layers}
-    writes = {l: DELTA_HOOKS.get(config.site, SITE_HOOKS[config.site]).format(l=l) for l in layers}
+    names = {l: SITES[config.site].format(l=l) for l in layers}
+    writes = {l: DELTA_HOOKS.get(config.site, SITES[config.site]).format(l=l) for l in layers}
     _check_site(model, config, names, writes)
     if corrupted is None and config.normalize != "none":
         raise ReasonlensError(f"normalize={config.normalize!r} needs corrupted prompts (the 0 of the scale); pass "
@@ -505,7 +519,8 @@ def _per_position(sweep: _Sweep, per_entry: Tensor) -> Tensor:
     return per_entry.reshape(batch, length, per_entry.shape[2], -1).sum(-1)[:, :, sweep.units]
 
 
-def patch(model, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch corrupted_pos"] | None = None, *,
+def patch(model: TransformerBridge, clean: Int[Tensor, "batch pos"],
+          corrupted: Int[Tensor, "batch corrupted_pos"] | None = None, *,
           metric: str | Metric = "kl", answer: Int[Tensor, " batch"] | None = None,
           wrong: Int[Tensor, " batch"] | None = None, attention_mask: Int[Tensor, "batch pos"] | None = None,
           spans: Spans | None = None, span_labels: Sequence[str] | None = None,
@@ -571,16 +586,16 @@ def patch(model, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch 
             source = _pos_view(config.site, sweep.source_acts[name][b[sel]])[:, skip:]
             if add:
                 source = source - _pos_view(config.site, sweep.target_acts[name][b[sel]])[:, skip:]
-            hooks.append((sweep.writes[layers[layer_i]],
-                          _patch_hook(config.site, sel, source, sweep.pos_masks[b[sel], pc[sel]][:, skip:],
-                                      None if units is None else torch.tensor(units)[uc[sel]], add=add)))
+            hooks.append(_patch(config.site, sweep.writes[layers[layer_i]], sel, source,
+                                sweep.pos_masks[b[sel], pc[sel]][:, skip:],
+                                None if units is None else torch.tensor(units)[uc[sel]], add).as_hook())
         logits = run_padded(model, sweep.target[b], sweep.mask[b], hooks, prefix=prefix)[:, -1].float().cpu()
         values[b, li, pc, uc] = _apply_metric(sweep.metric, logits, b)
     return sweep.finish(values, {"method": "activation patching", "rows_run": len(rows),
                                  "rows_total": batch * len(layers) * n_pos * n_units})
 
 
-def attribution_patch(model, clean: Int[Tensor, "batch pos"],
+def attribution_patch(model: TransformerBridge, clean: Int[Tensor, "batch pos"],
                       corrupted: Int[Tensor, "batch corrupted_pos"] | None = None, *,
                       metric: str | Metric = "kl", answer: Int[Tensor, " batch"] | None = None,
                       wrong: Int[Tensor, " batch"] | None = None,
@@ -609,15 +624,7 @@ def attribution_patch(model, clean: Int[Tensor, "batch pos"],
 
     for start in tqdm(range(0, batch, config.batch_size), disable=not progress, desc=f"attribution {config.site}"):
         rows = torch.arange(start, min(start + config.batch_size, batch))
-        deltas: dict[str, Tensor] = {}
-
-        def add_delta(act, hook, name):
-            deltas[name] = torch.zeros_like(act, requires_grad=True)
-            return act + deltas[name]
-
-        import functools
-
-        hooks = [(n, functools.partial(add_delta, name=n)) for n in writes.values()]
+        hooks, deltas = gradient_taps(list(writes.values()))
         mask = sweep.mask[rows].to(device)
         with torch.enable_grad(), model.hooks(fwd_hooks=hooks):
             logits = model(sweep.target[rows].to(device), attention_mask=mask,
@@ -648,21 +655,15 @@ def compare_rankings(exact: PatchSweep, approx: PatchSweep, k: int = 10) -> dict
             "k": k}
 
 
-def _patch_hook(site: str, rows: Tensor, source: Tensor, pos_mask: Tensor, unit: Tensor | None, add: bool = False):
-    """Write ``source`` (position view) into ``rows`` of the activation where ``pos_mask`` (and ``unit``)
-    select, or with ``add`` add it there; the other rows of the batch are left alone."""
-
-    def hook(act, hook):
-        view = _pos_view(site, act)
-        write = torch.zeros(view.shape[:3] if unit is not None else view.shape[:2], dtype=torch.bool,
-                            device=act.device)
-        if unit is None:
-            write[rows] = pos_mask.to(act.device)
-        else:
-            write[rows[:, None], torch.arange(view.shape[1])[None, :], unit[:, None]] = pos_mask.to(act.device)
-        full_source = torch.zeros_like(view) if add else view.clone()
-        full_source[rows] = source.to(act.device, act.dtype)
-        write = write.reshape(*write.shape, *([1] * (view.ndim - write.ndim)))
-        return _from_pos_view(site, torch.where(write, view + full_source if add else full_source, view))
-
-    return hook
+def _patch(site: str, hook_name: str, rows: Tensor, source: Tensor, pos_mask: Tensor, unit: Tensor | None,
+           add: bool) -> Intervention:
+    """Write ``source`` (position view, one row per entry of ``rows``) into those batch rows where ``pos_mask``
+    (and, per row, ``unit``) select, or with ``add`` add it there."""
+    if unit is None:
+        mask = pos_mask.clone()
+    else:
+        mask = torch.zeros(*pos_mask.shape, source.shape[2], dtype=torch.bool)
+        mask[torch.arange(len(rows))[:, None], torch.arange(pos_mask.shape[1])[None, :], unit[:, None]] = pos_mask
+    mask = mask.reshape(*mask.shape, *([1] * (source.ndim - mask.ndim)))
+    return Intervention(hook_name, "add" if add else "set", source, mask=mask, rows=rows,
+                        positions_axis=2 if site == "pattern" else 1)

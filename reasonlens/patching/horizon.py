@@ -38,7 +38,7 @@ import math
 import random
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, no_type_check
@@ -53,7 +53,8 @@ from reasonlens.ontology.prompt import format_completion, format_prompt
 from reasonlens.ontology.realize import DUTTA_FORMS, PRONTOQA_FORMS, realize
 from reasonlens.ontology.types import Example, Fact, Sentence
 from reasonlens.patching.subtasks import replacement_pool, sentence_spans, word_slots
-from reasonlens.results import LabelledTensor
+from reasonlens.results import ConfigDict, LabelledTensor
+from reasonlens.runtime import Intervention, site_hook
 from reasonlens.stats import wilson_interval
 from reasonlens.validation import check_bool, check_int, check_int_list, load_saved
 
@@ -70,7 +71,7 @@ class UncorruptibleStatementError(ReasonlensError):
 
 @no_type_check  # checked by __post_init__, so a bad value gets the ReasonlensError under the test run's type checks too
 @dataclass(frozen=True)
-class HorizonConfig:
+class HorizonConfig(ConfigDict):
     """What to run.
 
     - ``statement``: the context statement to corrupt, by role: ``"proof_rule"`` (an "is a" rule of the proof,
@@ -171,7 +172,7 @@ class _Encoded:
     """A text as ``model.to_tokens`` encodes it, with the character span of every token (``None`` for tokens
     the runner or the tokenizer adds, such as BOS)."""
 
-    def __init__(self, model, tokenizer, text: str) -> None:
+    def __init__(self, model: TransformerBridge, tokenizer, text: str) -> None:
         if not getattr(tokenizer, "is_fast", False):
             raise ReasonlensError(f"{type(tokenizer).__name__} is a slow tokenizer without character offsets; the "
                                   "horizon corruption needs a fast one: AutoTokenizer.from_pretrained(name, use_fast=True)")
@@ -461,27 +462,18 @@ class _Row:
     corrupted_prompt: bool   # run the corrupted prefix instead of the clean one
 
 
-class _PromptPatch:
-    """A ``hook_z`` hook that writes the corrupted ``z`` of some rows over their prompt on the prompt pass only
-    (the first call, ``[batch, width, head, d_head]``); decoding steps (``[batch, 1, ...]``) pass unchanged."""
-
-    def __init__(self, width: int, rows: list[int], sources: list[Tensor]) -> None:
-        self.width, self.rows, self.sources, self.done = width, rows, sources, False
-
-    def __call__(self, act: Tensor, hook) -> Tensor:
-        if self.done:
-            return act
-        if act.shape[1] != self.width:
-            raise RuntimeError(f"{hook.name}: expected the prompt pass over {self.width} positions first, got "
-                               f"{tuple(act.shape)}")
-        self.done = True
-        act = act.clone()
-        for r, z in zip(self.rows, self.sources):
-            act[r, self.width - z.shape[0]:] = z.to(act.dtype)
-        return act
+def _prompt_patch(layer: int, width: int, rows: list[int], sources: list[Tensor]) -> Intervention:
+    """Write the corrupted ``z`` of some rows over the end of their left-padded prompt, on the prompt forward only
+    (``[batch, width, head, d_head]``); decoding steps pass unchanged."""
+    value = sources[0].new_zeros(len(rows), width, *sources[0].shape[1:])
+    mask = torch.zeros(len(rows), width, 1, 1, dtype=torch.bool)
+    for r, z in enumerate(sources):
+        value[r, width - z.shape[0]:] = z
+        mask[r, width - z.shape[0]:] = True
+    return Intervention(site_hook("z", layer), "set", value, mask=mask, rows=torch.tensor(rows), width=width)
 
 
-def _decode_rows(model, rows: list[_Row], pairs: list[HorizonPair], stage_list: list[int],
+def _decode_rows(model: TransformerBridge, rows: list[_Row], pairs: list[HorizonPair], stage_list: list[int],
                  sources: dict[int, dict[int, Tensor]], config: HorizonConfig, max_new_tokens: int, *,
                  desc: str, progress: bool) -> list[list[int]]:
     """Greedy continuations of every row (output token ids, in row order)."""
@@ -511,7 +503,7 @@ def _decode_rows(model, rows: list[_Row], pairs: list[HorizonPair], stage_list: 
                 by_layer.setdefault(row.layer, ([], []))
                 by_layer[row.layer][0].append(r)
                 by_layer[row.layer][1].append(z)
-        hooks = [(f"blocks.{layer}.attn.hook_z", _PromptPatch(width, r, z)) for layer, (r, z) in sorted(by_layer.items())]
+        hooks = [_prompt_patch(layer, width, r, z).as_hook() for layer, (r, z) in sorted(by_layer.items())]
         gen = generate(model, [prompts[i] for i in chunk], gen_config, fwd_hooks=hooks)
         for i, out in zip(chunk, gen.output_ids):
             outputs[i] = out
@@ -520,8 +512,8 @@ def _decode_rows(model, rows: list[_Row], pairs: list[HorizonPair], stage_list: 
     return outputs
 
 
-def _corrupted_z(model, pairs: list[HorizonPair], keep: list[int], length: dict[int, int], layers: list[int],
-                 batch_size: int, progress: bool) -> dict[int, dict[int, Tensor]]:
+def _corrupted_z(model: TransformerBridge, pairs: list[HorizonPair], keep: list[int], length: dict[int, int],
+                 layers: list[int], batch_size: int, progress: bool) -> dict[int, dict[int, Tensor]]:
     """``z`` of every layer in ``layers`` over the first ``length[p]`` corrupted tokens of each kept pair."""
     from tqdm.auto import tqdm
 
@@ -656,7 +648,7 @@ def measure_horizon(model: TransformerBridge, examples: Sequence[Example], confi
             id_grid[j][row.stage][l] = list(ids)
 
     meta = {"model": str(model.cfg.model_name), "statement": config.statement,
-            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()},
+            "config": config.to_dict(),
             "max_new_tokens": max_new}
     stage_labels, layer_labels = [f"k={k}" for k in stages], [f"L{layer}" for layer in layers]
     return HorizonResult(

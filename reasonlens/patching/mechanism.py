@@ -20,20 +20,24 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, no_type_check
+from typing import TYPE_CHECKING, Any, no_type_check
 
 import torch
 
 from reasonlens.errors import ReasonlensError
+from reasonlens.results import ConfigDict, read_results, result_part, write_results
 from reasonlens.resume import StudyCheckpoints
-from reasonlens.validation import check_int, check_int_list
+from reasonlens.validation import check_int, check_int_list, load_saved
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 PAIR_FILTERS: tuple[str, ...] = ("switched", "corrupted_answer")
 
 
 @no_type_check  # checked by check(), so a bad value gets the ReasonlensError under the test run's type checks too
 @dataclass
-class MechanismConfig:
+class MechanismConfig(ConfigDict):
     """Sizes and choices of the study.
 
     - ``subtasks``: indices into the ``hops``-hop layout (default: all). ``seed`` draws the questions
@@ -188,7 +192,7 @@ class MechanismResult:
         label = [s for s in done if s.subtask["slot"] == "label"]
         return {
             "model": self.model,
-            "config": asdict(self.config),
+            "config": self.config.to_dict(),
             "circuit_head_fraction_90": {**fractions, "mean": sum(reached) / len(reached) if reached else None},
             "circuit_band": {s.name: {"heads": s.circuit.band.size, "agreement": s.circuit.band.agreement,
                                       "half_width": s.circuit.band.half_width} for s in done},
@@ -224,20 +228,18 @@ class MechanismResult:
         }
 
     def save(self, out_dir: str | Path) -> Path:
-        """Write ``results.json``, ``analyses.json`` (what :meth:`load` needs besides the tensors) and every
-        analysis (``.pt`` files) under ``out_dir``."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "results.json").write_text(json.dumps(self.summary(), indent=1))
+        """Write ``results.json`` (:func:`~reasonlens.results.write_results`), ``analyses.json`` (what :meth:`load`
+        needs besides the tensors) and every analysis (``.pt`` files) under ``out_dir``."""
+        out = write_results(self, out_dir)
         (out / "analyses.json").write_text(json.dumps({
-            "class": "MechanismResult", "model": self.model, "config": asdict(self.config), "n_layers": self.n_layers,
+            "class": "MechanismResult", "model": self.model, "config": self.config.to_dict(), "n_layers": self.n_layers,
             "n_heads": self.n_heads, "subtasks": [_analysis_record(s) for s in self.subtasks],
             "few_shot": [_analysis_record(s) for s in self.few_shot]}, indent=1))
         for prefix, analyses in (("subtask", self.subtasks), ("few_shot_subtask", self.few_shot)):
             for s in analyses:
                 if s.head_scores is not None:
                     for part in _ANALYSIS_PARTS:
-                        getattr(s, part).save(_analysis_file(out, prefix, s.subtask["index"], part))
+                        getattr(s, part).save(out / _analysis_file(prefix, s.subtask["index"], part))
         for name, file in _STUDY_FILES.items():
             if getattr(self, name) is not None:
                 getattr(self, name).save(out / file)
@@ -257,15 +259,14 @@ class MechanismResult:
         from reasonlens.patching.horizon import HorizonResult
         from reasonlens.patching.lens import PriorContextResult
         from reasonlens.patching.relations import RelationProbeResult
-        from reasonlens.validation import load_saved
 
+        summary = read_results(out_dir, "MechanismResult",
+                               ("horizon", "context_win_fraction_by_layer", "relation_probe_accuracy"))
         out = Path(out_dir)
-        data = load_saved(out / "analyses.json", "MechanismResult",
+        data = load_saved(result_part(out, "analyses.json", "MechanismResult"), "MechanismResult",
                           ("model", "config", "n_layers", "n_heads", "subtasks", "few_shot"), fmt="json",
                           expect_class="MechanismResult")
-        raw = data["config"]
-        config = MechanismConfig(**{**raw, "subtasks": None if raw["subtasks"] is None else tuple(raw["subtasks"]),
-                                    "relation_seeds": tuple(raw["relation_seeds"])})
+        config = MechanismConfig.from_dict(data["config"])
 
         part_types = {"head_scores": PatchSweep, "circuit": CircuitResult, "roles": HeadRoles, "flow": FlowResult}
 
@@ -277,14 +278,16 @@ class MechanismResult:
                                            example_tokens=record["example_tokens"], example_ids=record["example_ids"])
                 if record["analysed"]:
                     for part in _ANALYSIS_PARTS:
-                        setattr(analysis, part, part_types[part].load(
-                            _analysis_file(out, prefix, record["subtask"]["index"], part)))
+                        setattr(analysis, part, part_types[part].load(result_part(
+                            out, _analysis_file(prefix, record["subtask"]["index"], part), "MechanismResult")))
                 done.append(analysis)
             return done
 
         study_types = {"horizon": HorizonResult, "prior": PriorContextResult, "relations": RelationProbeResult}
-        parts = {name: study_types[name].load(out / file) if (out / file).exists() else None
-                 for name, file in _STUDY_FILES.items()}
+        ran = {"horizon": summary["horizon"], "prior": summary["context_win_fraction_by_layer"],
+               "relations": summary["relation_probe_accuracy"]}  # None: the analysis was left out
+        parts = {name: study_types[name].load(result_part(out, file, "MechanismResult"))
+                 if ran[name] is not None else None for name, file in _STUDY_FILES.items()}
         return cls(data["model"], config, analyses(data["subtasks"], "subtask"),
                    analyses(data["few_shot"], "few_shot_subtask"), **parts, n_layers=data["n_layers"],
                    n_heads=data["n_heads"])
@@ -296,8 +299,8 @@ _STUDY_FILES: dict[str, str] = {"horizon": "horizon.pt", "prior": "prior_vs_cont
                                 "relations": "relation_probes.pt"}
 
 
-def _analysis_file(out: Path, prefix: str, index: int, part: str) -> Path:
-    return out / f"{prefix}{index:02d}_{part}.pt"
+def _analysis_file(prefix: str, index: int, part: str) -> str:
+    return f"{prefix}{index:02d}_{part}.pt"
 
 
 def _analysis_record(analysis: SubtaskAnalysis) -> dict[str, Any]:
@@ -319,7 +322,7 @@ def _mean_depth(roles, role: str, n_layers: int, top: int = 4) -> float:
     return sum((l + 0.5) / n_layers for l in layers) / len(layers)
 
 
-def _pair_effects(model, pairs, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _pair_effects(model: TransformerBridge, pairs, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per pair: KL(P_clean || P_corrupted) at the last position, whether the corrupted run's argmax left the
     answer, and whether it is the corrupted word."""
     from reasonlens.runtime import run_padded
@@ -347,7 +350,7 @@ def _select(pairs, switched: torch.Tensor, follows: torch.Tensor, config: Mechan
     return torch.tensor(keep, dtype=torch.long), len(passed) - len(keep)
 
 
-def _analyse_subtask(model, examples, reference, index: int, task, config: MechanismConfig, shots: int
+def _analyse_subtask(model: TransformerBridge, examples, reference, index: int, task, config: MechanismConfig, shots: int
                      ) -> SubtaskAnalysis:
     from reasonlens.patching.circuit import circuit_curve, mean_head_activations
     from reasonlens.patching.engine import patch
@@ -393,7 +396,7 @@ def _analyse_subtask(model, examples, reference, index: int, task, config: Mecha
     return analysis
 
 
-def analyze_mechanism(model, config: MechanismConfig | None = None, *, model_name: str = "model",
+def analyze_mechanism(model: TransformerBridge, config: MechanismConfig | None = None, *, model_name: str = "model",
                       progress: bool = True, checkpoint_dir: str | Path | None = None) -> MechanismResult:
     """Run the whole study on ``model`` (a TransformerBridge with a tokenizer). With ``checkpoint_dir``, each
     analysis (a subtask in a condition, the horizon, the prior-vs-context lens, the relation probes) is saved there

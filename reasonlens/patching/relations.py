@@ -47,7 +47,7 @@ from reasonlens.model import require_tokenizer
 from reasonlens.ontology.lexicon import plural
 from reasonlens.ontology.prompt import format_prompt
 from reasonlens.ontology.types import Example
-from reasonlens.results import LabelledTensor
+from reasonlens.results import ConfigDict, LabelledTensor
 from reasonlens.runtime import collect_activations
 from reasonlens.spans import char_to_token_spans
 from reasonlens.validation import check_finite, check_float, check_int, check_int_list, check_tensor
@@ -176,7 +176,7 @@ def relation_dataset(tokenizer: PreTrainedTokenizerBase | None, examples: Sequen
 
 @no_type_check  # checked by __post_init__, so a bad value gets the ReasonlensError under the test run's type checks too
 @dataclass(frozen=True)
-class RelationProbeConfig:
+class RelationProbeConfig(ConfigDict):
     """Probe hyperparameters: ``hidden_sizes`` of the MLP (the paper's 128-64-32), its L2 penalty
     ``mlp_alpha``, the inverse L2 strength ``linear_c`` of the logistic regression, and the most optimiser
     iterations ``max_iter`` (the MLP stops early on a 10% validation split of its training pairs)."""

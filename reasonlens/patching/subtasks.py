@@ -31,6 +31,7 @@ import random
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Int
@@ -49,6 +50,9 @@ from reasonlens.ontology.prompt import format_completion, format_prompt
 from reasonlens.ontology.types import Example, Fact
 from reasonlens.runtime import left_pad, left_padded_positions
 from reasonlens.validation import check_context, check_int, is_int
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 SUBTASK_KINDS: tuple[str, ...] = ("decision", "copy", "induction")
 WORD_TYPES: tuple[str, ...] = ("entity", "concept", "property", "label")
@@ -453,7 +457,7 @@ class SubtaskPairs:
         return left_padded_positions(self.attention_mask)
 
 
-def _runner_prefix(model, tokenizer, text: str) -> list[int]:
+def _runner_prefix(model: TransformerBridge, tokenizer, text: str) -> list[int]:
     """Token ids ``model.to_tokens`` puts before the tokenizer's own (a BOS the tokenizer does not add)."""
     runner = model.to_tokens(text, truncate=False)[0].tolist()
     own = list(tokenizer(text, add_special_tokens=True)["input_ids"])
@@ -478,9 +482,9 @@ def _demonstrations_for(examples: Sequence[Example], i: int, k: int) -> list[Exa
     return [examples[(i + j) % len(examples)] for j in range(1, k + 1)]
 
 
-def subtask_pairs(model, examples: Sequence[Example], subtask: int, *, demonstrations: int = 0, seed: int = 0,
-                  replacements: Mapping[str, Sequence[str]] | None = None, skip_uncorruptible: bool = False,
-                  batch_size: int = 32, progress: bool = False) -> SubtaskPairs:
+def subtask_pairs(model: TransformerBridge, examples: Sequence[Example], subtask: int, *, demonstrations: int = 0,
+                  seed: int = 0, replacements: Mapping[str, Sequence[str]] | None = None,
+                  skip_uncorruptible: bool = False, batch_size: int = 32, progress: bool = False) -> SubtaskPairs:
     """Clean / corrupted pairs of subtask ``subtask`` (see :func:`subtask_pair`) for ``examples``, keeping
     those whose clean run's argmax at the last position is the answer (one batched forward).
 

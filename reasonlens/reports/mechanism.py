@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reasonlens import plot
 from reasonlens.patching.mechanism import MechanismResult
 from reasonlens.reports.html import HtmlReport
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
 
 
 def _rate(p: dict[str, Any]) -> str:
@@ -16,7 +19,7 @@ def _rate(p: dict[str, Any]) -> str:
     return f"{p['rate']:.2f} [{low:.2f}, {high:.2f}]"
 
 
-def mechanism_report(result: MechanismResult, model=None) -> Any:
+def mechanism_report(result: MechanismResult, model: TransformerBridge | None = None) -> Any:
     """One self-contained HTML page: findings table and every figure (an attention view of the top mover
     heads when ``model`` is given)."""
 
