@@ -239,7 +239,7 @@ def main() -> None:
             lib_scores = result.attributions
 
     # The sequences above are the ones IPG attributes: the end-to-end run gives their per-prompt sums.
-    cfg = IPGConfig(kind=kinds[0], layers=tuple(layers), steps=q, n_samples=args.samples, seed=args.seed,
+    cfg = IPGConfig(component=kinds[0], layers=tuple(layers), steps=q, n_samples=args.samples, seed=args.seed,
                     max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     ipg, t_ipg = timed(lambda: IntegratedPolicyGradient(model, cfg).attribute(examples))
     per_prompt = torch.zeros_like(ipg.values).index_add_(0, torch.tensor(prompt_of), lib_scores)
@@ -250,7 +250,7 @@ def main() -> None:
 
     # 2. Plain integrated gradients against captum's LayerIntegratedGradients.
     rows = gold_rows(model, examples)
-    ours, t_ours = timed(lambda: IntegratedGradients(model, kind="resid", layers=layers, steps=q,
+    ours, t_ours = timed(lambda: IntegratedGradients(model, component="resid", layers=layers, steps=q,
                                                      batch_size=args.batch_size).attribute(examples).values, args.repeats)
     theirs, t_captum = timed(lambda: captum_ig(model, rows, layers, q), args.repeats)
     single, t_single = timed(lambda: captum_per_example(model, rows, layers, q), args.repeats)

@@ -78,7 +78,7 @@ class _Default:
     builds, so that each default is written once, in its config. The config is imported only when the default is
     needed (the study configs' modules load torch): by :func:`_parse_args` for an option left out, and by ``--help``,
     whose ``%(default)s`` shows the value on a default config (a list as it is typed) and, for each of ``cases``
-    (``{"for heads": {"kind": "head"}}``), on a config with those fields. ``unset``: an option left out stays None,
+    (``{"for heads": {"component": "head"}}``), on a config with those fields. ``unset``: an option left out stays None,
     for a command that treats that case itself (a preset or a --data file applies); its help still shows the
     config's default."""
 
@@ -305,7 +305,7 @@ def _cmd_run_mechanism(args: argparse.Namespace) -> None:
 def _ipg_config(args: argparse.Namespace) -> IPGStudyConfig:
     from reasonlens.attribution.study import IPGStudyConfig
 
-    return IPGStudyConfig(kind=args.kind, layers=_tuple(args.layers), n_support=args.n_support, n_eval=args.n_eval,
+    return IPGStudyConfig(component=args.component, layers=_tuple(args.layers), n_support=args.n_support, n_eval=args.n_eval,
                           p_values=_tuple(args.p), seed=args.seed, batch_size=args.batch_size)
 
 
@@ -459,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = recipes.add_parser("ipg", help="attribute correctness and length with IPG, then suppress / enhance / steer")
     i.add_argument("--model", required=True, help="a shipped model name, a local HF folder or a hub name")
     i.add_argument("--out", required=True)
-    i.add_argument("--kind", choices=["resid", "neuron", "head"], default=_IPG("kind"),
+    i.add_argument("--kind", dest="component", choices=["resid", "neuron", "head"], default=_IPG("component"),
                    help="components (default: %(default)s)")
     i.add_argument("--layers", nargs="+", type=_count(0), default=_IPG("layers"),
                    help="blocks to attribute (default: %(default)s)")
@@ -467,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="support-set questions (M, default %(default)s)")
     i.add_argument("--n-eval", type=_count(1), default=_IPG("n_eval"),
                    help="held-out questions per accuracy measurement (default %(default)s)")
-    i.add_argument("--p", nargs="+", type=_count(1), default=_IPG("p_values", cases={"for heads": {"kind": "head"}}),
+    i.add_argument("--p", nargs="+", type=_count(1), default=_IPG("p_values", cases={"for heads": {"component": "head"}}),
                    help="numbers of components to steer (default: %(default)s)")
     i.add_argument("--seed", type=int, default=_IPG("seed"), help="support, evaluation and sampling seed (default "
                    "%(default)s)")

@@ -328,7 +328,7 @@ def component_heatmap(scores: Attribution, *, top_k: int | None = None, title: s
     >>> import torch
     >>> from reasonlens.attribution.ipg import Attribution
     >>> a = Attribution(torch.randn(2, 3, 10), axes=("example", "layer", "unit"),
-    ...                 labels={"layer": ["L0", "L1", "L2"], "unit": [f"N{i}" for i in range(10)]}, meta={"kind": "neuron"})
+    ...                 labels={"layer": ["L0", "L1", "L2"], "unit": [f"N{i}" for i in range(10)]}, meta={"component": "neuron"})
     >>> component_heatmap(a, top_k=4).data[0].z.shape
     (3, 4)
     """

@@ -21,6 +21,7 @@ from types import UnionType
 from typing import Any, Protocol, TypeVar, Union, get_args, get_origin, get_type_hints, runtime_checkable
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
 from reasonlens.errors import ReasonlensError
@@ -187,6 +188,31 @@ class LabelledTensor:
         if not self.per_example or self.values.shape[0] < 2:
             return torch.zeros_like(self.mean())
         return self.values.std(0, unbiased=True) / self.values.shape[0] ** 0.5
+
+    def interval(self, confidence: float = 0.95) -> Float[Tensor, "*cell 2"]:
+        """Student-t interval of the mean over examples, ``[*cell, (low, high)]`` (NaN with one example)."""
+        from reasonlens.stats import mean_interval
+
+        if not self.per_example:
+            raise ReasonlensError(f"an interval needs per-example values (first axis 'example'), axes are {self.axes}")
+        return mean_interval(self.values, confidence)
+
+    def permutation_test(self, other: LabelledTensor | None = None, n_permutations: int = 10_000,
+                         seed: int = 0) -> Float[Tensor, " *cell"]:
+        """Per cell, the two-sided p-value that the mean over examples is zero, or with ``other`` (the same examples
+        and cells, e.g. another method or a control) that the paired difference is zero: a sign-flip permutation
+        test (:func:`reasonlens.stats.sign_flip_test`)."""
+        from reasonlens.stats import sign_flip_test
+
+        if not self.per_example:
+            raise ReasonlensError(f"a test needs per-example values (first axis 'example'), axes are {self.axes}")
+        values = self.values
+        if other is not None:
+            if other.axes != self.axes or other.values.shape != values.shape:
+                raise ReasonlensError(f"cannot pair {tuple(values.shape)} {self.axes} with {tuple(other.values.shape)} "
+                                      f"{other.axes}; pass results over the same examples and cells")
+            values = values - other.values
+        return sign_flip_test(values, n_permutations, seed)
 
     def axis_labels(self, axis: str) -> list[str]:
         """Tick labels of ``axis`` (its indices as strings when none were given)."""

@@ -49,3 +49,53 @@ def quantiles(values: Sequence[float]) -> dict[str, float | int | None]:
         return {"n": 0, "min": None, "q25": None, "median": None, "q75": None, "max": None}
     q = np.quantile(np.asarray(values, dtype=float), [0.0, 0.25, 0.5, 0.75, 1.0]).tolist()
     return {"n": len(values), "min": q[0], "q25": q[1], "median": q[2], "q75": q[3], "max": q[4]}
+
+
+def mean_interval(values: Float[Tensor, " example *cell"], confidence: float = 0.95) -> Float[Tensor, "*cell 2"]:
+    """Student-t interval ``[..., (low, high)]`` of the mean over the first axis (NaN with fewer than two rows).
+
+    >>> [round(x, 3) for x in mean_interval(torch.tensor([1.0, 2.0, 3.0, 4.0])).tolist()]
+    [0.446, 4.554]
+    """
+    from scipy.stats import t
+
+    if not 0 < confidence < 1:
+        raise ReasonlensError(f"confidence must be in (0, 1), got {confidence!r}")
+    x = values.double()
+    n = x.shape[0]
+    if n < 2:
+        return torch.full((*x.shape[1:], 2), float("nan"), dtype=torch.float64)
+    half = float(t.ppf(0.5 + confidence / 2, n - 1)) * x.std(0, unbiased=True) / n ** 0.5
+    return torch.stack([x.mean(0) - half, x.mean(0) + half], dim=-1)
+
+
+def sign_flip_test(differences: Float[Tensor, " example *cell"], n_permutations: int = 10_000,
+                   seed: int = 0) -> Float[Tensor, " *cell"]:
+    """Two-sided paired permutation test that the mean of ``differences`` (one row per example, e.g. method A
+    minus method B on the same questions) is zero: each example's sign is flipped at random, and the p-value is
+    ``(1 + #{|mean of flipped| >= |observed mean|}) / (1 + n_permutations)``. With ``2 ** n <= n_permutations``
+    every sign pattern is enumerated instead (an exact test).
+
+    >>> round(float(sign_flip_test(torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]))), 4)  # all 32 sign patterns
+    0.0625
+    """
+    x = differences.double()
+    n = x.shape[0]
+    if n == 0:
+        raise ReasonlensError("no examples: a permutation test needs at least one paired difference")
+    if n_permutations < 1:
+        raise ReasonlensError(f"n_permutations must be at least 1, got {n_permutations!r}")
+    observed = x.mean(0).abs()
+    flat = x.reshape(n, -1)
+    if 2 ** n <= n_permutations:
+        bits = torch.arange(2 ** n)[:, None] >> torch.arange(n)[None, :] & 1
+        signs = (1 - 2 * bits).double()
+        extreme = ((signs @ flat).abs() / n >= observed.reshape(-1) - 1e-12).sum(0)
+        return (extreme.double() / 2 ** n).reshape(observed.shape)
+    generator = torch.Generator().manual_seed(seed)
+    extreme = torch.zeros(flat.shape[1], dtype=torch.float64)
+    for start in range(0, n_permutations, 1000):
+        k = min(1000, n_permutations - start)
+        signs = torch.randint(0, 2, (k, n), generator=generator).double() * 2 - 1
+        extreme += ((signs @ flat).abs() / n >= observed.reshape(-1) - 1e-12).sum(0)
+    return ((1 + extreme) / (1 + n_permutations)).reshape(observed.shape)

@@ -408,8 +408,8 @@ def test_attribution_functions(model):
         IntegratedGradients(model, layers=[0, 0], steps=1)
     with pytest.raises(ReasonlensError, match="layers must be integers, got \\[True\\]"):
         RandomAttribution(model, layers=[True])
-    with pytest.raises(ReasonlensError, match="unknown component kind 'heads'"):
-        ActivationMagnitude(model, kind="heads")
+    with pytest.raises(ReasonlensError, match="unknown component 'heads'"):
+        ActivationMagnitude(model, component="heads")
     with pytest.raises(ReasonlensError, match="p must be an integer"):
         RandomAttribution(model).attribute().top(True)
     with pytest.raises(ReasonlensError, match="examples must be a list"):
@@ -661,7 +661,7 @@ def test_loading_missing_garbage_and_foreign_files(tmp_path):
     torch.save({"values": torch.zeros(2)}, other)
     with pytest.raises(ReasonlensError, match=r"holds no PatchSweep \(it lacks \['axes', 'labels', 'meta'\]\)"):
         PatchSweep.load(other)
-    attribution = Attribution(torch.zeros(1, 1, 1), axes=("example", "layer", "unit"), meta={"kind": "resid"})
+    attribution = Attribution(torch.zeros(1, 1, 1), axes=("example", "layer", "unit"), meta={"component": "resid"})
     path = attribution.save(tmp_path / "ipg.pt")
     with pytest.raises(ReasonlensError, match="holds a Attribution, not a PatchSweep; load it with Attribution.load"):
         PatchSweep.load(path)

@@ -27,7 +27,7 @@ def _eval_config(args):
     (["demo"], lambda a: cli._eval_config(a.n, a.seed, a.batch_size, 0, False), EvalConfig(n_per_cell=50)),
     (["run", "cot-mechanism", "--model", "m", "--out", "o"], cli._mechanism_config, MechanismConfig()),
     (["run", "ipg", "--model", "m", "--out", "o"], cli._ipg_config, IPGStudyConfig()),
-    (["run", "ipg", "--model", "m", "--out", "o", "--kind", "head"], cli._ipg_config, IPGStudyConfig(kind="head")),
+    (["run", "ipg", "--model", "m", "--out", "o", "--kind", "head"], cli._ipg_config, IPGStudyConfig(component="head")),
     (["run", "step-importance", "--model", "m", "--out", "o"], cli._step_importance_config, StepImportanceConfig()),
 ])
 def test_required_arguments_only_build_the_configs_defaults(argv, build, expected):
@@ -56,7 +56,7 @@ def test_help_shows_the_configs_defaults(capsys, command):
         "train": f"(default: the recipe's {TrainConfig().precision},",
         "eval": f"cell (default {EvalConfig().n_per_cell});",
         "ipg": "numbers of components to steer (default: {}; for heads {})".format(
-            *(" ".join(map(str, IPGStudyConfig(kind=k).p_values)) for k in ("resid", "head"))),
+            *(" ".join(map(str, IPGStudyConfig(component=k).p_values)) for k in ("resid", "head"))),
     }
     if command[-1] in shown:
         assert shown[command[-1]] in text

@@ -175,8 +175,9 @@ def test_two_dimensional_features_and_layers():
     flat = train_probe(features[:, 2], labels, ProbeConfig(arch="linear", epochs=30, lr=1e-2, seeds=(42,)))
     assert flat.held_out_accuracy >= 0.95
     by_layer = probe_by_layer(features, labels, FAST, layer_labels=["L0", "L1", "L2"])
-    assert by_layer.values.shape == (1, 2, 3) and by_layer.axis_labels("layer") == ["L0", "L1", "L2"]
-    held_out = by_layer.values[0, by_layer.axis_labels("metric").index("held_out_accuracy")]
+    assert by_layer.axes == ("metric", "seed", "layer") and by_layer.values.shape == (2, 1, 3)
+    assert by_layer.axis_labels("layer") == ["L0", "L1", "L2"]
+    held_out = by_layer.values[by_layer.axis_labels("metric").index("held_out_accuracy"), 0]
     assert held_out[0] < 0.8 and held_out[1] >= 0.95
 
 

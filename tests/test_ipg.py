@@ -181,7 +181,7 @@ def headroom():
 
 
 def test_zero_advantages_give_zero_scores_and_are_counted(headroom):
-    ipg = IntegratedPolicyGradient(headroom, IPGConfig(kind="head", layers=(2,), n_samples=3, steps=2),
+    ipg = IntegratedPolicyGradient(headroom, IPGConfig(component="head", layers=(2,), n_samples=3, steps=2),
                                    reward=lambda example, trajectory: 1.0)
     scores = ipg.attribute(generate(3, hops=1, seed=5))
     assert scores.values.abs().max() == 0 and scores.n_informative == 0
@@ -193,7 +193,7 @@ def test_zero_advantages_give_zero_scores_and_are_counted(headroom):
 
 def test_ipg_on_the_headroom_model(headroom, tmp_path):
     examples = generate(6, hops=3, seed=21)  # two of the six groups disagree on the headroom model
-    cfg = IPGConfig(kind="neuron", layers=(3, 4), n_samples=4, steps=4)
+    cfg = IPGConfig(component="neuron", layers=(3, 4), n_samples=4, steps=4)
     scores = IntegratedPolicyGradient(headroom, cfg).attribute(examples)
     assert scores.values.shape == (6, 2, headroom.cfg.d_mlp)
     assert scores.meta["n_zero_advantage_groups"] < 6 and scores.values.abs().sum() > 0
@@ -203,23 +203,23 @@ def test_ipg_on_the_headroom_model(headroom, tmp_path):
     assert summed.shape == change.shape == (6, 2) and bool((change[informative] != 0).all())
     assert len(scores.meta["texts"]) == 6 and all(len(group) == 4 for group in scores.meta["texts"])
     top = scores.top(10)
-    assert len(top) == 10 and top.kind == "neuron" and set(top.layers) <= {3, 4}
+    assert len(top) == 10 and top.component == "neuron" and set(top.layers) <= {3, 4}
     best = scores.mean().flatten().topk(10).values
     assert min(float(scores.mean()[[3, 4].index(l), u]) for l, u in zip(top.layers, top.units)) == float(best.min())
     loaded = Attribution.load(scores.save(tmp_path / "ipg.pt"))
     assert loaded.top(10) == top and loaded.meta["method"] == "ipg"
-    raw = IntegratedPolicyGradient(headroom, IPGConfig(kind="neuron", layers=(3,), n_samples=4, steps=1)
+    raw = IntegratedPolicyGradient(headroom, IPGConfig(component="neuron", layers=(3,), n_samples=4, steps=1)
                                    ).attribute(examples)
     assert raw.meta["method"] == "raw_pg"
 
 
 def test_baselines(headroom):
     examples = generate(3, hops=1, seed=4)
-    ig = IntegratedGradients(headroom, kind="resid", layers=[2], steps=4).attribute(examples)
+    ig = IntegratedGradients(headroom, component="resid", layers=[2], steps=4).attribute(examples)
     assert ig.values.shape == (3, 1, headroom.cfg.d_model) and ig.meta["method"] == "integrated_gradients"
-    act = ActivationMagnitude(headroom, kind="head", layers=[1, 2]).attribute(examples)
+    act = ActivationMagnitude(headroom, component="head", layers=[1, 2]).attribute(examples)
     assert act.values.shape == (3, 2, 4) and (act.values > 0).all()
-    random = [RandomAttribution(headroom, kind="neuron", layers=[1, 2], seed=s).attribute(examples) for s in (0, 1)]
+    random = [RandomAttribution(headroom, component="neuron", layers=[1, 2], seed=s).attribute(examples) for s in (0, 1)]
     assert random[0].values.shape == (3, 2, headroom.cfg.d_mlp) and (random[0].values[0] == random[0].values[2]).all()
     r1, r2 = random[0].top(5), random[1].top(5)
     assert len(r1) == 5 and r1 != r2 and set(r1.layers) <= {1, 2}
@@ -236,7 +236,7 @@ def test_baselines(headroom):
     (lambda e, t: None, "must return one real number"),
 ])
 def test_bad_rewards(headroom, reward, message):
-    ipg = IntegratedPolicyGradient(headroom, IPGConfig(kind="head", layers=(1,), n_samples=2, steps=1,
+    ipg = IntegratedPolicyGradient(headroom, IPGConfig(component="head", layers=(1,), n_samples=2, steps=1,
                                                        max_new_tokens=8), reward=reward)
     with pytest.raises(ReasonlensError, match=message):
         ipg.attribute(generate(1, hops=1, seed=0))
@@ -245,9 +245,9 @@ def test_bad_rewards(headroom, reward, message):
 @pytest.mark.parametrize("overrides, message", [
     ({"n_samples": 1}, "at least 2"),
     ({"steps": 0}, "steps"),
-    ({"kind": "mlp"}, "unknown component kind"),
+    ({"component": "mlp"}, "unknown component 'mlp'"),
     ({"baseline": "uniform"}, "unknown baseline"),
-    ({"kind": "head", "baseline": "mean"}, "baseline must be 'zero'"),
+    ({"component": "head", "baseline": "mean"}, "baseline must be 'zero'"),
 ])
 def test_bad_config(overrides, message):
     with pytest.raises(ReasonlensError, match=message):

@@ -63,7 +63,7 @@ def test_bad_study_settings():
     with pytest.raises(ReasonlensError, match="p_values"):
         IPGStudyConfig(**{**SMALL, "p_values": (0,)})
     with pytest.raises(ReasonlensError, match="exceed"):
-        run_ipg_study(load_model("reasonlens-headroom"), IPGStudyConfig(**{**SMALL, "kind": "head", "p_values": (4, 16)}), progress=False)
+        run_ipg_study(load_model("reasonlens-headroom"), IPGStudyConfig(**{**SMALL, "component": "head", "p_values": (4, 16)}), progress=False)
 
 
 def test_study_without_a_correctness_signal_says_so():

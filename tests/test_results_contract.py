@@ -38,8 +38,8 @@ CHANGED = [
     HorizonConfig(statement="entity_fact", stages=(0, 2), layers=(1,), require_clean=False, max_new_tokens=12),
     RelationProbeConfig(hidden_sizes=(8, 4), mlp_alpha=0.1, max_iter=20),
     PatchConfig(site="z", layers=(0, 1), positions="all", units=(2, 3), direction="noise", normalize="none"),
-    IPGConfig(kind="neuron", layers=(1, 2), steps=3, baseline="mean", n_samples=2),
-    IPGStudyConfig(kind="head", layers=(2,), task=Variant("false 2-hop", "false", 2), n_support=12, p_values=(1, 3),
+    IPGConfig(component="neuron", layers=(1, 2), steps=3, baseline="mean", n_samples=2),
+    IPGStudyConfig(component="head", layers=(2,), task=Variant("false 2-hop", "false", 2), n_support=12, p_values=(1, 3),
                    length_gammas=(0.0, 2.5), variants=(Variant("a", "fictional", 1), Variant("b", "true", 2)),
                    support_sizes=(5,)),
     StepImportanceConfig(kinds=("false",), hops=(3,), source="greedy", probe=ProbeConfig(arch="linear", seeds=(1, 2)),
@@ -116,9 +116,9 @@ def _ipg_result() -> IPGStudyResult:
         values = torch.randn(3, 2, 4, generator=torch.Generator().manual_seed(seed))
         return Attribution(values, axes=("example", "layer", "unit"),
                            labels={"layer": ["L1", "L2"], "unit": [f"H{u}" for u in range(4)]},
-                           meta={"method": method, "kind": "head", "n_zero_advantage_groups": seed})
+                           meta={"method": method, "component": "head", "n_zero_advantage_groups": seed})
 
-    config = IPGStudyConfig(kind="head", layers=(1, 2), n_support=3, n_eval=4, p_values=(1, 2), length_p=1, dice_p=2,
+    config = IPGStudyConfig(component="head", layers=(1, 2), n_support=3, n_eval=4, p_values=(1, 2), length_p=1, dice_p=2,
                             length_gammas=(0.0, 1.5), variants=(Variant("false 2-hop", "false", 2),),
                             support_sizes=(2,))
     methods = ("ipg", "activation", "random", "raw_pg", "integrated_gradients")

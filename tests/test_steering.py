@@ -43,7 +43,7 @@ def test_gamma_scales_exactly_the_selected_components(model, labels, gamma):
 
     def manual(act, hook, units):
         act = act.clone()
-        if selection.kind == "head":
+        if selection.component == "head":
             act[:, :, units] = act[:, :, units] * gamma
         else:
             act[..., units] = act[..., units] * gamma
@@ -53,7 +53,7 @@ def test_gamma_scales_exactly_the_selected_components(model, labels, gamma):
 
     from reasonlens.attribution.components import HOOKS
 
-    expected_hooks = [(HOOKS[selection.kind].format(l=l), partial(manual, units=units))
+    expected_hooks = [(HOOKS[selection.component].format(l=l), partial(manual, units=units))
                       for l, units in selection.by_layer().items()]
     with torch.no_grad(), model.hooks(fwd_hooks=expected_hooks):
         expected = model(ids)
@@ -77,7 +77,7 @@ def test_steer_on_the_main_model():
 
 def test_selection_labels_and_dice():
     s = Selection.from_labels(["L2H1", "L0H3"])
-    assert s.labels == ["L0H3", "L2H1"] and s.kind == "head" and len(s) == 2
+    assert s.labels == ["L0H3", "L2H1"] and s.component == "head" and len(s) == 2
     assert dice(s, Selection.from_labels(["L2H1"])) == pytest.approx(2 / 3)
     assert dice(s, s) == 1.0 and random_dice(5, 100) == 0.05
     assert repr(s) == "Selection(head: L0H3 L2H1)"

@@ -5,12 +5,12 @@ attention heads, named ``L{layer}R{dim}``, ``L{layer}N{neuron}`` and ``L{layer}H
 - ``neuron``: MLP neuron ``i`` of ``blocks.{l}.mlp.hook_post`` (after the activation / gate).
 - ``head``: head ``h`` of ``blocks.{l}.attn.hook_z``, scaled as a whole (a multiplicative gate on its ``z``).
 
-A :class:`Selection` is a set of components of one kind; ``selection.hooks(gamma)`` gives the forward hooks
+A :class:`Selection` is a set of components of one kind (its ``component``); ``selection.hooks(gamma)`` gives the forward hooks
 that scale them by ``gamma`` at every position (``gamma = 0`` suppresses, ``gamma > 1`` enhances) for
 :func:`reasonlens.generation.generate` or ``model.hooks``.
 
 >>> s = Selection.from_labels(["L4R17", "L5R3", "L4R2"])
->>> s.kind, s.labels
+>>> s.component, s.labels
 ('resid', ['L4R2', 'L4R17', 'L5R3'])
 >>> [name for name, _ in s.hooks(0.0)]
 ['blocks.4.hook_resid_post', 'blocks.5.hook_resid_post']
@@ -35,23 +35,23 @@ from reasonlens.validation import check_float, check_int_list, is_int
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-Kind = Literal["resid", "neuron", "head"]
-KINDS: tuple[str, ...] = ("resid", "neuron", "head")
-SITE_OF_KIND: dict[str, str] = {"resid": "resid_post", "neuron": "neuron", "head": "z"}  # runtime site names
-HOOKS: dict[str, str] = {kind: SITES[site] for kind, site in SITE_OF_KIND.items()}
+Component = Literal["resid", "neuron", "head"]
+COMPONENTS: tuple[str, ...] = ("resid", "neuron", "head")
+SITE_OF_COMPONENT: dict[str, str] = {"resid": "resid_post", "neuron": "neuron", "head": "z"}  # runtime site names
+HOOKS: dict[str, str] = {component: SITES[site] for component, site in SITE_OF_COMPONENT.items()}
 LETTERS: dict[str, str] = {"resid": "R", "neuron": "N", "head": "H"}
 _LABEL = re.compile(r"L(\d+)([RNH])(\d+)")
 
 
-def check_kind(kind: object) -> None:
-    if not isinstance(kind, str) or kind not in KINDS:
-        raise ReasonlensError(f"unknown component kind {kind!r}; use one of {', '.join(KINDS)}")
+def check_component(component: object) -> None:
+    if not isinstance(component, str) or component not in COMPONENTS:
+        raise ReasonlensError(f"unknown component {component!r}; use one of {', '.join(COMPONENTS)}")
 
 
-def n_units(model: TransformerBridge, kind: str) -> int:
+def n_units(model: TransformerBridge, component: str) -> int:
     """Components per layer: ``d_model`` residual dimensions, ``d_mlp`` neurons or ``n_heads`` heads."""
-    check_kind(kind)
-    return {"resid": model.cfg.d_model, "neuron": model.cfg.d_mlp, "head": model.cfg.n_heads}[kind]
+    check_component(component)
+    return {"resid": model.cfg.d_model, "neuron": model.cfg.d_mlp, "head": model.cfg.n_heads}[component]
 
 
 def check_layers(model: TransformerBridge, layers: object) -> list[int]:
@@ -68,22 +68,22 @@ def check_layers(model: TransformerBridge, layers: object) -> list[int]:
     return sorted(layers)
 
 
-def unit_labels(kind: str, n: int) -> list[str]:
+def unit_labels(component: str, n: int) -> list[str]:
     """``["R0", "R1", ...]`` (or ``N`` / ``H``): the unit axis of a score tensor."""
-    return [f"{LETTERS[kind]}{i}" for i in range(n)]
+    return [f"{LETTERS[component]}{i}" for i in range(n)]
 
 
 @no_type_check  # checked by __post_init__ (reasonlens.validation), under the test run's type checks too
 @dataclass(frozen=True)
 class Selection:
-    """A set of components of one ``kind``: ``units[k]`` of layer ``layers[k]`` (sorted, distinct)."""
+    """A set of components of one kind, ``component``: ``units[k]`` of layer ``layers[k]`` (sorted, distinct)."""
 
-    kind: str
+    component: str
     layers: tuple[int, ...]
     units: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        check_kind(self.kind)
+        check_component(self.component)
         check_int_list(self.layers, "a selection's layers", low=0, allow_empty=True, unique=False)
         check_int_list(self.units, "a selection's units", low=0, allow_empty=True, unique=False)
         if len(self.layers) != len(self.units):
@@ -108,27 +108,27 @@ class Selection:
         letters = {p[0] for p in parsed}
         if len(letters) > 1:
             raise ReasonlensError(f"a selection holds one kind of component, got {sorted(letters)} in {labels}")
-        kind = next((k for k, v in LETTERS.items() if v in letters), "resid")
-        return cls(kind, tuple(p[1] for p in parsed), tuple(p[2] for p in parsed))
+        component = next((k for k, v in LETTERS.items() if v in letters), "resid")
+        return cls(component, tuple(p[1] for p in parsed), tuple(p[2] for p in parsed))
 
     @property
     def labels(self) -> list[str]:
-        return [f"L{l}{LETTERS[self.kind]}{u}" for l, u in zip(self.layers, self.units)]
+        return [f"L{l}{LETTERS[self.component]}{u}" for l, u in zip(self.layers, self.units)]
 
     def __repr__(self) -> str:
-        return f"Selection({self.kind}: {' '.join(self.labels)})"
+        return f"Selection({self.component}: {' '.join(self.labels)})"
 
     def __len__(self) -> int:
         return len(self.units)
 
     def check(self, model: TransformerBridge) -> None:
         """Raise if a component does not exist in ``model``."""
-        n = n_units(model, self.kind)
+        n = n_units(model, self.component)
         bad = [lab for lab, l, u in zip(self.labels, self.layers, self.units)
                if not 0 <= l < model.cfg.n_layers or not 0 <= u < n]
         if bad:
             raise ReasonlensError(f"components {bad[:5]} do not exist: the model has layers 0..{model.cfg.n_layers - 1} "
-                                  f"and {n} {self.kind} units per layer")
+                                  f"and {n} {self.component} units per layer")
 
     def by_layer(self) -> dict[int, list[int]]:
         out: dict[int, list[int]] = {}
@@ -144,14 +144,14 @@ class Selection:
     def scaling(self, layer: int, gamma: float | Tensor) -> Intervention:
         """The :class:`~reasonlens.runtime.Intervention` that multiplies this selection's units of ``layer`` by
         ``gamma``."""
-        return Intervention(HOOKS[self.kind].format(l=layer), "scale", torch.as_tensor(gamma),
+        return Intervention(HOOKS[self.component].format(l=layer), "scale", torch.as_tensor(gamma),
                             units=torch.tensor(self.by_layer()[layer]))
 
 
 def dice(a: Selection, b: Selection) -> float:
     """Dice overlap ``2 |A & B| / (|A| + |B|)`` of two selections (1 for two empty ones)."""
-    if a.kind != b.kind:
-        raise ReasonlensError(f"cannot compare a {a.kind} selection with a {b.kind} one")
+    if a.component != b.component:
+        raise ReasonlensError(f"cannot compare a {a.component} selection with a {b.component} one")
     sa, sb = set(zip(a.layers, a.units)), set(zip(b.layers, b.units))
     return 1.0 if not sa and not sb else 2 * len(sa & sb) / (len(sa) + len(sb))
 

@@ -12,11 +12,11 @@ actual activation times ``h - h'``).
 >>> from reasonlens.model import load_model
 >>> from reasonlens.ontology import generate
 >>> model = load_model("reasonlens-headroom")
->>> ipg = IntegratedPolicyGradient(model, IPGConfig(kind="head", layers=(3, 4), n_samples=4, steps=4))
+>>> ipg = IntegratedPolicyGradient(model, IPGConfig(component="head", layers=(3, 4), n_samples=4, steps=4))
 >>> scores = ipg.attribute(generate(4, hops=2, seed=11))
 >>> scores.values.shape  # [example, layer, unit]
 torch.Size([4, 2, 4])
->>> len(scores.top(3)), scores.top(3).kind
+>>> len(scores.top(3)), scores.top(3).component
 (3, 'head')
 """
 
@@ -30,7 +30,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from reasonlens.attribution.components import KINDS, Selection, check_kind, check_layers, n_units, unit_labels
+from reasonlens.attribution.components import COMPONENTS, Selection, check_component, check_layers, n_units, unit_labels
 from reasonlens.attribution.paths import BASELINES, PathSequences, path_attributions
 from reasonlens.attribution.rewards import Reward, Trajectory, correctness, score
 from reasonlens.errors import ReasonlensError
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 class IPGConfig(ConfigDict):
     """Settings of an attribution run.
 
-    - ``kind``: ``"resid"`` (dimensions of ``hook_resid_post``), ``"neuron"`` (``mlp.hook_post``) or ``"head"``
+    - ``component``: ``"resid"`` (dimensions of ``hook_resid_post``), ``"neuron"`` (``mlp.hook_post``) or ``"head"``
       (a gate on ``attn.hook_z``); ``layers``: which layers (None: all), each with its own path.
     - ``steps`` (q): Riemann points, ``alpha = k / steps`` for ``k = 1..steps``; 1 is the raw policy gradient.
     - ``baseline``: ``"zero"``, ``"mean"`` (the mean activation over the support set's trajectories) or
@@ -57,7 +57,7 @@ class IPGConfig(ConfigDict):
     - ``seed``: sampling and noise.
     """
 
-    kind: str = "resid"
+    component: str = "resid"
     layers: tuple[int, ...] | None = None
     steps: int = 10
     baseline: str = "zero"
@@ -69,7 +69,7 @@ class IPGConfig(ConfigDict):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_kind(self.kind)
+        check_component(self.component)
         layers = check_int_list(self.layers, "layers", low=0, optional=True, example="(3, 4) (or None for all)")
         object.__setattr__(self, "layers", None if layers is None else tuple(layers))
         _check_steps(self.steps)
@@ -78,7 +78,7 @@ class IPGConfig(ConfigDict):
                                   f"group, got {self.n_samples!r}")
         if not isinstance(self.baseline, str) or self.baseline not in BASELINES:
             raise ReasonlensError(f"unknown baseline {self.baseline!r}; use one of {', '.join(BASELINES)}")
-        if self.kind == "head" and self.baseline != "zero":
+        if self.component == "head" and self.baseline != "zero":
             raise ReasonlensError("head attributions gate z from 0 to 1; baseline must be 'zero'")
         check_float(self.temperature, "temperature", low=0, low_open=True, hint="sampling a group needs > 0")
         check_float(self.top_p, "top_p", low=0, high=1, low_open=True, hint="1 = no nucleus filtering")
@@ -99,8 +99,8 @@ class Attribution(LabelledTensor):
     layer's path (``objective_change[example][layer]``, what the scores of that layer sum to as q grows)."""
 
     @property
-    def kind(self) -> str:
-        return self.meta["kind"]
+    def component(self) -> str:
+        return self.meta["component"]
 
     @property
     def layers(self) -> list[int]:
@@ -140,7 +140,7 @@ class Attribution(LabelledTensor):
                                   "model with headroom")
         order = torch.sort(scores, descending=True, stable=True).indices[:p]
         n = self.values.shape[-1]
-        return Selection(self.kind, tuple(self.layers[int(i) // n] for i in order), tuple(int(i) % n for i in order))
+        return Selection(self.component, tuple(self.layers[int(i) // n] for i in order), tuple(int(i) % n for i in order))
 
 
 @dataclass
@@ -173,7 +173,7 @@ class IntegratedPolicyGradient:
         advantages = group_advantages(rewards)
         informative = [(m, n) for m in range(len(examples)) for n in range(cfg.n_samples)
                        if advantages[m, n] != 0 and len(trajectories[m * cfg.n_samples + n].output_ids) > 0]
-        units = n_units(model, cfg.kind)
+        units = n_units(model, cfg.component)
         values = torch.zeros(len(examples), len(layers), units)
         change = torch.zeros(len(examples), len(layers))
         if informative:
@@ -182,15 +182,15 @@ class IntegratedPolicyGradient:
                 output_ids=[trajectories[m * cfg.n_samples + n].output_ids for m, n in informative],
                 weights=[float(advantages[m, n]) / cfg.n_samples for m, n in informative],
                 n_target=[None] * len(informative))
-            result = path_attributions(model, cfg.kind, layers, seqs, steps=cfg.steps, baseline=cfg.baseline,
+            result = path_attributions(model, cfg.component, layers, seqs, steps=cfg.steps, baseline=cfg.baseline,
                                        batch_size=cfg.batch_size, seed=cfg.seed, progress=progress)
             prompt_of = torch.tensor([m for m, _ in informative])
             values.index_add_(0, prompt_of, result.attributions)
             change.index_add_(0, prompt_of, result.objective_end[:, None] - result.objective_start)
         zero_groups = int((advantages == 0).all(1).sum())
         return Attribution(values, axes=("example", "layer", "unit"),
-                           labels={"layer": [f"L{l}" for l in layers], "unit": unit_labels(cfg.kind, units)},
-                           meta={"method": "ipg" if cfg.steps > 1 else "raw_pg", "kind": cfg.kind,
+                           labels={"layer": [f"L{l}" for l in layers], "unit": unit_labels(cfg.component, units)},
+                           meta={"method": "ipg" if cfg.steps > 1 else "raw_pg", "component": cfg.component,
                                  "config": {**asdict(cfg), "layers": layers},
                                  "reward": _describe(self.reward),
                                  "rewards": rewards.tolist(), "advantages": advantages.tolist(),
@@ -222,7 +222,7 @@ class IntegratedGradients:
     interpolated): a non-policy-gradient contrast. Settings as in :class:`IPGConfig`."""
 
     model: TransformerBridge
-    kind: str = "resid"
+    component: str = "resid"
     layers: Sequence[int] | None = None
     steps: int = 10
     baseline: str = "zero"
@@ -230,7 +230,7 @@ class IntegratedGradients:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_kind(self.kind)
+        check_component(self.component)
         _check_steps(self.steps)
         check_choice(self.baseline, "baseline", BASELINES)
         check_int(self.batch_size, "batch_size", low=1)
@@ -252,12 +252,12 @@ class IntegratedGradients:
             output_ids.append(chain + answer)
             n_target.append(len(answer))
         seqs = PathSequences(prompt_ids, output_ids, [1.0] * len(examples), n_target)
-        result = path_attributions(model, self.kind, layers, seqs, steps=self.steps, baseline=self.baseline,
+        result = path_attributions(model, self.component, layers, seqs, steps=self.steps, baseline=self.baseline,
                                    batch_size=self.batch_size, seed=self.seed, progress=progress)
         return Attribution(result.attributions, axes=("example", "layer", "unit"),
                            labels={"layer": [f"L{l}" for l in layers],
-                                   "unit": unit_labels(self.kind, result.attributions.shape[-1])},
-                           meta={"method": "integrated_gradients", "kind": self.kind,
+                                   "unit": unit_labels(self.component, result.attributions.shape[-1])},
+                           meta={"method": "integrated_gradients", "component": self.component,
                                  "config": {"layers": layers, "steps": self.steps, "baseline": self.baseline,
                                             "seed": self.seed},
                                  "objective_change": (result.objective_end[:, None] - result.objective_start).tolist()})
@@ -271,13 +271,13 @@ class ActivationMagnitude:
     :func:`~reasonlens.attribution.steering.steer`)."""
 
     model: TransformerBridge
-    kind: str = "resid"
+    component: str = "resid"
     layers: Sequence[int] | None = None
     max_new_tokens: int | None = None
     batch_size: int = 32
 
     def __post_init__(self) -> None:
-        check_kind(self.kind)
+        check_component(self.component)
         check_int(self.max_new_tokens, "max_new_tokens", low=1, optional=True)
         check_int(self.batch_size, "batch_size", low=1)
         self.layers = check_layers(self.model, range(self.model.cfg.n_layers) if self.layers is None else self.layers)
@@ -288,13 +288,13 @@ class ActivationMagnitude:
         from reasonlens.generation import GenerationConfig, generate
         from reasonlens.ontology import format_prompt
 
-        model, kind, layers = self.model, self.kind, self.layers
+        model, component, layers = self.model, self.component, self.layers
         examples = _check_examples(examples)
         budget = decoding_budget(model, examples) if self.max_new_tokens is None else self.max_new_tokens
         gen = generate(model, [format_prompt(e) for e in examples],
                        GenerationConfig(max_new_tokens=budget, batch_size=self.batch_size), progress=progress)
-        names = [HOOKS[kind].format(l=l) for l in layers]
-        values = torch.zeros(len(examples), len(layers), n_units(model, kind))
+        names = [HOOKS[component].format(l=l) for l in layers]
+        values = torch.zeros(len(examples), len(layers), n_units(model, component))
         for i, (prompt, output) in enumerate(zip(gen.prompt_ids, gen.output_ids)):
             if not output:
                 continue
@@ -303,10 +303,10 @@ class ActivationMagnitude:
                 _, cache = model.run_with_cache(ids, names_filter=names)
             for li, n in enumerate(names):
                 act = cache[n][0, len(prompt) - 1:len(prompt) - 1 + len(output)].float()
-                values[i, li] = (act.norm(dim=-1) if kind == "head" else act.abs()).mean(0).cpu()
+                values[i, li] = (act.norm(dim=-1) if component == "head" else act.abs()).mean(0).cpu()
         return Attribution(values, axes=("example", "layer", "unit"),
-                           labels={"layer": [f"L{l}" for l in layers], "unit": unit_labels(kind, values.shape[-1])},
-                           meta={"method": "activation", "kind": kind, "config": {"layers": layers}})
+                           labels={"layer": [f"L{l}" for l in layers], "unit": unit_labels(component, values.shape[-1])},
+                           meta={"method": "activation", "component": component, "config": {"layers": layers}})
 
 
 @no_type_check  # checked by __post_init__
@@ -317,12 +317,12 @@ class RandomAttribution:
     replacement."""
 
     model: TransformerBridge
-    kind: str = "resid"
+    component: str = "resid"
     layers: Sequence[int] | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check_kind(self.kind)
+        check_component(self.component)
         check_int(self.seed, "seed")
         self.layers = check_layers(self.model, range(self.model.cfg.n_layers) if self.layers is None else self.layers)
 
@@ -330,14 +330,14 @@ class RandomAttribution:
         """One row of scores per example (one row for ``None``); the examples themselves are not read."""
         layers = self.layers
         n_rows = 1 if examples is None else len(_check_examples(examples))
-        n, total = n_units(self.model, self.kind), n_units(self.model, self.kind) * len(layers)
+        n, total = n_units(self.model, self.component), n_units(self.model, self.component) * len(layers)
         order = torch.randperm(total, generator=torch.Generator().manual_seed(self.seed))
         scores = torch.empty(total)
         scores[order] = torch.arange(total, 0, -1, dtype=torch.float32)  # the first drawn scores highest
         return Attribution(scores.reshape(1, len(layers), n).expand(n_rows, -1, -1).clone(),
                            axes=("example", "layer", "unit"),
-                           labels={"layer": [f"L{l}" for l in layers], "unit": unit_labels(self.kind, n)},
-                           meta={"method": "random", "kind": self.kind,
+                           labels={"layer": [f"L{l}" for l in layers], "unit": unit_labels(self.component, n)},
+                           meta={"method": "random", "component": self.component,
                                  "config": {"layers": layers, "seed": self.seed}})
 
 
@@ -360,5 +360,5 @@ def _check_examples(examples: object) -> list[Example]:
     return examples
 
 
-__all__ = ["KINDS", "Attribution", "IPGConfig", "IntegratedPolicyGradient", "IntegratedGradients",
+__all__ = ["COMPONENTS", "Attribution", "IPGConfig", "IntegratedPolicyGradient", "IntegratedGradients",
            "ActivationMagnitude", "RandomAttribution", "group_advantages"]

@@ -82,31 +82,31 @@ class PathResult:
     objective_start: Float[Tensor, "seq layer"]
 
 
-def path_attributions(model: TransformerBridge, kind: str, layers: Sequence[int], seqs: PathSequences, *,
+def path_attributions(model: TransformerBridge, component: str, layers: Sequence[int], seqs: PathSequences, *,
                       steps: int = 10, baseline: str = "zero", batch_size: int = 32, seed: int = 0,
                       progress: bool = False) -> PathResult:
-    """Attributions of ``kind`` components at ``layers`` for ``seqs`` (see the module docstring)."""
+    """Attributions of ``component`` components at ``layers`` for ``seqs`` (see the module docstring)."""
     from tqdm.auto import tqdm
 
     if not is_int(steps) or steps < 1:
         raise ReasonlensError(f"steps (q) must be an integer >= 1, got {steps!r}")
     if not isinstance(baseline, str) or baseline not in BASELINES:
         raise ReasonlensError(f"unknown baseline {baseline!r}; use one of {', '.join(BASELINES)}")
-    if kind == "head" and baseline != "zero":
+    if component == "head" and baseline != "zero":
         raise ReasonlensError("head attributions use a gate on z whose baseline is 0; use baseline='zero'")
     check_int(batch_size, "batch_size", low=1)
     check_int(seed, "seed")
     layers = check_int_list(layers, "layers", low=0, high=model.cfg.n_layers - 1, example="[3, 4]")
-    n_seq, units = len(seqs.prompt_ids), n_units(model, kind)
+    n_seq, units = len(seqs.prompt_ids), n_units(model, component)
     if n_seq == 0:
         raise ReasonlensError("no sequences to attribute; pass at least one prompt with its continuation")
     seqs.check(model)
-    names = [HOOKS[kind].format(l=l) for l in layers]
+    names = [HOOKS[component].format(l=l) for l in layers]
     runner = _Runner(model, seqs, batch_size)
     width = max(len(o) for o in seqs.output_ids)
 
     # The model as it is: objective at alpha = 1 and the activations to interpolate.
-    clean: dict[str, Tensor] = {n: torch.zeros(n_seq, width, units) for n in names} if kind != "head" else {}
+    clean: dict[str, Tensor] = {n: torch.zeros(n_seq, width, units) for n in names} if component != "head" else {}
     objective_end = torch.zeros(n_seq)
     for chunk in _chunks(list(range(n_seq)), batch_size):
         store: dict[str, Tensor] = {}
@@ -120,22 +120,22 @@ def path_attributions(model: TransformerBridge, kind: str, layers: Sequence[int]
     attributions = torch.zeros(n_seq, len(layers), units)
     objective_start = torch.zeros(n_seq, len(layers))
     rows = [(s, k) for s in range(n_seq) for k in range(1, steps + 1)]
-    bar = tqdm(total=len(layers) * len(rows), desc=f"{kind} attributions", unit="row", disable=not progress)
+    bar = tqdm(total=len(layers) * len(rows), desc=f"{component} attributions", unit="row", disable=not progress)
     for li, name in enumerate(names):
-        grad_sum = torch.zeros(n_seq, width, units) if kind != "head" else torch.zeros(n_seq, units)
+        grad_sum = torch.zeros(n_seq, width, units) if component != "head" else torch.zeros(n_seq, units)
         for chunk in _chunks(rows, batch_size):
             seq_idx = [s for s, _ in chunk]
             alpha = torch.tensor([k / steps for _, k in chunk])
-            grad = runner.gradient(seq_idx, name, kind, alpha, clean.get(name), starts.get(name), units)
+            grad = runner.gradient(seq_idx, name, component, alpha, clean.get(name), starts.get(name), units)
             grad_sum.index_add_(0, torch.tensor(seq_idx), grad)
             bar.update(len(chunk))
-        if kind == "head":
+        if component == "head":
             attributions[:, li] = grad_sum / steps
         else:
             attributions[:, li] = ((clean[name] - starts[name]) * grad_sum / steps).sum(1)
         for chunk in _chunks(list(range(n_seq)), batch_size):  # objective at alpha = 0
             with torch.no_grad():
-                objective_start[chunk, li] = runner.objective_at(chunk, name, kind, torch.zeros(len(chunk)),
+                objective_start[chunk, li] = runner.objective_at(chunk, name, component, torch.zeros(len(chunk)),
                                                                  clean.get(name), starts.get(name), units).cpu()
     bar.close()
     return PathResult(attributions, objective_end, objective_start)
@@ -228,14 +228,14 @@ class _Runner:
             out[r, :T] = act[r, offsets[r]:offsets[r] + T]
         return out
 
-    def _interpolation_hooks(self, seq_idx, name, kind, alpha, clean, start, units, leaf_grad: bool):
+    def _interpolation_hooks(self, seq_idx, name, component, alpha, clean, start, units, leaf_grad: bool):
         """The interpolation at ``alpha`` as an intervention (the leaf written into the interpolated positions of
         each row, or gating the heads there), and the leaf the gradient is taken for."""
         offsets = torch.tensor(self.offsets(seq_idx), device=self.device)[:, None]
         lengths = torch.tensor([len(self.seqs.output_ids[s]) for s in seq_idx], device=self.device)[:, None]
         cols = torch.arange(max(map(len, self._rows(seq_idx))), device=self.device)[None, :]
         inside = (cols >= offsets) & (cols < offsets + lengths)  # [row, pos]
-        if kind == "head":
+        if component == "head":
             leaf = alpha[:, None].expand(-1, units).clone().to(self.device).requires_grad_(leaf_grad)
             gate = torch.where(inside[..., None], leaf[:, None, :], torch.ones((), device=self.device))
             return [Intervention(name, "scale", gate[..., None]).as_hook()], leaf
@@ -247,14 +247,14 @@ class _Runner:
         placed = leaf.gather(1, src_cols[..., None].expand(-1, -1, leaf.shape[-1]))
         return [Intervention(name, "set", placed, mask=inside[..., None]).as_hook()], leaf
 
-    def gradient(self, seq_idx, name, kind, alpha, clean, start, units) -> Tensor:
+    def gradient(self, seq_idx, name, component, alpha, clean, start, units) -> Tensor:
         """``d objective / d leaf`` per row: ``[row, width, unit]`` (``[row, unit]`` for head gates)."""
-        hooks, leaf = self._interpolation_hooks(seq_idx, name, kind, alpha, clean, start, units, True)
+        hooks, leaf = self._interpolation_hooks(seq_idx, name, component, alpha, clean, start, units, True)
         with torch.enable_grad():
             total = self._forward(seq_idx, hooks)
             (grad,) = torch.autograd.grad(total.sum(), leaf)
         return grad.detach().float().cpu()
 
-    def objective_at(self, seq_idx, name, kind, alpha, clean, start, units) -> Tensor:
-        hooks, _ = self._interpolation_hooks(seq_idx, name, kind, alpha, clean, start, units, False)
+    def objective_at(self, seq_idx, name, component, alpha, clean, start, units) -> Tensor:
+        hooks, _ = self._interpolation_hooks(seq_idx, name, component, alpha, clean, start, units, False)
         return self._forward(seq_idx, hooks)

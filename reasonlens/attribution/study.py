@@ -56,14 +56,14 @@ class IPGStudyConfig(ConfigDict):
     """What the study runs (defaults: about 10 minutes on one CPU core for the reference models).
 
     ``p_values``, ``length_p`` and ``dice_p`` (how many components are steered, steered for length, compared)
-    default by ``kind``: 2-32, 8 and 16 residual dimensions or neurons, 1-4, 2 and 2 heads; ``support_sizes``
+    default by ``component``: 2-32, 8 and 16 residual dimensions or neurons, 1-4, 2 and 2 heads; ``support_sizes``
     (the nested support sets of the stability check) defaults to those of 10 and 20 below ``n_support``.
 
-    >>> IPGStudyConfig(kind="head").p_values, IPGStudyConfig(n_support=15).support_sizes
+    >>> IPGStudyConfig(component="head").p_values, IPGStudyConfig(n_support=15).support_sizes
     ((1, 2, 3, 4), (10,))
     """
 
-    kind: str = "resid"
+    component: str = "resid"
     layers: tuple[int, ...] = (3, 4)
     task: Variant = Variant("fictional 3-hop", "fictional", 3)
     n_support: int = 40
@@ -86,13 +86,13 @@ class IPGStudyConfig(ConfigDict):
 
     def __post_init__(self) -> None:
         check_int(self.n_support, "n_support", low=1)
-        heads = self.kind == "head"
+        heads = self.component == "head"
         defaults = {"p_values": (1, 2, 3, 4) if heads else (2, 4, 8, 16, 32), "length_p": 2 if heads else 8,
                     "dice_p": 2 if heads else 16,
                     "support_sizes": tuple(m for m in (10, 20) if m < self.n_support)}
         for name, value in defaults.items():
             if getattr(self, name) is None:
-                object.__setattr__(self, name, value)  # frozen: the kind's default, set once
+                object.__setattr__(self, name, value)  # frozen: the component's default, set once
         check_int(self.n_eval, "n_eval", low=1)
         check_int_list(self.layers, "layers", low=0, example="(3, 4)")
         for name, variant in [("task", self.task), *(("variants", v) for v in self.variants)]:
@@ -117,7 +117,7 @@ class IPGStudyConfig(ConfigDict):
         check_int(self.batch_size, "batch_size", low=1)
 
     def ipg(self, **overrides: Any) -> IPGConfig:
-        settings = dict(kind=self.kind, layers=self.layers, steps=self.steps, n_samples=self.n_samples,
+        settings = dict(component=self.component, layers=self.layers, steps=self.steps, n_samples=self.n_samples,
                         batch_size=self.batch_size, seed=self.seed)
         return IPGConfig(**{**settings, **overrides})
 
@@ -185,11 +185,11 @@ def run_ipg_study(model: TransformerBridge, config: IPGStudyConfig | None = None
 
     config = config or IPGStudyConfig()
     c = config
-    total = n_units(model, c.kind) * len(c.layers)
+    total = n_units(model, c.component) * len(c.layers)
     too_many = {name: p for name, p in [*[("p_values", p) for p in c.p_values], ("dice_p", c.dice_p),
                                          ("length_p", c.length_p)] if p > total}
     if too_many:
-        raise ReasonlensError(f"{too_many} exceed the {total} {c.kind} components of layers {list(c.layers)}; "
+        raise ReasonlensError(f"{too_many} exceed the {total} {c.component} components of layers {list(c.layers)}; "
                               "choose fewer components")
     timings: dict[str, float] = {}
     saved = StudyCheckpoints(checkpoint_dir, study="ipg", config=c, models=(model,), log=print if progress else None)
@@ -214,9 +214,9 @@ def run_ipg_study(model: TransformerBridge, config: IPGStudyConfig | None = None
         "raw_pg": saved.run("raw_pg", lambda: IntegratedPolicyGradient(model, c.ipg(steps=1)).attribute(
             support, progress=progress)),
         "integrated_gradients": saved.run("integrated_gradients", lambda: IntegratedGradients(
-            model, kind=c.kind, layers=c.layers, steps=c.steps, batch_size=c.batch_size).attribute(
+            model, component=c.component, layers=c.layers, steps=c.steps, batch_size=c.batch_size).attribute(
             support, progress=progress)),
-        "activation": saved.run("activation", lambda: ActivationMagnitude(model, kind=c.kind, layers=c.layers).attribute(
+        "activation": saved.run("activation", lambda: ActivationMagnitude(model, component=c.component, layers=c.layers).attribute(
             support)),
     }
     timings["attribution"] = time.time() - start
@@ -225,7 +225,7 @@ def run_ipg_study(model: TransformerBridge, config: IPGStudyConfig | None = None
     original = saved.run("original", lambda: steer(model, evaluation))
     selections: dict[str, dict[int, list[Selection]]] = {
         name: {p: [s.top(p)] for p in c.p_values} for name, s in scores.items()}
-    random = [RandomAttribution(model, kind=c.kind, layers=c.layers, seed=c.seed + r).attribute()
+    random = [RandomAttribution(model, component=c.component, layers=c.layers, seed=c.seed + r).attribute()
               for r in range(c.random_seeds)]
     selections["random"] = {p: [scores_r.top(p) for scores_r in random] for p in c.p_values}
     suppression: dict[str, dict[int, float]] = {m: {} for m in METHODS}

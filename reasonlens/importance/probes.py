@@ -447,8 +447,9 @@ def train_probe(features: Float[Tensor, "step layer d_model"] | Float[Tensor, "s
 def probe_by_layer(features: Float[Tensor, "step layer d_model"], labels: Int[Tensor, " step"],
                    config: ProbeConfig = ProbeConfig(), *, layer_labels: Sequence[str] | None = None,
                    progress: bool = False) -> LabelledTensor:
-    """A single-layer probe per layer: accuracies ``[seed, metric, layer]`` (metrics ``best_epoch_accuracy``,
-    ``held_out_accuracy``); ``values.mean(0)`` averages the seeds. ``layer_labels`` name the layers
+    """A single-layer probe per layer: accuracies ``[metric, seed, layer]`` (metrics ``best_epoch_accuracy``,
+    ``held_out_accuracy``; the axis order of :func:`reasonlens.patching.relations.probe_scores`); ``values.mean(1)``
+    averages the seeds. ``layer_labels`` name the layers
     (default ``"0", "1", ...``: the positions in ``features``, not necessarily model layers)."""
     from tqdm.auto import tqdm
 
@@ -458,13 +459,13 @@ def probe_by_layer(features: Float[Tensor, "step layer d_model"], labels: Int[Te
     names = list(layer_labels) if layer_labels is not None else [str(l) for l in range(n_layers)]
     if len(names) != n_layers:
         raise ReasonlensError(f"{len(names)} layer labels for {n_layers} layers; pass one per layer")
-    values = torch.zeros(len(config.seeds), len(LAYER_METRICS), n_layers)
+    values = torch.zeros(len(LAYER_METRICS), len(config.seeds), n_layers)
     for l in tqdm(range(n_layers), desc="layers", unit="layer", disable=not progress):
         result = train_probe(features[:, l], labels, config)
         for s, run in enumerate(result.runs):
-            values[s, :, l] = torch.tensor([getattr(run, m) for m in LAYER_METRICS])
-    return LabelledTensor(values, axes=("seed", "metric", "layer"),
-                          labels={"seed": [str(s) for s in config.seeds], "metric": list(LAYER_METRICS),
+            values[:, s, l] = torch.tensor([getattr(run, m) for m in LAYER_METRICS])
+    return LabelledTensor(values, axes=("metric", "seed", "layer"),
+                          labels={"metric": list(LAYER_METRICS), "seed": [str(s) for s in config.seeds],
                                   "layer": names},
                           meta={"config": dataclasses.asdict(config)})
 

@@ -37,7 +37,7 @@ from reasonlens.importance.controls import (
     train_text_probe,
 )
 from reasonlens.importance.labels import LabelConfig, StepLabels, label_steps
-from reasonlens.importance.probes import ProbeConfig, ProbeResult, agreement, probe_by_layer, train_probe
+from reasonlens.importance.probes import LAYER_METRICS, ProbeConfig, ProbeResult, agreement, probe_by_layer, train_probe
 from reasonlens.results import ConfigDict, read_results, result_part, write_results
 from reasonlens.resume import StudyCheckpoints
 from reasonlens.validation import check_float, check_int, check_int_list, load_saved
@@ -262,8 +262,9 @@ def probe_suite(model: TransformerBridge, steps: StepSet, config: ProbeConfig = 
     for pooling in POOLINGS:
         probes[f"position {pooling}"] = probes["context"] if pooling == "mean" else \
             train_probe(activations(model, pooling=pooling), y, config)
-    per_layer = {"context": probe_by_layer(features, y, linear(config)).values.mean(0)[1].tolist(),
-                 "no_context": probe_by_layer(alone, y, linear(config)).values.mean(0)[1].tolist()}
+    held_out = LAYER_METRICS.index("held_out_accuracy")
+    per_layer = {"context": probe_by_layer(features, y, linear(config)).values[held_out].mean(0).tolist(),
+                 "no_context": probe_by_layer(alone, y, linear(config)).values[held_out].mean(0).tolist()}
     correlation = dict(surface_correlations(surface, surface_names, probes["context"].predictions.float()))
     flat = torch.sigmoid(probes["context"].probe.logits(all_features)).tolist()
     probability = [flat[row_of[(c, 0)]:row_of[(c, 0)] + len(chain)] for c, chain in enumerate(steps.chains)]

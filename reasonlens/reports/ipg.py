@@ -15,7 +15,7 @@ def ipg_report(result: IPGStudyResult):
     c = result.config
     report = HtmlReport(f"Integrated Policy Gradient: {result.model}")
     report.paragraph(
-        f"Components: {c.kind} at layers {list(c.layers)}. Support set: {c.n_support} {c.task.name} questions, "
+        f"Components: {c.component} at layers {list(c.layers)}. Support set: {c.n_support} {c.task.name} questions, "
         f"{c.n_samples} sampled chains each (temperature 0.6, top-p 0.8), q = {c.steps}, zero baseline; reward: "
         f"answer correctness. Evaluation: greedy decoding of {c.n_eval} held-out questions; the unmodified model "
         f"answers {result.accuracy_original:.1%} correctly.")
