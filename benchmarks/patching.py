@@ -7,8 +7,12 @@ the last position. Two sweeps, each timed for both libraries in this one process
 - ``resid_pre`` by layer x position (``get_act_patch_resid_pre``);
 - ``z`` by layer x head x position (``get_act_patch_attn_head_out_by_pos``).
 
-Then attribution patching on the ``z`` sweep, with its agreement with the exact sweep. The last line printed
-is one JSON object: ``{"speedup_resid_pre", "speedup_z_by_pos", "max_abs_diff", ...}``.
+Each sweep is also timed with every row run through every block (``runtime.full_stack``): the engine enters the
+stack at the patched block where the model allows (``runtime.enter_at_block``), and ``floor_fraction`` is the
+share of the floor it reaches (block x position work of a cell at layer l, position p: (L - l) / L x (T - p) / T
+of a forward, summed over the cells, against the work the chunks ran). Then attribution patching on the ``z``
+sweep, with its agreement with the exact sweep. The last line printed is one JSON object:
+``{"speedup_resid_pre", "speedup_z_by_pos", "max_abs_diff", "speedup_vs_full_stack_...", ...}``.
 
     python benchmarks/patching.py [--subtask 3] [--pairs 32] [--threads 2]
 """
@@ -49,6 +53,7 @@ def main() -> None:
 
     from reasonlens.model import load_model, main_model_name
     from reasonlens.patching.engine import attribution_patch, compare_rankings, patch
+    from reasonlens.runtime import full_stack
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subtask", type=int, default=3)
@@ -74,16 +79,25 @@ def main() -> None:
         expected, t_tl = timed(lambda: tl_fn(model, corrupted, cache, tl_metric))
         ours, t_ours = timed(lambda: patch(model, clean, corrupted, metric="logit_diff", answer=answer, wrong=wrong,
                                            site=site, normalize="none", progress=False))
+        with full_stack(model):  # every row through every block: what entering mid-stack saves
+            plain, t_plain = timed(lambda: patch(model, clean, corrupted, metric="logit_diff", answer=answer,
+                                                 wrong=wrong, site=site, normalize="none", progress=False))
         diff = float((ours.mean() - expected).abs().max())
-        diffs.append(diff)
+        diffs += [diff, float((ours.mean() - plain.mean()).abs().max())]
         key = "resid_pre" if site == "resid_pre" else "z_by_pos"
         figures[f"speedup_{key}"] = round(t_tl / t_ours, 2)
         figures[f"seconds_tl_{key}"] = round(t_tl, 2)
         figures[f"seconds_reasonlens_{key}"] = round(t_ours, 2)
         figures[f"rows_run_fraction_{key}"] = round(ours.meta["rows_run"] / ours.meta["rows_total"], 3)
+        figures[f"speedup_vs_full_stack_{key}"] = round(t_plain / t_ours, 2)
+        figures[f"max_abs_diff_vs_full_stack_per_example_{key}"] = float((ours.values - plain.values).abs().max())
+        figures[f"floor_fraction_{key}"] = round(ours.meta["forward_cost_floor"] / ours.meta["forward_cost"], 3)
+        figures[f"floor_fraction_full_stack_{key}"] = round(plain.meta["forward_cost_floor"] /
+                                                           plain.meta["forward_cost"], 3)
         print(f"{site:9s} transformer_lens {t_tl:7.2f} s   reasonlens {t_ours:6.2f} s   "
               f"x{t_tl / t_ours:5.1f}   max |diff| {diff:.2e}   (forward rows run: {ours.meta['rows_run']} of "
-              f"{ours.meta['rows_total']})")
+              f"{ours.meta['rows_total']}; every block: {t_plain:.2f} s; block x position work "
+              f"{ours.meta['forward_cost']:.0f} rows, floor {ours.meta['forward_cost_floor']:.0f})")
         if site == "z":
             exact = ours
     approx, t_atp = timed(lambda: attribution_patch(model, clean, corrupted, metric="logit_diff", answer=answer,

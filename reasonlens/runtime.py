@@ -27,8 +27,10 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -308,15 +310,119 @@ class KVPrefix:
         return self.mask.expand(n_rows, -1)
 
 
+@dataclass(frozen=True)
+class BlockEntry:
+    """Enter the stack at ``block``: the residual stream entering it (``hook_resid_pre``) is ``resid``
+    ``[batch, pos, d_model]`` and the blocks before it are not run."""
+
+    block: int
+    resid: Tensor
+
+
+class _Skipped(torch.nn.Module):
+    """Stands in for a block that is not run: passes the residual through, or (the last one) hands over the
+    cached residual entering the first block that runs."""
+
+    def __init__(self, resid: Tensor | None) -> None:
+        super().__init__()
+        self.resid = resid
+
+    def forward(self, hidden_states: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        return hidden_states if self.resid is None else self.resid.to(hidden_states.device, hidden_states.dtype)
+
+
+@contextlib.contextmanager
+def enter_at_block(model: TransformerBridge, entry: BlockEntry | None) -> Iterator[None]:
+    """Within the context, forwards of ``model`` skip blocks ``0..entry.block - 1`` (their modules pass the residual
+    through; the last hands over ``entry.resid``), so a forward costs only the blocks from ``entry.block`` on.
+
+    Exact where the blocks before ``entry.block`` cannot change what follows: a patch at a later block, on rows
+    whose earlier blocks ran before (their keys and values in a :class:`KVPrefix`). Hooks of skipped blocks see
+    the passed-through values. Nothing is skipped for ``None``, for block 0, or where :func:`can_enter_at_block`
+    found the model's stack cannot be entered this way (the full stack runs, with the same numbers)."""
+    if entry is None or entry.block == 0 or not can_enter_at_block(model):
+        yield
+        return
+    with _skipping(model, entry):
+        yield
+
+
+@contextlib.contextmanager
+def _skipping(model: TransformerBridge, entry: BlockEntry) -> Iterator[None]:
+    blocks = [model.blocks[i] for i in range(entry.block)]
+    originals = [block.original_component for block in blocks]
+    try:
+        for i, block in enumerate(blocks):
+            block.original_component = _Skipped(entry.resid if i == entry.block - 1 else None)
+        yield
+    finally:
+        for block, original in zip(blocks, originals):
+            block.original_component = original
+
+
+@contextlib.contextmanager
+def full_stack(model: TransformerBridge) -> Iterator[None]:
+    """Within the context, forwards of ``model`` run every block (:func:`enter_at_block` skips none): the plain
+    path, for comparisons."""
+    known = can_enter_at_block(model)
+    model._reasonlens_can_enter_at_block = False
+    try:
+        yield
+    finally:
+        model._reasonlens_can_enter_at_block = known
+
+
+def can_enter_at_block(model: TransformerBridge) -> bool:
+    """Whether skipping the first blocks (:func:`enter_at_block`) reproduces a full forward on ``model``: checked
+    once per model on a small left-padded batch, entering at every block, to 1e-5. Where it does not (an
+    architecture whose blocks do more than map the residual stream), the full stack runs and a log line says so."""
+    known = getattr(model, "_reasonlens_can_enter_at_block", None)
+    if known is not None:
+        return known
+    ok = _entering_at_blocks_matches(model)
+    model._reasonlens_can_enter_at_block = ok
+    if not ok:
+        logging.getLogger("reasonlens").warning(
+            "%s cannot be entered mid-stack; interventions at later layers run the full stack (same numbers, slower)",
+            model.cfg.model_name)
+    return ok
+
+
+def _entering_at_blocks_matches(model: TransformerBridge) -> bool:
+    n_vocab, n_layers = int(model.cfg.d_vocab), int(model.cfg.n_layers)
+    generator = torch.Generator().manual_seed(0)
+    rows = [torch.randint(1, n_vocab, (n,), generator=generator).tolist() for n in (6, 4)]
+    tokens, mask = left_pad(rows, pad_token_id(model))
+    store: dict[str, Tensor] = {}
+    names = {l: site_hook("resid_pre", l) for l in range(n_layers)}
+    device = model.cfg.device
+    tokens, mask = tokens.to(device), mask.to(device)
+    positions = left_padded_positions(mask)
+    try:
+        with torch.no_grad():
+            with model.hooks(fwd_hooks=saving_hooks(store, dict.fromkeys(names.values()))):
+                full = model(tokens, attention_mask=mask, position_ids=positions)
+            for block in range(1, n_layers):
+                with _skipping(model, BlockEntry(block, store[names[block]])):
+                    entered = model(tokens, attention_mask=mask, position_ids=positions)
+                if not torch.allclose(entered.float(), full.float(), atol=1e-5, rtol=1e-5):
+                    return False
+    except Exception:  # noqa: BLE001 - any failure means: run the full stack
+        return False
+    return True
+
+
 def forward(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"],
             position_ids: Int[Tensor, "batch pos"], *, prefix: KVPrefix | None = None,
-            fwd_hooks: Sequence[FwdHook] = ()) -> Float[Tensor, "batch pos vocab"]:
+            fwd_hooks: Sequence[FwdHook] = (), entry: BlockEntry | None = None) -> Float[Tensor, "batch pos vocab"]:
     """Logits of ``tokens`` (with their own ``attention_mask`` and ``position_ids``), read after ``prefix``'s
     cached keys and values when one is given, with ``fwd_hooks`` active; hooks see, and the logits cover, the
-    ``tokens`` positions only. Gradients flow as the caller's context allows (the prefix holds none)."""
+    ``tokens`` positions only. With ``entry``, the blocks before ``entry.block`` are not run: that block reads
+    ``entry.resid`` (see :func:`enter_at_block`). Gradients flow as the caller's context allows (the prefix holds
+    none)."""
     device = model.cfg.device
     tokens, mask, position_ids = tokens.to(device), attention_mask.to(device), position_ids.to(device)
-    with model.hooks(fwd_hooks=list(fwd_hooks)):
+    with model.hooks(fwd_hooks=list(fwd_hooks)), enter_at_block(model, entry):
         if prefix is None:
             return model(tokens, attention_mask=mask, position_ids=position_ids)
         mask = torch.cat([prefix.rows_mask(len(tokens)).to(device), mask], dim=1)
@@ -348,16 +454,18 @@ def batch_slices(n: int, batch_size: object) -> list[slice]:
 
 
 def run_padded(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"],
-               fwd_hooks: Sequence[FwdHook] = (), *, prefix: KVPrefix | None = None) -> Float[Tensor, "batch out_pos vocab"]:
+               fwd_hooks: Sequence[FwdHook] = (), *, prefix: KVPrefix | None = None,
+               entry: BlockEntry | None = None) -> Float[Tensor, "batch out_pos vocab"]:
     """Logits of a left-padded batch (attention mask, position ids counted from each row's first real token, as
     :mod:`reasonlens.generation` decodes), with ``fwd_hooks`` active and no gradients. With ``prefix`` (the keys
     and values of these rows' first ``prefix.length`` positions, e.g. from an earlier run of them), only the rest
-    is computed: hooks then see, and the logits cover, positions ``prefix.length..`` only."""
+    is computed: hooks then see, and the logits cover, positions ``prefix.length..`` only. With ``entry`` (the
+    residual entering a block at those positions, e.g. from an earlier run), the blocks before it are not run."""
     positions = left_padded_positions(attention_mask)
     start = 0 if prefix is None else prefix.length
     with torch.no_grad():
         return forward(model, tokens[:, start:], attention_mask[:, start:], positions[:, start:], prefix=prefix,
-                       fwd_hooks=fwd_hooks)
+                       fwd_hooks=fwd_hooks, entry=entry)
 
 
 # ---------------------------------------------------------------------------------------------------------- capture

@@ -1,6 +1,7 @@
 """The runtime: a prefix's cached keys and values give the logits of running each row whole (one shared prefix,
-one prefix per row of different lengths, the first positions of a cached batch), on Llama, Qwen2 (grouped-query
-attention) and GPT-2; padding, sites, saving hooks and the logit lens."""
+one prefix per row of different lengths, the first positions of a cached batch), and entering the stack at a block
+with the cached residual gives the full forward, on Llama, Qwen2 (grouped-query attention), Gemma and GPT-2;
+padding, sites, saving hooks and the logit lens."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from reasonlens.errors import ReasonlensError
 from reasonlens.model import load_model
 from reasonlens.runtime import (
     SITES,
+    BlockEntry,
     KVPrefix,
     batch_slices,
+    can_enter_at_block,
+    full_stack,
     left_pad,
     lens_logits,
     pad_token_id,
@@ -28,7 +32,7 @@ PREFIXES = [[1, 14, 23, 4, 27, 9], [1, 6, 66], [1, 30, 31, 32, 33]]
 ROWS = [[5, 9, 11], [7], [12, 13, 14, 15, 16]]
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen2", "gpt2"])
+@pytest.fixture(scope="module", params=["llama", "qwen2", "gemma", "gpt2"])
 def model(request, tmp_path_factory):
     return load_model(write_checkpoint(tmp_path_factory.mktemp(request.param), request.param, scale=5.0))
 
@@ -111,3 +115,57 @@ def test_padding_sites_and_slices():
     assert batch_slices(5, 2) == [slice(0, 2), slice(2, 4), slice(4, 5)]
     with pytest.raises(ReasonlensError, match="batch_size"):
         batch_slices(5, 0)
+
+
+def test_entering_at_a_block_equals_the_full_forward(model):
+    rows = [p + r for p, r in zip(PREFIXES, ROWS)]
+    tokens, mask = left_pad(rows, pad_token_id(model))
+    store: dict[str, torch.Tensor] = {}
+    last = site_hook("resid_post", model.cfg.n_layers - 1)
+    names = [site_hook("resid_pre", l) for l in range(model.cfg.n_layers)]
+    full = run_padded(model, tokens, mask, saving_hooks(store, dict.fromkeys([*names, last])))
+    assert can_enter_at_block(model)
+    cached = KVPrefix.run(model, tokens, mask)
+    for block in range(1, model.cfg.n_layers):
+        for skip in (0, 3, tokens.shape[1] - 1):
+            seen: dict[str, torch.Tensor] = {}
+            entered = run_padded(model, tokens, mask, saving_hooks(seen, {last: None}),
+                                 prefix=cached.first(skip) if skip else None,
+                                 entry=BlockEntry(block, store[names[block]][:, skip:]))
+            real = mask[:, skip:].bool()  # padding positions hold no meaningful values
+            # float32 rounding of the prefix path (as without entering): 1e-6 of the largest value (|logit| ~ 20,
+            # |residual| ~ 80 with these scaled weights)
+            for got, want in ((entered, full), (seen[last], store[last])):
+                scale = float(want.abs().max())
+                torch.testing.assert_close(got[real], want[:, skip:][real], atol=1e-6 * scale, rtol=1e-5)
+    # the model is left as it was
+    torch.testing.assert_close(run_padded(model, tokens, mask), full, atol=0, rtol=0)
+
+
+@pytest.fixture(scope="module", params=["llama", "qwen2", "gemma", "gpt2"])
+def unscaled(request, tmp_path_factory):
+    return load_model(write_checkpoint(tmp_path_factory.mktemp(request.param), request.param, n_layers=3))
+
+
+@pytest.mark.parametrize("site, positions", [("resid_pre", "each"), ("z", "each"), ("resid_mid", "all"),
+                                             ("mlp_out", "each"), ("neuron", "all"), ("v", "each")])
+def test_patch_sweeps_that_enter_mid_stack_equal_full_stack_sweeps(unscaled, site, positions):
+    model = unscaled
+    from reasonlens.patching import patch
+
+    generator = torch.Generator().manual_seed(1)
+    clean = torch.randint(5, 60, (3, 9), generator=generator)
+    corrupted = clean.clone()
+    corrupted[:, 4] = torch.randint(5, 60, (3,), generator=generator)
+    kwargs = dict(site=site, positions=positions, metric="logit_diff", answer=torch.tensor([7, 8, 9]),
+                  wrong=torch.tensor([10, 11, 12]), normalize="none", batch_size=16, progress=False,
+                  **({"units": [0, 3]} if site == "neuron" else {}))
+    entered = patch(model, clean, corrupted, **kwargs)
+    with full_stack(model):
+        full = patch(model, clean, corrupted, **kwargs)
+    assert entered.meta["entered_mid_stack"] and not full.meta["entered_mid_stack"]
+    assert entered.meta["forward_cost"] < full.meta["forward_cost"]
+    assert entered.meta["forward_cost_floor"] <= entered.meta["forward_cost"] + 1e-9
+    moved = full.values.flatten(1) - torch.tensor(full.meta["corrupted_metric"])[:, None]
+    assert moved.abs().max() > 1e-4  # the patches move the logit difference (10x the tolerance): not vacuous
+    torch.testing.assert_close(entered.values, full.values, atol=1e-5, rtol=1e-5)

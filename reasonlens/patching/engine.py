@@ -44,12 +44,15 @@ from reasonlens.runtime import (
     HEAD_SITES,
     KV_SITES,
     SITES,
+    BlockEntry,
     Intervention,
     KVPrefix,
+    can_enter_at_block,
     gradient_taps,
     left_padded_positions,
     run_padded,
     saving_hooks,
+    site_hook,
 )
 from reasonlens.validation import (
     check_int,
@@ -413,6 +416,7 @@ class _Sweep:
     pos_labels: list[str]
     unit_axis: str | None
     units: list[int] | None
+    entries: dict[int, Tensor]  # layer -> the target run's residual entering that block (CPU), where blocks can be skipped
 
     def normalise(self, values: Float[Tensor, "batch layer cell unit"]) -> tuple[Tensor, dict]:
         """``values`` normalised as ``config.normalize`` says, and what to record about it."""
@@ -453,7 +457,7 @@ class _Sweep:
 
 
 def _prepare(model: TransformerBridge, clean, corrupted, metric, answer, wrong, attention_mask, spans, span_labels,
-             reference, config: PatchConfig) -> _Sweep:
+             reference, config: PatchConfig, enter: bool = False) -> _Sweep:
     config.check()
     if not (isinstance(metric, str) or callable(metric)):
         raise ReasonlensError(f"metric must be 'kl', 'prob', 'logit_diff' or a callable metric(logits[row, vocab], "
@@ -474,11 +478,15 @@ def _prepare(model: TransformerBridge, clean, corrupted, metric, answer, wrong, 
     denoise = config.direction == "denoise" and corrupted is not None
     batch, length = clean.shape
     read, written = list(names.values()), [w for w in writes.values() if w not in names.values()]
-    clean_logits, clean_acts, clean_kv = _cache_run(model, clean, mask, read, config.batch_size,
-                                                    keep_kv=not denoise, writes=written)
+    # The residual entering each patched block, read from the target run: a patch at block l leaves the blocks
+    # before it unchanged, so its rows enter the stack there (runtime.enter_at_block).
+    entry_names = {l: site_hook("resid_pre", l) for l in layers if l > 0} if enter else {}
+    entry_read = [n for n in entry_names.values() if n not in read]
+    clean_logits, clean_acts, clean_kv = _cache_run(model, clean, mask, read + (entry_read if not denoise else []),
+                                                    config.batch_size, keep_kv=not denoise, writes=written)
     if corrupted is not None:
-        corr_logits, corr_acts, corr_kv = _cache_run(model, corrupted, mask, read, config.batch_size,
-                                                     keep_kv=denoise)
+        corr_logits, corr_acts, corr_kv = _cache_run(model, corrupted, mask, read + (entry_read if denoise else []),
+                                                     config.batch_size, keep_kv=denoise)
     else:
         corr_logits, corr_acts, corr_kv = clean_logits, clean_acts, clean_kv
     target, target_acts, target_kv = (corrupted, corr_acts, corr_kv) if denoise else (clean, clean_acts, clean_kv)
@@ -505,9 +513,10 @@ def _prepare(model: TransformerBridge, clean, corrupted, metric, answer, wrong, 
     axis = unit_axis(model, config)
     first = _pos_view(config.site, target_acts[names[layers[0]]])
     units = _unit_indices(config, axis, first.shape[2] if axis else 0, model.cfg.n_heads)
+    entries = {l: target_acts[n] for l, n in entry_names.items()}
     return _Sweep(config, layers, names, writes, mask, target, target_acts, target_kv, source_acts, metric_fn,
                   metric if isinstance(metric, str) else getattr(metric, "__name__", "callable"),
-                  m_clean, m_corr, m_corr if denoise else m_clean, pos_masks, pos_labels, axis, units)
+                  m_clean, m_corr, m_corr if denoise else m_clean, pos_masks, pos_labels, axis, units, entries)
 
 
 def _per_position(sweep: _Sweep, per_entry: Tensor) -> Tensor:
@@ -543,7 +552,7 @@ def patch(model: TransformerBridge, clean: Int[Tensor, "batch pos"],
     """
     config = replace(config or PatchConfig(), **overrides)
     sweep = _prepare(model, clean, corrupted, metric, answer, wrong, attention_mask, spans, span_labels, reference,
-                     config)
+                     config, enter=can_enter_at_block(model))
     layers, names, units = sweep.layers, sweep.names, sweep.units
     batch = clean.shape[0]
     n_units = 1 if units is None else len(units)
@@ -565,20 +574,29 @@ def patch(model: TransformerBridge, clean: Int[Tensor, "batch pos"],
         first_changed = changed.float().argmax(1)  # [b, unit]
         firsts.append(torch.maximum(cell_starts[idx[:, 0], idx[:, 1]], first_changed[idx[:, 0], idx[:, 2]]))
     rows, first = torch.cat(todo), torch.cat(firsts)
-    # Rows are sorted by that position so that a chunk shares a long prefix.
+    # Rows are sorted by that position so that a chunk shares a long prefix; where the stack can be entered
+    # mid-way, a chunk holds rows of one layer (it enters at that block).
     order = torch.argsort(first, descending=True, stable=True)
     rows, first = rows[order], first[order]
+    if sweep.entries:
+        by_layer = torch.argsort(rows[:, 1], descending=True, stable=True)
+        rows, first = rows[by_layer], first[by_layer]
+    groups = [0, *((rows[1:, 1] != rows[:-1, 1]).nonzero()[:, 0] + 1).tolist()] if sweep.entries else [0]
+    bounds = [(lo, min(lo + config.batch_size, end)) for begin, end in zip(groups, [*groups[1:], len(rows)])
+              for lo in range(begin, end, config.batch_size)]
+    n_layers, length, cost = model.cfg.n_layers, sweep.mask.shape[1], 0.0
 
     from tqdm.auto import tqdm
 
-    n_chunks = (len(rows) + config.batch_size - 1) // config.batch_size
     add = config.site in DELTA_HOOKS
-    for start in tqdm(range(0, len(rows), config.batch_size), total=n_chunks, disable=not progress,
-                      desc=f"patch {config.site}"):
-        chunk = rows[start:start + config.batch_size]
+    for start, stop in tqdm(bounds, disable=not progress, desc=f"patch {config.site}"):
+        chunk = rows[start:stop]
         b, li, pc, uc = chunk.unbind(1)
-        skip = int(first[start:start + config.batch_size].min()) if sweep.target_kv is not None else 0
+        skip = int(first[start:stop].min()) if sweep.target_kv is not None else 0
         prefix = sweep.target_kv.select(b).first(skip).to(model.cfg.device) if skip > 0 else None
+        block = layers[int(li.min())]
+        entry = BlockEntry(block, sweep.entries[block][b, skip:]) if block in sweep.entries else None
+        cost += len(b) * (n_layers - (block if entry else 0)) / n_layers * (length - skip) / length
         hooks = []
         for layer_i in li.unique().tolist():
             sel = (li == layer_i).nonzero().squeeze(1)
@@ -589,10 +607,15 @@ def patch(model: TransformerBridge, clean: Int[Tensor, "batch pos"],
             hooks.append(_patch(config.site, sweep.writes[layers[layer_i]], sel, source,
                                 sweep.pos_masks[b[sel], pc[sel]][:, skip:],
                                 None if units is None else torch.tensor(units)[uc[sel]], add).as_hook())
-        logits = run_padded(model, sweep.target[b], sweep.mask[b], hooks, prefix=prefix)[:, -1].float().cpu()
+        logits = run_padded(model, sweep.target[b], sweep.mask[b], hooks, prefix=prefix,
+                            entry=entry)[:, -1].float().cpu()
         values[b, li, pc, uc] = _apply_metric(sweep.metric, logits, b)
+    floor = float(sum((n_layers - layers[int(l)]) / n_layers * (length - int(p)) / length
+                      for l, p in zip(rows[:, 1], first)))
     return sweep.finish(values, {"method": "activation patching", "rows_run": len(rows),
-                                 "rows_total": batch * len(layers) * n_pos * n_units})
+                                 "rows_total": batch * len(layers) * n_pos * n_units,
+                                 "forward_cost": cost, "forward_cost_floor": floor,
+                                 "entered_mid_stack": bool(sweep.entries)})
 
 
 def attribution_patch(model: TransformerBridge, clean: Int[Tensor, "batch pos"],
