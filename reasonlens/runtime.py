@@ -349,15 +349,16 @@ def enter_at_block(model: TransformerBridge, entry: BlockEntry | None) -> Iterat
 
 @contextlib.contextmanager
 def _skipping(model: TransformerBridge, entry: BlockEntry) -> Iterator[None]:
-    blocks = [model.blocks[i] for i in range(entry.block)]
-    originals = [block.original_component for block in blocks]
+    # The bridge's block calls the Hugging Face layer it wraps, held as its ``_original_component`` submodule.
+    blocks = [model.blocks[i]._modules for i in range(entry.block)]
+    originals = [modules["_original_component"] for modules in blocks]
     try:
-        for i, block in enumerate(blocks):
-            block.original_component = _Skipped(entry.resid if i == entry.block - 1 else None)
+        for i, modules in enumerate(blocks):
+            modules["_original_component"] = _Skipped(entry.resid if i == entry.block - 1 else None)
         yield
     finally:
-        for block, original in zip(blocks, originals):
-            block.original_component = original
+        for modules, original in zip(blocks, originals):
+            modules["_original_component"] = original
 
 
 @contextlib.contextmanager

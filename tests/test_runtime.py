@@ -138,7 +138,18 @@ def test_entering_at_a_block_equals_the_full_forward(model):
             for got, want in ((entered, full), (seen[last], store[last])):
                 scale = float(want.abs().max())
                 torch.testing.assert_close(got[real], want[:, skip:][real], atol=1e-6 * scale, rtol=1e-5)
-    # the model is left as it was
+    # the skipped blocks' layers do not run, the others do; the model is left as it was
+    calls = [0] * model.cfg.n_layers
+    handles = [model.blocks[l].original_component.register_forward_hook(
+        lambda *args, l=l: calls.__setitem__(l, calls[l] + 1)) for l in range(model.cfg.n_layers)]
+    try:
+        run_padded(model, tokens, mask, entry=BlockEntry(model.cfg.n_layers - 1, store[names[-1]]))
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert calls == [0] * (model.cfg.n_layers - 1) + [1]
+    modules = {name for name, _ in model.named_modules()}
+    assert not any(name.endswith(".original_component") for name in modules)
     torch.testing.assert_close(run_padded(model, tokens, mask), full, atol=0, rtol=0)
 
 
