@@ -433,19 +433,21 @@ def forward(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], attentio
 
 
 def run_continuations(model: TransformerBridge, prefix: KVPrefix | None, rows: Sequence[Sequence[int]],
-                      pad_id: int, *, fwd_hooks: Sequence[FwdHook] = ()) -> Float[Tensor, "row pos vocab"]:
+                      pad_id: int, *, fwd_hooks: Sequence[FwdHook] = (),
+                      entry: BlockEntry | None = None) -> Float[Tensor, "row pos vocab"]:
     """Logits of ``rows`` (token ids), each read after ``prefix`` (one row shared by all, or one per row):
     right-padded into one batch, position ids counting on from each prefix row's real tokens. Column ``i`` of
     row ``r`` predicts the token after ``rows[r][i]``; columns past a row's end are padding. Equal to running the
     prefix's tokens and the row alone, to float rounding. With ``prefix=None`` the rows run as they are.
-    ``fwd_hooks`` see the continuation positions only.
+    ``fwd_hooks`` see the continuation positions only; ``entry`` (the residual entering a block at the rows'
+    positions, right-padded like them) skips the blocks before it.
     """
     tokens, mask = right_pad(rows, pad_id)
     start = torch.zeros(len(rows), dtype=torch.long)
     if prefix is not None:
         start = prefix.rows_mask(len(rows)).sum(1).cpu()
     positions = start[:, None] + torch.arange(tokens.shape[1])[None, :]
-    return forward(model, tokens, mask, positions, prefix=prefix, fwd_hooks=fwd_hooks)
+    return forward(model, tokens, mask, positions, prefix=prefix, fwd_hooks=fwd_hooks, entry=entry)
 
 
 def batch_slices(n: int, batch_size: object) -> list[slice]:

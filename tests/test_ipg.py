@@ -92,6 +92,27 @@ def test_batched_path_equals_the_direct_loop(model, kind):
         torch.testing.assert_close(result.attributions[:, li], expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["resid", "head"])
+def test_a_later_layer_path_enters_the_stack_at_its_block(model, kind):
+    from reasonlens.runtime import can_enter_at_block, full_stack
+
+    seqs = sequences(model)
+    assert can_enter_at_block(model)  # checked (and remembered) before counting
+    calls = []
+    handle = model.blocks[0].original_component.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        entered = path_attributions(model, kind, [1], seqs, steps=3, batch_size=5)
+        n_entered = len(calls)
+        with full_stack(model):
+            full = path_attributions(model, kind, [1], seqs, steps=3, batch_size=5)
+    finally:
+        handle.remove()
+    n_full = len(calls) - n_entered
+    assert n_full - n_entered == 4  # 12 rows in chunks of 5: 3 gradient forwards and 1 at alpha = 0 skip block 0
+    torch.testing.assert_close(entered.attributions, full.attributions, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(entered.objective_start, full.objective_start, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("baseline", ["mean", "noise"])
 def test_mean_and_noise_baselines_equal_the_direct_loop(llama, baseline):
     seqs = sequences(llama, n_target=2)

@@ -30,7 +30,17 @@ from torch import Tensor
 
 from reasonlens.attribution.components import HOOKS, n_units
 from reasonlens.errors import ReasonlensError
-from reasonlens.runtime import Intervention, KVPrefix, has_plain_kv_cache, left_pad, pad_token_id, run_continuations
+from reasonlens.runtime import (
+    BlockEntry,
+    Intervention,
+    KVPrefix,
+    can_enter_at_block,
+    has_plain_kv_cache,
+    left_pad,
+    pad_token_id,
+    run_continuations,
+    site_hook,
+)
 from reasonlens.validation import check_context, check_float, check_int, check_int_list, check_token_lists, is_int
 
 if TYPE_CHECKING:
@@ -105,16 +115,21 @@ def path_attributions(model: TransformerBridge, component: str, layers: Sequence
     runner = _Runner(model, seqs, batch_size)
     width = max(len(o) for o in seqs.output_ids)
 
-    # The model as it is: objective at alpha = 1 and the activations to interpolate.
+    # The model as it is: objective at alpha = 1, the activations to interpolate and, where the stack can be entered
+    # mid-way, the residual entering each attributed block (the blocks before it are the same at every alpha).
     clean: dict[str, Tensor] = {n: torch.zeros(n_seq, width, units) for n in names} if component != "head" else {}
+    entering = [l for l in layers if l > 0] if can_enter_at_block(model) else []
     objective_end = torch.zeros(n_seq)
     for chunk in _chunks(list(range(n_seq)), batch_size):
         store: dict[str, Tensor] = {}
-        hooks = [(n, partial(_keep, store=store, name=n)) for n in clean]
+        saved = [*clean, *(site_hook("resid_pre", l) for l in entering)]
+        hooks = [(n, partial(_keep, store=store, name=n)) for n in saved]
         with torch.no_grad():
             objective_end[chunk] = runner.objective(chunk, hooks).cpu()
         for n in clean:
             clean[n][chunk] = runner.interpolated_view(chunk, store[n]).float().cpu()
+        for l in entering:
+            runner.keep_entry(l, chunk, store[site_hook("resid_pre", l)])
     starts = {n: _baseline(baseline, clean[n], runner.lengths, seed + i) for i, n in enumerate(clean)}
 
     attributions = torch.zeros(n_seq, len(layers), units)
@@ -126,7 +141,8 @@ def path_attributions(model: TransformerBridge, component: str, layers: Sequence
         for chunk in _chunks(rows, batch_size):
             seq_idx = [s for s, _ in chunk]
             alpha = torch.tensor([k / steps for _, k in chunk])
-            grad = runner.gradient(seq_idx, name, component, alpha, clean.get(name), starts.get(name), units)
+            grad = runner.gradient(seq_idx, layers[li], name, component, alpha, clean.get(name), starts.get(name),
+                                   units)
             grad_sum.index_add_(0, torch.tensor(seq_idx), grad)
             bar.update(len(chunk))
         if component == "head":
@@ -135,8 +151,9 @@ def path_attributions(model: TransformerBridge, component: str, layers: Sequence
             attributions[:, li] = ((clean[name] - starts[name]) * grad_sum / steps).sum(1)
         for chunk in _chunks(list(range(n_seq)), batch_size):  # objective at alpha = 0
             with torch.no_grad():
-                objective_start[chunk, li] = runner.objective_at(chunk, name, component, torch.zeros(len(chunk)),
-                                                                 clean.get(name), starts.get(name), units).cpu()
+                objective_start[chunk, li] = runner.objective_at(chunk, layers[li], name, component,
+                                                                 torch.zeros(len(chunk)), clean.get(name),
+                                                                 starts.get(name), units).cpu()
     bar.close()
     return PathResult(attributions, objective_end, objective_start)
 
@@ -176,6 +193,7 @@ class _Runner:
         self.pad_id = pad_token_id(model)
         self.cached_prefix = all(len(p) > 1 for p in seqs.prompt_ids) and has_plain_kv_cache(model)
         self.prefixes: dict[tuple[int, ...], KVPrefix] = {}
+        self.entries: dict[int, dict[int, Tensor]] = {}  # layer -> sequence -> residual entering it, per row column
         if self.cached_prefix:  # each distinct prompt's keys and values, once per run
             prompts = sorted({tuple(p[:-1]) for p in seqs.prompt_ids})
             for chunk in _chunks(prompts, batch_size):
@@ -197,14 +215,31 @@ class _Runner:
             return [seqs.prompt_ids[s][-1:] + seqs.output_ids[s][:-1] for s in seq_idx]
         return [seqs.prompt_ids[s] + seqs.output_ids[s][:-1] for s in seq_idx]
 
-    def _forward(self, seq_idx: list[int], hooks: list) -> Tensor:
+    def keep_entry(self, layer: int, seq_idx: list[int], resid: Tensor) -> None:
+        """Keep the residual entering block ``layer`` (``resid``: a clean run of ``seq_idx``'s rows)."""
+        kept = self.entries.setdefault(layer, {})
+        for r, (s, row) in enumerate(zip(seq_idx, self._rows(seq_idx))):
+            kept[s] = resid[r, :len(row)].detach().cpu()
+
+    def _entry(self, layer: int | None, seq_idx: list[int]) -> BlockEntry | None:
+        if layer not in self.entries:
+            return None
+        rows = [self.entries[layer][s] for s in seq_idx]
+        resid = rows[0].new_zeros(len(rows), max(len(r) for r in rows), rows[0].shape[-1])
+        for r, row in enumerate(rows):
+            resid[r, :len(row)] = row  # right-padded like the rows; padding columns are never read
+        return BlockEntry(layer, resid)
+
+    def _forward(self, seq_idx: list[int], hooks: list, layer: int | None = None) -> Tensor:
         """Log-probabilities of the target tokens summed per row (:meth:`_rows`, read after the prompt's cached
-        prefix where there is one), times the row's weight."""
+        prefix where there is one), times the row's weight. With ``layer`` (the attributed block), the rows enter
+        the stack there where the runner kept its residual (:meth:`keep_entry`)."""
         seqs = self.seqs
         prefix = None
         if self.cached_prefix:
             prefix = KVPrefix.concat([self.prefixes[tuple(seqs.prompt_ids[s][:-1])] for s in seq_idx])
-        logits = run_continuations(self.model, prefix, self._rows(seq_idx), self.pad_id, fwd_hooks=hooks)
+        logits = run_continuations(self.model, prefix, self._rows(seq_idx), self.pad_id, fwd_hooks=hooks,
+                                   entry=self._entry(layer, seq_idx))
         logp = torch.log_softmax(logits.float(), -1)
         totals = []
         for r, (s, o) in enumerate(zip(seq_idx, self.offsets(seq_idx))):
@@ -247,14 +282,14 @@ class _Runner:
         placed = leaf.gather(1, src_cols[..., None].expand(-1, -1, leaf.shape[-1]))
         return [Intervention(name, "set", placed, mask=inside[..., None]).as_hook()], leaf
 
-    def gradient(self, seq_idx, name, component, alpha, clean, start, units) -> Tensor:
+    def gradient(self, seq_idx, layer, name, component, alpha, clean, start, units) -> Tensor:
         """``d objective / d leaf`` per row: ``[row, width, unit]`` (``[row, unit]`` for head gates)."""
         hooks, leaf = self._interpolation_hooks(seq_idx, name, component, alpha, clean, start, units, True)
         with torch.enable_grad():
-            total = self._forward(seq_idx, hooks)
+            total = self._forward(seq_idx, hooks, layer)
             (grad,) = torch.autograd.grad(total.sum(), leaf)
         return grad.detach().float().cpu()
 
-    def objective_at(self, seq_idx, name, component, alpha, clean, start, units) -> Tensor:
+    def objective_at(self, seq_idx, layer, name, component, alpha, clean, start, units) -> Tensor:
         hooks, _ = self._interpolation_hooks(seq_idx, name, component, alpha, clean, start, units, False)
-        return self._forward(seq_idx, hooks)
+        return self._forward(seq_idx, hooks, layer)
