@@ -16,11 +16,13 @@ Every site is written where its name says (pinned to a hand-made edit of the pla
 Qwen2, Gemma-2 and GPT-2 by ``tests/test_sites.py``). ``resid_mid`` is read at ``hook_resid_mid`` but written
 as a residual edit, see :data:`DELTA_HOOKS`.
 
-Speed comes from four exact shortcuts: many (example, cell) rows share one forward (packed along the batch,
+Speed comes from five exact shortcuts: many (example, cell) rows share one forward (packed along the batch,
 at most ``batch_size`` rows); a cell whose source activation equals the target's own activation is a no-op
 and takes the unpatched value without a forward (in a clean / corrupted pair every position before the
 corrupted token is such a cell); the positions before a row's first changed, patched position are those of
-the target run, so their keys and values come from its cache; and only the last position's logits are read.
+the target run, so their keys and values come from its cache; a patch at block ``l`` leaves the blocks before
+it unchanged, so a chunk of one layer's rows enters the stack at block ``l`` with the target run's residual
+(:func:`reasonlens.runtime.enter_at_block`, where the model allows); and only the last position's logits are read.
 
 >>> import torch
 >>> from reasonlens.patching.engine import PatchConfig
