@@ -196,7 +196,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="q, Riemann points")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--layers", type=int, nargs="+", default=[3, 4])
-    parser.add_argument("--kinds", default="resid,head", help="IPG component kinds to time (comma-separated)")
+    parser.add_argument("--kinds", default="resid,neuron,head", help="IPG component kinds to time (comma-separated)")
     parser.add_argument("--batch-size", type=int, default=32, help="rows per forward for reasonlens (IPGConfig's default)")
     parser.add_argument("--max-new-tokens", type=int, default=96)
     parser.add_argument("--repeats", type=int, default=2, help="timings are the best of this many runs")

@@ -92,8 +92,10 @@ def test_batched_path_equals_the_direct_loop(model, kind):
         torch.testing.assert_close(result.attributions[:, li], expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["resid", "head"])
-def test_a_later_layer_path_enters_the_stack_at_its_block(model, kind):
+@pytest.mark.parametrize("kind, layer", [("resid", 0), ("resid", 1), ("head", 1)])
+def test_a_path_enters_the_stack_after_the_blocks_it_cannot_change(model, kind, layer):
+    """A head path at block l enters at l; a resid path overwrites block l's output and enters at l + 1 (at l for
+    the last block): block 0 then runs in the clean pass only."""
     from reasonlens.runtime import can_enter_at_block, full_stack
 
     seqs = sequences(model)
@@ -101,10 +103,10 @@ def test_a_later_layer_path_enters_the_stack_at_its_block(model, kind):
     calls = []
     handle = model.blocks[0].original_component.register_forward_hook(lambda *args: calls.append(1))
     try:
-        entered = path_attributions(model, kind, [1], seqs, steps=3, batch_size=5)
+        entered = path_attributions(model, kind, [layer], seqs, steps=3, batch_size=5)
         n_entered = len(calls)
         with full_stack(model):
-            full = path_attributions(model, kind, [1], seqs, steps=3, batch_size=5)
+            full = path_attributions(model, kind, [layer], seqs, steps=3, batch_size=5)
     finally:
         handle.remove()
     n_full = len(calls) - n_entered

@@ -118,7 +118,9 @@ def path_attributions(model: TransformerBridge, component: str, layers: Sequence
     # The model as it is: objective at alpha = 1, the activations to interpolate and, where the stack can be entered
     # mid-way, the residual entering each attributed block (the blocks before it are the same at every alpha).
     clean: dict[str, Tensor] = {n: torch.zeros(n_seq, width, units) for n in names} if component != "head" else {}
-    entering = [l for l in layers if l > 0] if can_enter_at_block(model) else []
+    # A resid path overwrites block l's output, so it enters at block l + 1 (where there is one); the others at l.
+    entry_of = {l: l + 1 if component == "resid" and l + 1 < model.cfg.n_layers else l for l in layers}
+    entering = sorted({b for b in entry_of.values() if b > 0}) if can_enter_at_block(model) else []
     objective_end = torch.zeros(n_seq)
     for chunk in _chunks(list(range(n_seq)), batch_size):
         store: dict[str, Tensor] = {}
@@ -141,8 +143,8 @@ def path_attributions(model: TransformerBridge, component: str, layers: Sequence
         for chunk in _chunks(rows, batch_size):
             seq_idx = [s for s, _ in chunk]
             alpha = torch.tensor([k / steps for _, k in chunk])
-            grad = runner.gradient(seq_idx, layers[li], name, component, alpha, clean.get(name), starts.get(name),
-                                   units)
+            grad = runner.gradient(seq_idx, entry_of[layers[li]], name, component, alpha, clean.get(name),
+                                   starts.get(name), units)
             grad_sum.index_add_(0, torch.tensor(seq_idx), grad)
             bar.update(len(chunk))
         if component == "head":
@@ -151,7 +153,7 @@ def path_attributions(model: TransformerBridge, component: str, layers: Sequence
             attributions[:, li] = ((clean[name] - starts[name]) * grad_sum / steps).sum(1)
         for chunk in _chunks(list(range(n_seq)), batch_size):  # objective at alpha = 0
             with torch.no_grad():
-                objective_start[chunk, li] = runner.objective_at(chunk, layers[li], name, component,
+                objective_start[chunk, li] = runner.objective_at(chunk, entry_of[layers[li]], name, component,
                                                                  torch.zeros(len(chunk)), clean.get(name),
                                                                  starts.get(name), units).cpu()
     bar.close()
@@ -230,16 +232,15 @@ class _Runner:
             resid[r, :len(row)] = row  # right-padded like the rows; padding columns are never read
         return BlockEntry(layer, resid)
 
-    def _forward(self, seq_idx: list[int], hooks: list, layer: int | None = None) -> Tensor:
+    def _forward(self, seq_idx: list[int], hooks: list, entry: BlockEntry | None = None) -> Tensor:
         """Log-probabilities of the target tokens summed per row (:meth:`_rows`, read after the prompt's cached
-        prefix where there is one), times the row's weight. With ``layer`` (the attributed block), the rows enter
-        the stack there where the runner kept its residual (:meth:`keep_entry`)."""
+        prefix where there is one), times the row's weight; with ``entry``, the rows enter the stack there."""
         seqs = self.seqs
         prefix = None
         if self.cached_prefix:
             prefix = KVPrefix.concat([self.prefixes[tuple(seqs.prompt_ids[s][:-1])] for s in seq_idx])
         logits = run_continuations(self.model, prefix, self._rows(seq_idx), self.pad_id, fwd_hooks=hooks,
-                                   entry=self._entry(layer, seq_idx))
+                                   entry=entry)
         logp = torch.log_softmax(logits.float(), -1)
         totals = []
         for r, (s, o) in enumerate(zip(seq_idx, self.offsets(seq_idx))):
@@ -263,9 +264,12 @@ class _Runner:
             out[r, :T] = act[r, offsets[r]:offsets[r] + T]
         return out
 
-    def _interpolation_hooks(self, seq_idx, name, component, alpha, clean, start, units, leaf_grad: bool):
-        """The interpolation at ``alpha`` as an intervention (the leaf written into the interpolated positions of
-        each row, or gating the heads there), and the leaf the gradient is taken for."""
+    def _interpolation(self, seq_idx, block, name, component, alpha, clean, start, units, leaf_grad: bool):
+        """The interpolation at ``alpha``: hooks (the leaf written into the interpolated positions of each row, or
+        gating the heads there), where the rows enter the stack (``block``, where a residual was kept), and the
+        leaf the gradient is taken for. A ``resid`` path entering after its block writes the leaf into the entry
+        residual itself."""
+        entry = self._entry(block, seq_idx)
         offsets = torch.tensor(self.offsets(seq_idx), device=self.device)[:, None]
         lengths = torch.tensor([len(self.seqs.output_ids[s]) for s in seq_idx], device=self.device)[:, None]
         cols = torch.arange(max(map(len, self._rows(seq_idx))), device=self.device)[None, :]
@@ -273,23 +277,26 @@ class _Runner:
         if component == "head":
             leaf = alpha[:, None].expand(-1, units).clone().to(self.device).requires_grad_(leaf_grad)
             gate = torch.where(inside[..., None], leaf[:, None, :], torch.ones((), device=self.device))
-            return [Intervention(name, "scale", gate[..., None]).as_hook()], leaf
+            return [Intervention(name, "scale", gate[..., None]).as_hook()], entry, leaf
         idx = torch.tensor(seq_idx)
         h, h0 = clean[idx], start[idx]
         leaf = (h0 + alpha[:, None, None] * (h - h0)).to(self.device).requires_grad_(leaf_grad)
         # leaf column j sits at activation column offset + j
         src_cols = (cols - offsets).clamp(0, leaf.shape[1] - 1)
         placed = leaf.gather(1, src_cols[..., None].expand(-1, -1, leaf.shape[-1]))
-        return [Intervention(name, "set", placed, mask=inside[..., None]).as_hook()], leaf
+        if component == "resid" and entry is not None and name == site_hook("resid_post", entry.block - 1):
+            resid = torch.where(inside[..., None], placed.to(entry.resid.dtype), entry.resid.to(self.device))
+            return [], BlockEntry(entry.block, resid), leaf
+        return [Intervention(name, "set", placed, mask=inside[..., None]).as_hook()], entry, leaf
 
-    def gradient(self, seq_idx, layer, name, component, alpha, clean, start, units) -> Tensor:
+    def gradient(self, seq_idx, block, name, component, alpha, clean, start, units) -> Tensor:
         """``d objective / d leaf`` per row: ``[row, width, unit]`` (``[row, unit]`` for head gates)."""
-        hooks, leaf = self._interpolation_hooks(seq_idx, name, component, alpha, clean, start, units, True)
+        hooks, entry, leaf = self._interpolation(seq_idx, block, name, component, alpha, clean, start, units, True)
         with torch.enable_grad():
-            total = self._forward(seq_idx, hooks, layer)
+            total = self._forward(seq_idx, hooks, entry)
             (grad,) = torch.autograd.grad(total.sum(), leaf)
         return grad.detach().float().cpu()
 
-    def objective_at(self, seq_idx, layer, name, component, alpha, clean, start, units) -> Tensor:
-        hooks, _ = self._interpolation_hooks(seq_idx, name, component, alpha, clean, start, units, False)
-        return self._forward(seq_idx, hooks, layer)
+    def objective_at(self, seq_idx, block, name, component, alpha, clean, start, units) -> Tensor:
+        hooks, entry, _ = self._interpolation(seq_idx, block, name, component, alpha, clean, start, units, False)
+        return self._forward(seq_idx, hooks, entry)
