@@ -21,8 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import partial
-from typing import TYPE_CHECKING, Any, no_type_check
+from typing import TYPE_CHECKING, no_type_check
 
 import torch
 from jaxtyping import Float
@@ -39,6 +38,7 @@ from reasonlens.runtime import (
     left_pad,
     pad_token_id,
     run_continuations,
+    saving_hooks,
     site_hook,
 )
 from reasonlens.validation import check_context, check_float, check_int, check_int_list, check_token_lists, is_int
@@ -125,7 +125,7 @@ def path_attributions(model: TransformerBridge, component: str, layers: Sequence
     for chunk in _chunks(list(range(n_seq)), batch_size):
         store: dict[str, Tensor] = {}
         saved = [*clean, *(site_hook("resid_pre", l) for l in entering)]
-        hooks = [(n, partial(_keep, store=store, name=n)) for n in saved]
+        hooks = saving_hooks(store, dict.fromkeys(saved))
         with torch.no_grad():
             objective_end[chunk] = runner.objective(chunk, hooks).cpu()
         for n in clean:
@@ -162,10 +162,6 @@ def path_attributions(model: TransformerBridge, component: str, layers: Sequence
 
 def _chunks(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
-
-
-def _keep(act: Tensor, hook: Any, *, store: dict[str, Tensor], name: str) -> None:
-    store[name] = act.detach()
 
 
 def _baseline(baseline: str, clean: Tensor, lengths: Tensor, seed: int) -> Tensor:

@@ -179,13 +179,10 @@ def _cache_run(model: TransformerBridge, tokens, attention_mask, names: list[str
         store: dict[str, Tensor] = {}
         fired: set[str] = set()
 
-        def keep(act, hook, name):
-            store[name] = act.detach().cpu()
-
         def mark(act, hook, name):
             fired.add(name)
 
-        hooks = [(n, functools.partial(keep, name=n)) for n in names]
+        hooks = saving_hooks(store, dict.fromkeys(names, Tensor.cpu))
         hooks += [(n, functools.partial(mark, name=n)) for n in writes]
         mask = attention_mask[start:start + batch_size].to(device)
         with torch.no_grad(), model.hooks(fwd_hooks=hooks):

@@ -39,7 +39,6 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, no_type_check
 
@@ -54,7 +53,7 @@ from reasonlens.ontology.realize import DUTTA_FORMS, PRONTOQA_FORMS, realize
 from reasonlens.ontology.types import Example, Fact, Sentence
 from reasonlens.patching.subtasks import replacement_pool, sentence_spans, word_slots
 from reasonlens.results import ConfigDict, LabelledTensor
-from reasonlens.runtime import Intervention, site_hook
+from reasonlens.runtime import Intervention, left_pad, pad_token_id, run_padded, saving_hooks, site_hook
 from reasonlens.stats import wilson_interval
 from reasonlens.validation import check_bool, check_int, check_int_list, load_saved
 
@@ -517,7 +516,6 @@ def _corrupted_z(model: TransformerBridge, pairs: list[HorizonPair], keep: list[
     """``z`` of every layer in ``layers`` over the first ``length[p]`` corrupted tokens of each kept pair."""
     from tqdm.auto import tqdm
 
-    from reasonlens.runtime import left_pad, pad_token_id, run_padded
 
     out: dict[int, dict[int, Tensor]] = {}
     pad = pad_token_id(model)
@@ -525,17 +523,11 @@ def _corrupted_z(model: TransformerBridge, pairs: list[HorizonPair], keep: list[
     for chunk in tqdm(chunks, desc="horizon corrupted z", unit="batch", disable=not progress):
         rows = [list(pairs[p].corrupted[:length[p]]) for p in chunk]
         tokens, mask = left_pad(rows, pad)
-        store: dict[int, Tensor] = {}
-
-        def keep_z(act: Tensor, hook, layer: int) -> Tensor:
-            store[layer] = act.detach()
-            return act
-
-        run_padded(model, tokens, mask, [(f"blocks.{layer}.attn.hook_z", partial(keep_z, layer=layer))
-                                         for layer in layers])
+        store: dict[str, Tensor] = {}
+        run_padded(model, tokens, mask, saving_hooks(store, dict.fromkeys(site_hook("z", layer) for layer in layers)))
         width = tokens.shape[1]
         for r, p in enumerate(chunk):
-            out[p] = {layer: store[layer][r, width - len(rows[r]):].clone() for layer in layers}
+            out[p] = {layer: store[site_hook("z", layer)][r, width - len(rows[r]):].clone() for layer in layers}
     return out
 
 
