@@ -113,6 +113,10 @@ class Intervention:
         if self.width is not None and self.width < 2:
             raise ReasonlensError(f"width {self.width} cannot tell a prompt forward from a decoding step; pass None")
 
+    def __repr__(self) -> str:  # short: TransformerLens names each registered hook by its repr
+        shape = "x".join(map(str, self.value.shape)) or "scalar"
+        return f"Intervention({self.hook!r}, {self.op!r}, value {shape})"
+
     def __call__(self, act: Tensor, hook: Any = None) -> Tensor:
         axis = self.positions_axis
         if self.width is not None and act.shape[axis] != self.width:
@@ -277,14 +281,23 @@ class KVPrefix:
     def concat(prefixes: Sequence[KVPrefix]) -> KVPrefix:
         """The rows of ``prefixes`` in one prefix, each left-padded (zero keys and values, mask 0) to the longest."""
         width = max(p.length for p in prefixes)
+        starts = [0]
+        for p in prefixes:
+            starts.append(starts[-1] + p.n_rows)
 
-        def pad(t: Tensor, n: int) -> Tensor:
-            return torch.cat([t.new_zeros(*t.shape[:-2], n, t.shape[-1]), t], dim=-2) if n else t
+        def stacked(parts: Sequence[Tensor]) -> Tensor:  # left-padded with zeros along the position axis (-2)
+            if all(t.shape[-2] == width for t in parts):
+                return torch.cat(list(parts))
+            out = parts[0].new_zeros(starts[-1], *parts[0].shape[1:-2], width, parts[0].shape[-1])
+            for i, t in enumerate(parts):
+                out[starts[i]:starts[i + 1], ..., width - t.shape[-2]:, :] = t
+            return out
 
-        keys = tuple(torch.cat([pad(p.keys[l], width - p.length) for p in prefixes]) for l in range(len(prefixes[0].keys)))
-        values = tuple(torch.cat([pad(p.values[l], width - p.length) for p in prefixes])
-                       for l in range(len(prefixes[0].values)))
-        mask = torch.cat([torch.cat([p.mask.new_zeros(p.n_rows, width - p.length), p.mask], 1) for p in prefixes])
+        keys = tuple(stacked([p.keys[l] for p in prefixes]) for l in range(len(prefixes[0].keys)))
+        values = tuple(stacked([p.values[l] for p in prefixes]) for l in range(len(prefixes[0].values)))
+        mask = prefixes[0].mask.new_zeros(starts[-1], width)
+        for i, p in enumerate(prefixes):
+            mask[starts[i]:starts[i + 1], width - p.length:] = p.mask
         return KVPrefix(keys, values, mask)
 
     def cache(self, n_rows: int | None = None) -> Any:

@@ -122,7 +122,9 @@ def path_attributions(model: TransformerBridge, component: str, layers: Sequence
     entry_of = {l: l + 1 if component == "resid" and l + 1 < model.cfg.n_layers else l for l in layers}
     entering = sorted({b for b in entry_of.values() if b > 0}) if can_enter_at_block(model) else []
     objective_end = torch.zeros(n_seq)
-    for chunk in _chunks(list(range(n_seq)), batch_size):
+    # Rows of similar length share a chunk, so a chunk's right-padding stays short.
+    by_length = sorted(range(n_seq), key=lambda s: (len(seqs.output_ids[s]), len(seqs.prompt_ids[s])))
+    for chunk in _chunks(by_length, batch_size):
         store: dict[str, Tensor] = {}
         saved = [*clean, *(site_hook("resid_pre", l) for l in entering)]
         hooks = saving_hooks(store, dict.fromkeys(saved))
@@ -136,7 +138,7 @@ def path_attributions(model: TransformerBridge, component: str, layers: Sequence
 
     attributions = torch.zeros(n_seq, len(layers), units)
     objective_start = torch.zeros(n_seq, len(layers))
-    rows = [(s, k) for s in range(n_seq) for k in range(1, steps + 1)]
+    rows = [(s, k) for s in by_length for k in range(1, steps + 1)]
     bar = tqdm(total=len(layers) * len(rows), desc=f"{component} attributions", unit="row", disable=not progress)
     for li, name in enumerate(names):
         grad_sum = torch.zeros(n_seq, width, units) if component != "head" else torch.zeros(n_seq, units)
@@ -151,7 +153,7 @@ def path_attributions(model: TransformerBridge, component: str, layers: Sequence
             attributions[:, li] = grad_sum / steps
         else:
             attributions[:, li] = ((clean[name] - starts[name]) * grad_sum / steps).sum(1)
-        for chunk in _chunks(list(range(n_seq)), batch_size):  # objective at alpha = 0
+        for chunk in _chunks(by_length, batch_size):  # objective at alpha = 0
             with torch.no_grad():
                 objective_start[chunk, li] = runner.objective_at(chunk, entry_of[layers[li]], name, component,
                                                                  torch.zeros(len(chunk)), clean.get(name),
