@@ -29,6 +29,12 @@ correctness needs groups whose sampled chains disagree; the main model answers a
      the real positions alone) and, as most captum examples do, one example at a time; the speedup is
      against the faster of the two.
 
+The floor: a row at layer ``l`` must run at least the blocks after block ``l`` over the positions from the first
+interpolated one, ``(L - l - 1) / L x T / (P + T)`` of the loop's forward and backward of the whole sequence
+(``P`` prompt and ``T`` trajectory tokens). ``{kind}_floor_speedup`` is the loop's block x position work over that
+floor, the ratio an engine with no other cost would reach; ``{kind}_floor_fraction`` is the measured speedup over
+it.
+
 Timings run in this one process, each the best of ``--repeats``. The last line printed is one JSON object:
 ``{"speedup_vs_loop", "max_abs_diff", "speedup_vs_captum", "captum_max_abs_diff", ...}``.
 
@@ -111,6 +117,13 @@ def loop_attributions(model, kind: str, layers: list[int], seqs, steps: int) -> 
                 total += grad.float().cpu()
             out[s, li] = total / steps if kind == "head" else (h.float().cpu() * total / steps).sum(0)
     return out
+
+
+def floor_speedup(n_layers: int, layers: list[int], seqs) -> float | None:
+    """The loop's block x position work over the floor's (module docstring); None when the floor is empty."""
+    floor = sum((n_layers - l - 1) / n_layers * len(o) / (len(p) + len(o))
+                for l in layers for p, o in zip(seqs.prompt_ids, seqs.output_ids))
+    return len(layers) * len(seqs.prompt_ids) / floor if floor else None
 
 
 def gold_rows(model, examples):
@@ -230,11 +243,16 @@ def main() -> None:
         expected, t_loop = timed(lambda: loop_attributions(model, kind, layers, seqs, q), args.repeats)
         diff = float((result.attributions - expected).abs().max())
         scale = float(expected.abs().max())
+        floor = floor_speedup(model.cfg.n_layers, layers, seqs)
+        fraction = None if floor is None else t_loop / t_lib / floor
         print(f"IPG {kind:5s}  loop {t_loop:7.2f} s   reasonlens {t_lib:6.2f} s   x{t_loop / t_lib:5.2f}   "
-              f"max |diff| {diff:.2e} (relative {diff / scale:.1e}, max |score| {scale:.2e})")
+              f"max |diff| {diff:.2e} (relative {diff / scale:.1e}, max |score| {scale:.2e})   "
+              + ("" if floor is None else f"floor x{floor:.1f}, reached {fraction:.0%}"))
         figures.update({f"{kind}_seconds_loop": round(t_loop, 2), f"{kind}_seconds_reasonlens": round(t_lib, 2),
                         f"{kind}_speedup_vs_loop": round(t_loop / t_lib, 2), f"{kind}_max_abs_diff": diff,
-                        f"{kind}_max_rel_diff": diff / scale})
+                        f"{kind}_max_rel_diff": diff / scale,
+                        f"{kind}_floor_speedup": None if floor is None else round(floor, 2),
+                        f"{kind}_floor_fraction": None if fraction is None else round(fraction, 3)})
         if kind == kinds[0]:
             lib_scores = result.attributions
 

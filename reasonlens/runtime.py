@@ -201,11 +201,14 @@ def plain_kv_cache(cache: Any) -> bool:
 
 
 def has_plain_kv_cache(model: TransformerBridge) -> bool:
-    """Whether ``model`` keeps a plain :func:`plain_kv_cache` (checked on a two-token forward)."""
-    ids = torch.zeros(1, 2, dtype=torch.long, device=model.cfg.device)
-    with torch.no_grad():
-        _, cache = model(ids, use_cache=True, return_type="logits_and_cache")
-    return plain_kv_cache(cache)
+    """Whether ``model`` keeps a plain :func:`plain_kv_cache` (checked once per model, on a two-token forward)."""
+    known = getattr(model, "_reasonlens_plain_kv_cache", None)
+    if known is None:
+        ids = torch.zeros(1, 2, dtype=torch.long, device=model.cfg.device)
+        with torch.no_grad():
+            _, cache = model(ids, use_cache=True, return_type="logits_and_cache")
+        known = model._reasonlens_plain_kv_cache = plain_kv_cache(cache)
+    return known
 
 
 @dataclass(frozen=True)
@@ -421,6 +424,58 @@ def _entering_at_blocks_matches(model: TransformerBridge) -> bool:
                 if not torch.allclose(entered.float(), full.float(), atol=1e-5, rtol=1e-5):
                     return False
     except Exception:  # noqa: BLE001 - any failure means: run the full stack
+        return False
+    return True
+
+
+# What the rest of a block adds to, after a site inside it: the residual before the attention (z) or before the MLP.
+REST_OF_BLOCK_BASE: dict[str, str] = {"z": "resid_pre", "neuron": "resid_mid"}
+
+
+def rest_of_block(model: TransformerBridge, site: str, layer: int, act: Tensor,
+                  resid: Float[Tensor, "batch pos d_model"]) -> Float[Tensor, "batch pos d_model"]:
+    """The residual leaving block ``layer`` (its ``hook_resid_post``) computed from the activation ``act`` at
+    ``site`` inside it (``"z"``: ``[batch, pos, head, d_head]``; ``"neuron"``: ``[batch, pos, d_mlp]``) and the
+    residual the rest of the block adds to (``resid``: the block's ``hook_resid_pre`` for ``z``, ``hook_resid_mid``
+    for ``neuron``, :data:`REST_OF_BLOCK_BASE`), without running the block's parts before the site. With a
+    :class:`BlockEntry` at ``layer + 1`` an edit of the site then costs only what follows it. The submodules' own
+    hooks fire; the block's residual hooks do not. Exact where :func:`can_finish_block` holds."""
+    block = model.blocks[layer]
+    if site == "neuron":
+        return resid + block.mlp.out(act)
+    if site == "z":
+        mid = resid + block.attn.o(act.flatten(-2))
+        return mid + block.mlp(block.ln2(mid))
+    raise ReasonlensError(f"rest_of_block takes site 'z' or 'neuron', got {site!r}")
+
+
+def can_finish_block(model: TransformerBridge, site: str) -> bool:
+    """Whether :func:`rest_of_block` reproduces each block's output from ``site`` on ``model``: checked once per
+    model and site on a small batch, at every block, to 1e-5 (False for an architecture whose blocks are built
+    otherwise, e.g. with parallel attention or extra norms; callers then run the block whole)."""
+    known = model.__dict__.setdefault("_reasonlens_finishes_block", {})
+    if site not in known:
+        known[site] = _rest_of_block_matches(model, site)
+    return known[site]
+
+
+def _rest_of_block_matches(model: TransformerBridge, site: str) -> bool:
+    if site not in REST_OF_BLOCK_BASE:
+        return False
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randint(1, int(model.cfg.d_vocab), (2, 5), generator=generator).to(model.cfg.device)
+    layers = range(int(model.cfg.n_layers))
+    names = [site_hook(s, l) for l in layers for s in (site, REST_OF_BLOCK_BASE[site], "resid_post")]
+    store: dict[str, Tensor] = {}
+    try:
+        with torch.no_grad():
+            with model.hooks(fwd_hooks=saving_hooks(store, dict.fromkeys(names))):
+                model(tokens)
+            for l in layers:
+                out = rest_of_block(model, site, l, store[site_hook(site, l)], store[site_hook(REST_OF_BLOCK_BASE[site], l)])
+                if not torch.allclose(out.float(), store[site_hook("resid_post", l)].float(), atol=1e-5, rtol=1e-5):
+                    return False
+    except Exception:  # noqa: BLE001 - any failure means: run the block whole
         return False
     return True
 

@@ -28,7 +28,7 @@ PROMPTS = ["Q: Every wumpus is wooden. Rex is a wumpus. True or false: Rex is wo
            "Q: Each numpus is blue. Sam is a numpus.\nA:"]
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen2", "gpt2"])
+@pytest.fixture(scope="module", params=["llama", "qwen2", "gemma", "gpt2"])
 def model(request, tmp_path_factory):
     return load_model(write_checkpoint(tmp_path_factory.mktemp("ipg") / request.param, request.param, scale=3.0))
 
@@ -92,14 +92,15 @@ def test_batched_path_equals_the_direct_loop(model, kind):
         torch.testing.assert_close(result.attributions[:, li], expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("kind, layer", [("resid", 0), ("resid", 1), ("head", 1)])
+@pytest.mark.parametrize("kind, layer", [("resid", 0), ("resid", 1), ("neuron", 0), ("head", 0), ("head", 1)])
 def test_a_path_enters_the_stack_after_the_blocks_it_cannot_change(model, kind, layer):
-    """A head path at block l enters at l; a resid path overwrites block l's output and enters at l + 1 (at l for
-    the last block): block 0 then runs in the clean pass only."""
-    from reasonlens.runtime import can_enter_at_block, full_stack
+    """Every path enters after its own block: a resid path with the interpolated residual, a neuron or head path
+    through the rest of its block (the last block is entered at itself, with a hook): block 0 then runs in the
+    clean pass only."""
+    from reasonlens.runtime import can_enter_at_block, can_finish_block, full_stack
 
     seqs = sequences(model)
-    assert can_enter_at_block(model)  # checked (and remembered) before counting
+    assert can_enter_at_block(model) and can_finish_block(model, "z") and can_finish_block(model, "neuron")
     calls = []
     handle = model.blocks[0].original_component.register_forward_hook(lambda *args: calls.append(1))
     try:

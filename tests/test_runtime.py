@@ -9,18 +9,23 @@ import pytest
 import torch
 from model_util import write_checkpoint
 
+from reasonlens.attribution.paths import PathSequences, path_attributions
 from reasonlens.errors import ReasonlensError
 from reasonlens.model import load_model
 from reasonlens.runtime import (
+    REST_OF_BLOCK_BASE,
     SITES,
     BlockEntry,
     KVPrefix,
     batch_slices,
     can_enter_at_block,
+    can_finish_block,
     full_stack,
+    has_plain_kv_cache,
     left_pad,
     lens_logits,
     pad_token_id,
+    rest_of_block,
     right_pad,
     run_continuations,
     run_padded,
@@ -151,6 +156,50 @@ def test_entering_at_a_block_equals_the_full_forward(model):
     modules = {name for name, _ in model.named_modules()}
     assert not any(name.endswith(".original_component") for name in modules)
     torch.testing.assert_close(run_padded(model, tokens, mask), full, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("site", ["z", "neuron"])
+def test_the_rest_of_a_block_from_a_site_gives_the_block_output(model, site):
+    rows = [p + r for p, r in zip(PREFIXES, ROWS)]
+    tokens, mask = left_pad(rows, pad_token_id(model))
+    layers = range(model.cfg.n_layers)
+    names = [site_hook(s, l) for l in layers for s in (site, REST_OF_BLOCK_BASE[site], "resid_post")]
+    store: dict[str, torch.Tensor] = {}
+    run_padded(model, tokens, mask, saving_hooks(store, dict.fromkeys(names)))
+    assert can_finish_block(model, site)
+    for l in layers:
+        with torch.no_grad():
+            out = rest_of_block(model, site, l, store[site_hook(site, l)], store[site_hook(REST_OF_BLOCK_BASE[site], l)])
+        want = store[site_hook("resid_post", l)]
+        torch.testing.assert_close(out, want, atol=1e-6 * float(want.abs().max()), rtol=1e-5)
+    with pytest.raises(ReasonlensError, match="site 'z' or 'neuron'"):
+        rest_of_block(model, "resid_pre", 0, store[names[0]], store[names[1]])
+
+
+def test_a_block_built_otherwise_is_run_whole(tmp_path, monkeypatch):
+    """A block whose output is not its residual plus its MLP (here: the MLP's output doubled, as a post-MLP norm
+    would change it) fails the check, and IPG paths then enter at the block itself: same numbers."""
+    import reasonlens.runtime as runtime
+
+    model = load_model(write_checkpoint(tmp_path, "llama", n_layers=2))
+    original = runtime.rest_of_block
+    monkeypatch.setattr(runtime, "rest_of_block", lambda m, site, l, act, resid: 2 * original(m, site, l, act, resid))
+    assert not can_finish_block(model, "neuron") and not can_finish_block(model, "z")
+    assert can_enter_at_block(model) and has_plain_kv_cache(model)  # checked (and remembered) before counting
+    seqs = PathSequences([PREFIXES[0], PREFIXES[1]], ROWS[:2], [1.0, -0.5], [None, None])
+    calls = []
+    handle = model.blocks[0].original_component.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        for component in ("neuron", "head"):
+            entered = path_attributions(model, component, [0], seqs, steps=3)
+            n_entered = len(calls)
+            with full_stack(model):
+                full = path_attributions(model, component, [0], seqs, steps=3)
+            assert len(calls) == 2 * n_entered  # block 0 ran in every forward of both
+            calls.clear()
+            torch.testing.assert_close(entered.attributions, full.attributions, atol=1e-6, rtol=1e-5)
+    finally:
+        handle.remove()
 
 
 @pytest.fixture(scope="module", params=["llama", "qwen2", "gemma", "gpt2"])

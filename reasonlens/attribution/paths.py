@@ -30,13 +30,16 @@ from torch import Tensor
 from reasonlens.attribution.components import HOOKS, n_units
 from reasonlens.errors import ReasonlensError
 from reasonlens.runtime import (
+    REST_OF_BLOCK_BASE,
     BlockEntry,
     Intervention,
     KVPrefix,
     can_enter_at_block,
+    can_finish_block,
     has_plain_kv_cache,
     left_pad,
     pad_token_id,
+    rest_of_block,
     run_continuations,
     saving_hooks,
     site_hook,
@@ -116,24 +119,34 @@ def path_attributions(model: TransformerBridge, component: str, layers: Sequence
     width = max(len(o) for o in seqs.output_ids)
 
     # The model as it is: objective at alpha = 1, the activations to interpolate and, where the stack can be entered
-    # mid-way, the residual entering each attributed block (the blocks before it are the same at every alpha).
+    # mid-way, what the rows need to enter it (the blocks before the entry are the same at every alpha).
     clean: dict[str, Tensor] = {n: torch.zeros(n_seq, width, units) for n in names} if component != "head" else {}
-    # A resid path overwrites block l's output, so it enters at block l + 1 (where there is one); the others at l.
-    entry_of = {l: l + 1 if component == "resid" and l + 1 < model.cfg.n_layers else l for l in layers}
-    entering = sorted({b for b in entry_of.values() if b > 0}) if can_enter_at_block(model) else []
+    # A resid path overwrites block l's output, so it enters at block l + 1 with the interpolated residual; a neuron
+    # or head path too, through the rest of block l computed from the interpolated activation (rest_of_block),
+    # where the model allows; otherwise at block l with a hook. The last block is entered at l.
+    site = {"neuron": "neuron", "head": "z"}.get(component)
+    can_enter = can_enter_at_block(model)
+    finishing = can_enter and site is not None and can_finish_block(model, site)
+    entry_of = {l: l + 1 if (component == "resid" or finishing) and l + 1 < model.cfg.n_layers else l for l in layers}
+    kept: list[str] = []  # per sequence, at the rows' columns
+    for l, name in zip(layers, names) if can_enter else ():
+        if entry_of[l] > l and component != "resid":  # the site's activation and what the rest of block l adds to
+            kept += [name, site_hook(REST_OF_BLOCK_BASE[site], l)]
+        elif entry_of[l] > 0:  # the residual entering the block
+            kept.append(site_hook("resid_pre", entry_of[l]))
+    kept = list(dict.fromkeys(kept))
     objective_end = torch.zeros(n_seq)
     # Rows of similar length share a chunk, so a chunk's right-padding stays short.
     by_length = sorted(range(n_seq), key=lambda s: (len(seqs.output_ids[s]), len(seqs.prompt_ids[s])))
     for chunk in _chunks(by_length, batch_size):
         store: dict[str, Tensor] = {}
-        saved = [*clean, *(site_hook("resid_pre", l) for l in entering)]
-        hooks = saving_hooks(store, dict.fromkeys(saved))
+        hooks = saving_hooks(store, dict.fromkeys([*clean, *kept]))
         with torch.no_grad():
             objective_end[chunk] = runner.objective(chunk, hooks).cpu()
         for n in clean:
             clean[n][chunk] = runner.interpolated_view(chunk, store[n]).float().cpu()
-        for l in entering:
-            runner.keep_entry(l, chunk, store[site_hook("resid_pre", l)])
+        for n in kept:
+            runner.keep(n, chunk, store[n])
     starts = {n: _baseline(baseline, clean[n], runner.lengths, seed + i) for i, n in enumerate(clean)}
 
     attributions = torch.zeros(n_seq, len(layers), units)
@@ -192,14 +205,12 @@ class _Runner:
         self.lengths = torch.tensor([len(o) for o in seqs.output_ids])
         self.pad_id = pad_token_id(model)
         self.cached_prefix = all(len(p) > 1 for p in seqs.prompt_ids) and has_plain_kv_cache(model)
-        self.prefixes: dict[tuple[int, ...], KVPrefix] = {}
-        self.entries: dict[int, dict[int, Tensor]] = {}  # layer -> sequence -> residual entering it, per row column
-        if self.cached_prefix:  # each distinct prompt's keys and values, once per run
+        self.kept: dict[str, dict[int, Tensor]] = {}  # hook name -> sequence -> clean activation at the row's columns
+        if self.cached_prefix:  # each distinct prompt's keys and values, once per run, one row each
             prompts = sorted({tuple(p[:-1]) for p in seqs.prompt_ids})
-            for chunk in _chunks(prompts, batch_size):
-                batch = KVPrefix.run(model, *left_pad(chunk, self.pad_id))
-                for i, prompt in enumerate(chunk):
-                    self.prefixes[prompt] = batch.select([i]).cropped()
+            self.prefixes = KVPrefix.concat([KVPrefix.run(model, *left_pad(chunk, self.pad_id)).cropped()
+                                             for chunk in _chunks(prompts, batch_size)])
+            self.prefix_row = {prompt: i for i, prompt in enumerate(prompts)}
 
     def offsets(self, seq_idx: list[int]) -> list[int]:
         """Column of each row's first interpolated position: 0 after a cached prefix, else prompt length - 1."""
@@ -215,20 +226,24 @@ class _Runner:
             return [seqs.prompt_ids[s][-1:] + seqs.output_ids[s][:-1] for s in seq_idx]
         return [seqs.prompt_ids[s] + seqs.output_ids[s][:-1] for s in seq_idx]
 
-    def keep_entry(self, layer: int, seq_idx: list[int], resid: Tensor) -> None:
-        """Keep the residual entering block ``layer`` (``resid``: a clean run of ``seq_idx``'s rows)."""
-        kept = self.entries.setdefault(layer, {})
+    def keep(self, name: str, seq_idx: list[int], act: Tensor) -> None:
+        """Keep the activation at hook ``name`` of a clean run of ``seq_idx``'s rows."""
+        kept = self.kept.setdefault(name, {})
         for r, (s, row) in enumerate(zip(seq_idx, self._rows(seq_idx))):
-            kept[s] = resid[r, :len(row)].detach().cpu()
+            kept[s] = act[r, :len(row)].detach().cpu()
 
-    def _entry(self, layer: int | None, seq_idx: list[int]) -> BlockEntry | None:
-        if layer not in self.entries:
-            return None
-        rows = [self.entries[layer][s] for s in seq_idx]
-        resid = rows[0].new_zeros(len(rows), max(len(r) for r in rows), rows[0].shape[-1])
+    def _kept(self, name: str, seq_idx: list[int]) -> Tensor:
+        """The kept activation at ``name`` for ``seq_idx``'s rows, right-padded like them with zeros (padding
+        columns are never read)."""
+        rows = [self.kept[name][s] for s in seq_idx]
+        out = rows[0].new_zeros(len(rows), max(len(r) for r in rows), *rows[0].shape[1:])
         for r, row in enumerate(rows):
-            resid[r, :len(row)] = row  # right-padded like the rows; padding columns are never read
-        return BlockEntry(layer, resid)
+            out[r, :len(row)] = row
+        return out.to(self.device)
+
+    def _entry(self, block: int, seq_idx: list[int]) -> BlockEntry | None:
+        name = site_hook("resid_pre", block)
+        return BlockEntry(block, self._kept(name, seq_idx)) if name in self.kept else None
 
     def _forward(self, seq_idx: list[int], hooks: list, entry: BlockEntry | None = None) -> Tensor:
         """Log-probabilities of the target tokens summed per row (:meth:`_rows`, read after the prompt's cached
@@ -236,7 +251,7 @@ class _Runner:
         seqs = self.seqs
         prefix = None
         if self.cached_prefix:
-            prefix = KVPrefix.concat([self.prefixes[tuple(seqs.prompt_ids[s][:-1])] for s in seq_idx])
+            prefix = self.prefixes.select([self.prefix_row[tuple(seqs.prompt_ids[s][:-1])] for s in seq_idx]).cropped()
         logits = run_continuations(self.model, prefix, self._rows(seq_idx), self.pad_id, fwd_hooks=hooks,
                                    entry=entry)
         logp = torch.log_softmax(logits.float(), -1)
@@ -265,9 +280,10 @@ class _Runner:
     def _interpolation(self, seq_idx, block, name, component, alpha, clean, start, units, leaf_grad: bool):
         """The interpolation at ``alpha``: hooks (the leaf written into the interpolated positions of each row, or
         gating the heads there), where the rows enter the stack (``block``, where a residual was kept), and the
-        leaf the gradient is taken for. A ``resid`` path entering after its block writes the leaf into the entry
-        residual itself."""
-        entry = self._entry(block, seq_idx)
+        leaf the gradient is taken for. A path entering after its own block builds the entry residual from the
+        leaf: a ``resid`` leaf is that residual; a neuron or head leaf goes through the rest of its block."""
+        through_rest = name in self.kept  # the site's clean activation was kept: enter after its block
+        entry = None if through_rest else self._entry(block, seq_idx)
         offsets = torch.tensor(self.offsets(seq_idx), device=self.device)[:, None]
         lengths = torch.tensor([len(self.seqs.output_ids[s]) for s in seq_idx], device=self.device)[:, None]
         cols = torch.arange(max(map(len, self._rows(seq_idx))), device=self.device)[None, :]
@@ -275,6 +291,9 @@ class _Runner:
         if component == "head":
             leaf = alpha[:, None].expand(-1, units).clone().to(self.device).requires_grad_(leaf_grad)
             gate = torch.where(inside[..., None], leaf[:, None, :], torch.ones((), device=self.device))
+            if through_rest:
+                z = self._kept(name, seq_idx)
+                return [], self._after_block(block, "z", z * gate[..., None].to(z.dtype), seq_idx), leaf
             return [Intervention(name, "scale", gate[..., None]).as_hook()], entry, leaf
         idx = torch.tensor(seq_idx)
         h, h0 = clean[idx], start[idx]
@@ -283,9 +302,18 @@ class _Runner:
         src_cols = (cols - offsets).clamp(0, leaf.shape[1] - 1)
         placed = leaf.gather(1, src_cols[..., None].expand(-1, -1, leaf.shape[-1]))
         if component == "resid" and entry is not None and name == site_hook("resid_post", entry.block - 1):
-            resid = torch.where(inside[..., None], placed.to(entry.resid.dtype), entry.resid.to(self.device))
+            resid = torch.where(inside[..., None], placed.to(entry.resid.dtype), entry.resid)
             return [], BlockEntry(entry.block, resid), leaf
+        if through_rest:
+            act = self._kept(name, seq_idx)
+            act = torch.where(inside[..., None], placed.to(act.dtype), act)
+            return [], self._after_block(block, "neuron", act, seq_idx), leaf
         return [Intervention(name, "set", placed, mask=inside[..., None]).as_hook()], entry, leaf
+
+    def _after_block(self, block: int, site: str, act: Tensor, seq_idx: list[int]) -> BlockEntry:
+        """Enter at ``block`` with the residual the rest of block ``block - 1`` makes from ``act`` at ``site``."""
+        base = self._kept(site_hook(REST_OF_BLOCK_BASE[site], block - 1), seq_idx)
+        return BlockEntry(block, rest_of_block(self.model, site, block - 1, act, base))
 
     def gradient(self, seq_idx, block, name, component, alpha, clean, start, units) -> Tensor:
         """``d objective / d leaf`` per row: ``[row, width, unit]`` (``[row, unit]`` for head gates)."""
