@@ -160,7 +160,8 @@ def path_attributions(model: TransformerBridge, component: str, layers: Sequence
             alpha = torch.tensor([k / steps for _, k in chunk])
             grad = runner.gradient(seq_idx, entry_of[layers[li]], name, component, alpha, clean.get(name),
                                    starts.get(name), units)
-            grad_sum.index_add_(0, torch.tensor(seq_idx), grad)
+            summed = grad_sum if component == "head" else grad_sum[:, :grad.shape[1]]  # the chunk's columns
+            summed.index_add_(0, torch.tensor(seq_idx), grad)
             bar.update(len(chunk))
         if component == "head":
             attributions[:, li] = grad_sum / steps
@@ -295,12 +296,14 @@ class _Runner:
                 z = self._kept(name, seq_idx)
                 return [], self._after_block(block, "z", z * gate[..., None].to(z.dtype), seq_idx), leaf
             return [Intervention(name, "scale", gate[..., None]).as_hook()], entry, leaf
-        idx = torch.tensor(seq_idx)
-        h, h0 = clean[idx], start[idx]
+        idx, width = torch.tensor(seq_idx), int(lengths.max())  # the chunk's interpolated columns
+        h, h0 = clean[idx, :width], start[idx, :width]
         leaf = (h0 + alpha[:, None, None] * (h - h0)).to(self.device).requires_grad_(leaf_grad)
-        # leaf column j sits at activation column offset + j
-        src_cols = (cols - offsets).clamp(0, leaf.shape[1] - 1)
-        placed = leaf.gather(1, src_cols[..., None].expand(-1, -1, leaf.shape[-1]))
+        if self.cached_prefix:  # leaf column j is activation column j
+            placed = leaf[:, :cols.shape[1]]
+        else:  # leaf column j sits at activation column offset + j
+            src_cols = (cols - offsets).clamp(0, leaf.shape[1] - 1)
+            placed = leaf.gather(1, src_cols[..., None].expand(-1, -1, leaf.shape[-1]))
         if component == "resid" and entry is not None and name == site_hook("resid_post", entry.block - 1):
             resid = torch.where(inside[..., None], placed.to(entry.resid.dtype), entry.resid)
             return [], BlockEntry(entry.block, resid), leaf
@@ -316,7 +319,8 @@ class _Runner:
         return BlockEntry(block, rest_of_block(self.model, site, block - 1, act, base))
 
     def gradient(self, seq_idx, block, name, component, alpha, clean, start, units) -> Tensor:
-        """``d objective / d leaf`` per row: ``[row, width, unit]`` (``[row, unit]`` for head gates)."""
+        """``d objective / d leaf`` per row: ``[row, column, unit]`` over the chunk's longest continuation
+        (``[row, unit]`` for head gates)."""
         hooks, entry, leaf = self._interpolation(seq_idx, block, name, component, alpha, clean, start, units, True)
         with torch.enable_grad():
             total = self._forward(seq_idx, hooks, entry)
