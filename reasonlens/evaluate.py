@@ -382,7 +382,7 @@ def answer_now(model: TransformerBridge, examples: list[Example], *, shots: int 
     probs = []
     for start in tqdm(range(0, len(rows), batch_size), desc="answer now", disable=not progress):
         ids, mask = left_pad(rows[start:start + batch_size], pad_token_id(model))
-        probs.append(torch.softmax(run_padded(model, ids, mask)[:, -1].float(), -1)[:, labels].cpu())
+        probs.append(torch.softmax(run_padded(model, ids, mask, last_only=True)[:, -1].float(), -1)[:, labels].cpu())
     p = torch.cat(probs)
     out = []
     for i, e in enumerate(examples):

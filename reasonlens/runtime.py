@@ -482,21 +482,43 @@ def _rest_of_block_matches(model: TransformerBridge, site: str) -> bool:
 
 def forward(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"],
             position_ids: Int[Tensor, "batch pos"], *, prefix: KVPrefix | None = None,
-            fwd_hooks: Sequence[FwdHook] = (), entry: BlockEntry | None = None) -> Float[Tensor, "batch pos vocab"]:
+            fwd_hooks: Sequence[FwdHook] = (), entry: BlockEntry | None = None,
+            last_only: bool = False) -> Float[Tensor, "batch out_pos vocab"]:
     """Logits of ``tokens`` (with their own ``attention_mask`` and ``position_ids``), read after ``prefix``'s
     cached keys and values when one is given, with ``fwd_hooks`` active; hooks see, and the logits cover, the
     ``tokens`` positions only. With ``entry``, the blocks before ``entry.block`` are not run: that block reads
-    ``entry.resid`` (see :func:`enter_at_block`). Gradients flow as the caller's context allows (the prefix holds
-    none)."""
+    ``entry.resid`` (see :func:`enter_at_block`). With ``last_only``, the logits of the last column only
+    (``[batch, 1, vocab]``; the unembedding runs on that column alone where the model allows). Gradients flow as
+    the caller's context allows (the prefix holds none)."""
     device = model.cfg.device
     tokens, mask, position_ids = tokens.to(device), attention_mask.to(device), position_ids.to(device)
+    keep = {"logits_to_keep": 1} if last_only and _keeps_last_logits(model) else {}
     with model.hooks(fwd_hooks=list(fwd_hooks)), enter_at_block(model, entry):
         if prefix is None:
-            return model(tokens, attention_mask=mask, position_ids=position_ids)
-        mask = torch.cat([prefix.rows_mask(len(tokens)).to(device), mask], dim=1)
-        logits, _ = model(tokens, attention_mask=mask, position_ids=position_ids,
-                          past_key_values=prefix.cache(len(tokens)), use_cache=True, return_type="logits_and_cache")
-        return logits
+            logits = model(tokens, attention_mask=mask, position_ids=position_ids, **keep)
+        else:
+            mask = torch.cat([prefix.rows_mask(len(tokens)).to(device), mask], dim=1)
+            logits, _ = model(tokens, attention_mask=mask, position_ids=position_ids,
+                              past_key_values=prefix.cache(len(tokens)), use_cache=True,
+                              return_type="logits_and_cache", **keep)
+    return logits[:, -1:] if last_only else logits
+
+
+def _keeps_last_logits(model: TransformerBridge) -> bool:
+    """Whether the wrapped model computes the last position's logits alone (``logits_to_keep=1``) with the same
+    numbers: checked once per model."""
+    known = getattr(model, "_reasonlens_keeps_last_logits", None)
+    if known is None:
+        tokens = torch.randint(1, int(model.cfg.d_vocab), (2, 4), generator=torch.Generator().manual_seed(0))
+        tokens = tokens.to(model.cfg.device)
+        try:
+            with torch.no_grad():
+                full, last = model(tokens), model(tokens, logits_to_keep=1)
+            known = last.shape[1] == 1 and torch.allclose(last[:, 0].float(), full[:, -1].float(), atol=1e-5, rtol=1e-5)
+        except Exception:  # noqa: BLE001 - any failure means: unembed every position and slice
+            known = False
+        model._reasonlens_keeps_last_logits = known
+    return known
 
 
 def run_continuations(model: TransformerBridge, prefix: KVPrefix | None, rows: Sequence[Sequence[int]],
@@ -525,17 +547,19 @@ def batch_slices(n: int, batch_size: object) -> list[slice]:
 
 def run_padded(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"],
                fwd_hooks: Sequence[FwdHook] = (), *, prefix: KVPrefix | None = None,
-               entry: BlockEntry | None = None) -> Float[Tensor, "batch out_pos vocab"]:
+               entry: BlockEntry | None = None, last_only: bool = False) -> Float[Tensor, "batch out_pos vocab"]:
     """Logits of a left-padded batch (attention mask, position ids counted from each row's first real token, as
     :mod:`reasonlens.generation` decodes), with ``fwd_hooks`` active and no gradients. With ``prefix`` (the keys
     and values of these rows' first ``prefix.length`` positions, e.g. from an earlier run of them), only the rest
     is computed: hooks then see, and the logits cover, positions ``prefix.length..`` only. With ``entry`` (the
-    residual entering a block at those positions, e.g. from an earlier run), the blocks before it are not run."""
+    residual entering a block at those positions, e.g. from an earlier run), the blocks before it are not run.
+    With ``last_only``, the logits of the last position only, ``[batch, 1, vocab]`` (what every row predicts next;
+    the unembedding runs on that position alone where the model allows)."""
     positions = left_padded_positions(attention_mask)
     start = 0 if prefix is None else prefix.length
     with torch.no_grad():
         return forward(model, tokens[:, start:], attention_mask[:, start:], positions[:, start:], prefix=prefix,
-                       fwd_hooks=fwd_hooks, entry=entry)
+                       fwd_hooks=fwd_hooks, entry=entry, last_only=last_only)
 
 
 # ---------------------------------------------------------------------------------------------------------- capture

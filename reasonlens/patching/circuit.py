@@ -105,7 +105,7 @@ def mean_ablation_hooks(keep_rows: Bool[Tensor, "row layer head"], means: HeadMe
 def _last_logits(model: TransformerBridge, tokens: Tensor, attention_mask: Tensor, keep_rows: Tensor | None,
                  means: HeadMeans | None) -> Tensor:
     hooks = [] if keep_rows is None else mean_ablation_hooks(keep_rows, means, tokens.shape[1], model.cfg.device)
-    return run_padded(model, tokens, attention_mask, hooks)[:, -1]
+    return run_padded(model, tokens, attention_mask, hooks, last_only=True)[:, -1]
 
 
 def circuit_logits(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], attention_mask: Int[Tensor, "batch pos"],

@@ -606,8 +606,8 @@ def patch(model: TransformerBridge, clean: Int[Tensor, "batch pos"],
             hooks.append(_patch(config.site, sweep.writes[layers[layer_i]], sel, source,
                                 sweep.pos_masks[b[sel], pc[sel]][:, skip:],
                                 None if units is None else torch.tensor(units)[uc[sel]], add).as_hook())
-        logits = run_padded(model, sweep.target[b], sweep.mask[b], hooks, prefix=prefix,
-                            entry=entry)[:, -1].float().cpu()
+        logits = run_padded(model, sweep.target[b], sweep.mask[b], hooks, prefix=prefix, entry=entry,
+                            last_only=True)[:, -1].float().cpu()
         values[b, li, pc, uc] = _apply_metric(sweep.metric, logits, b)
     floor = float(sum((n_layers - layers[int(l)]) / n_layers * (length - int(p)) / length
                       for l, p in zip(rows[:, 1], first)))

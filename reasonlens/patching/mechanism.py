@@ -330,8 +330,9 @@ def _pair_effects(model: TransformerBridge, pairs, batch_size: int) -> tuple[tor
     kls, argmaxes = [], []
     for start in range(0, len(pairs), batch_size):
         rows = slice(start, start + batch_size)
-        clean = torch.log_softmax(run_padded(model, pairs.clean[rows], pairs.attention_mask[rows])[:, -1].float().cpu(), -1)
-        corr = torch.log_softmax(run_padded(model, pairs.corrupted[rows], pairs.attention_mask[rows])[:, -1].float().cpu(), -1)
+        clean, corr = (torch.log_softmax(run_padded(model, tokens[rows], pairs.attention_mask[rows],
+                                                    last_only=True)[:, -1].float().cpu(), -1)
+                       for tokens in (pairs.clean, pairs.corrupted))
         kls.append((clean.exp() * (clean - corr)).sum(-1))
         argmaxes.append(corr.argmax(-1))
     kl, top = (torch.cat(kls), torch.cat(argmaxes)) if kls else (torch.zeros(0), torch.zeros(0, dtype=torch.long))

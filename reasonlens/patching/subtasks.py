@@ -547,7 +547,7 @@ def subtask_pairs(model: TransformerBridge, examples: Sequence[Example], subtask
     chunks = [pairs[k:k + batch_size] for k in range(0, len(pairs), batch_size)]
     for chunk in tqdm(chunks, desc=f"subtask {subtask} clean runs", unit="batch", disable=not progress):
         ids, mask = left_pad([p.clean for _, p in chunk], pad_id)
-        predicted = run_padded(model, ids, mask)[:, -1].argmax(-1).cpu().tolist()
+        predicted = run_padded(model, ids, mask, last_only=True)[:, -1].argmax(-1).cpu().tolist()
         kept += [item for item, token in zip(chunk, predicted) if token == item[1].answer]
     return _assemble(kept, examples, first, tokenizer, pad_id, n_dropped=len(pairs) - len(kept), n_skipped=n_skipped,
                      meta={"seed": seed, "demonstrations": demonstrations})
