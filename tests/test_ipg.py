@@ -168,6 +168,28 @@ def test_completeness_error_shrinks_as_q_grows(llama, kind, baseline):
     assert errors[2] < 0.05 * float(change.abs().max())
 
 
+@pytest.mark.parametrize("kind", ["neuron", "head"])
+def test_midpoint_and_trapezoid_rules(llama, kind):
+    """Exact identities between the rules (the scores are linear in the weighted gradients): the midpoint points
+    of q are the odd points of 2q, so midpoint(q) = 2 right(2q) - right(q); trapezoid(1) = (g(0) + g(1)) / 2 and
+    trapezoid(2) = right(2) - (g(1) - g(0)) / 4. Both converge faster than the right sum."""
+    seqs = sequences(llama)
+
+    def scores(rule, steps):
+        return path_attributions(llama, kind, [1], seqs, steps=steps, rule=rule, batch_size=64)
+
+    right = {q: scores("right", q).attributions for q in (1, 2, 3, 6)}
+    torch.testing.assert_close(scores("midpoint", 3).attributions, 2 * right[6] - right[3], atol=1e-6, rtol=1e-5)
+    g1, g0 = right[1], 2 * scores("trapezoid", 1).attributions - right[1]
+    torch.testing.assert_close(scores("trapezoid", 2).attributions, right[2] - (g1 - g0) / 4, atol=1e-6, rtol=1e-5)
+
+    def gap(rule, steps):
+        r = scores(rule, steps)
+        return float((r.attributions.sum(-1) - (r.objective_end[:, None] - r.objective_start)).abs().max())
+
+    assert gap("midpoint", 4) < gap("right", 4) and gap("trapezoid", 4) < gap("right", 4)
+
+
 def test_identical_components_get_identical_scores(tmp_path):
     folder = write_checkpoint(tmp_path / "sym", "llama", scale=3.0)
     from transformers import LlamaForCausalLM
@@ -272,6 +294,8 @@ def test_bad_rewards(headroom, reward, message):
     ({"component": "mlp"}, "unknown component 'mlp'"),
     ({"baseline": "uniform"}, "unknown baseline"),
     ({"component": "head", "baseline": "mean"}, "baseline must be 'zero'"),
+    ({"steps": 1, "rule": "midpoint"}, "raw policy gradient"),
+    ({"rule": "simpson"}, "rule"),
 ])
 def test_bad_config(overrides, message):
     with pytest.raises(ReasonlensError, match=message):

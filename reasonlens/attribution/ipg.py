@@ -31,7 +31,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from reasonlens.attribution.components import COMPONENTS, Selection, check_component, check_layers, n_units, unit_labels
-from reasonlens.attribution.paths import BASELINES, PathSequences, path_attributions
+from reasonlens.attribution.paths import BASELINES, RULES, PathSequences, path_attributions
 from reasonlens.attribution.rewards import Reward, Trajectory, correctness, score
 from reasonlens.errors import ReasonlensError
 from reasonlens.ontology import Example
@@ -50,6 +50,8 @@ class IPGConfig(ConfigDict):
     - ``component``: ``"resid"`` (dimensions of ``hook_resid_post``), ``"neuron"`` (``mlp.hook_post``) or ``"head"``
       (a gate on ``attn.hook_z``); ``layers``: which layers (None: all), each with its own path.
     - ``steps`` (q): Riemann points, ``alpha = k / steps`` for ``k = 1..steps``; 1 is the raw policy gradient.
+    - ``rule``: ``"right"`` (the paper's right Riemann sum), ``"midpoint"`` or ``"trapezoid"`` (errors O(1/q^2)
+      instead of O(1/q); see :func:`~reasonlens.attribution.paths.quadrature`).
     - ``baseline``: ``"zero"``, ``"mean"`` (the mean activation over the support set's trajectories) or
       ``"noise"`` (standard Gaussian); heads always use gate 0.
     - ``n_samples`` (N), ``temperature``, ``top_p``, ``max_new_tokens``: the sampled group per prompt.
@@ -60,6 +62,7 @@ class IPGConfig(ConfigDict):
     component: str = "resid"
     layers: tuple[int, ...] | None = None
     steps: int = 10
+    rule: str = "right"
     baseline: str = "zero"
     n_samples: int = 5
     temperature: float = 0.6
@@ -72,7 +75,7 @@ class IPGConfig(ConfigDict):
         check_component(self.component)
         layers = check_int_list(self.layers, "layers", low=0, optional=True, example="(3, 4) (or None for all)")
         object.__setattr__(self, "layers", None if layers is None else tuple(layers))
-        _check_steps(self.steps)
+        _check_steps(self.steps, self.rule)
         if not is_int(self.n_samples) or self.n_samples < 2:
             raise ReasonlensError(f"n_samples (N) must be an integer, at least 2: advantages compare trajectories within a "
                                   f"group, got {self.n_samples!r}")
@@ -87,9 +90,13 @@ class IPGConfig(ConfigDict):
         check_int(self.seed, "seed")
 
 
-def _check_steps(steps: object) -> None:
+def _check_steps(steps: object, rule: object) -> None:
     if not is_int(steps) or steps < 1:
         raise ReasonlensError(f"steps (q) must be an integer >= 1 (1 = raw policy gradient), got {steps!r}")
+    check_choice(rule, "rule", RULES)
+    if steps == 1 and rule != "right":
+        raise ReasonlensError(f"steps=1 is the raw policy gradient, the gradient at the actual activation (the right "
+                              f"rule); a {rule} rule needs steps >= 2")
 
 
 class Attribution(LabelledTensor):
@@ -182,8 +189,9 @@ class IntegratedPolicyGradient:
                 output_ids=[trajectories[m * cfg.n_samples + n].output_ids for m, n in informative],
                 weights=[float(advantages[m, n]) / cfg.n_samples for m, n in informative],
                 n_target=[None] * len(informative))
-            result = path_attributions(model, cfg.component, layers, seqs, steps=cfg.steps, baseline=cfg.baseline,
-                                       batch_size=cfg.batch_size, seed=cfg.seed, progress=progress)
+            result = path_attributions(model, cfg.component, layers, seqs, steps=cfg.steps, rule=cfg.rule,
+                                       baseline=cfg.baseline, batch_size=cfg.batch_size, seed=cfg.seed,
+                                       progress=progress)
             prompt_of = torch.tensor([m for m, _ in informative])
             values.index_add_(0, prompt_of, result.attributions)
             change.index_add_(0, prompt_of, result.objective_end[:, None] - result.objective_start)
@@ -225,13 +233,14 @@ class IntegratedGradients:
     component: str = "resid"
     layers: Sequence[int] | None = None
     steps: int = 10
+    rule: str = "right"
     baseline: str = "zero"
     batch_size: int = 32
     seed: int = 0
 
     def __post_init__(self) -> None:
         check_component(self.component)
-        _check_steps(self.steps)
+        _check_steps(self.steps, self.rule)
         check_choice(self.baseline, "baseline", BASELINES)
         check_int(self.batch_size, "batch_size", low=1)
         check_int(self.seed, "seed")
@@ -252,14 +261,15 @@ class IntegratedGradients:
             output_ids.append(chain + answer)
             n_target.append(len(answer))
         seqs = PathSequences(prompt_ids, output_ids, [1.0] * len(examples), n_target)
-        result = path_attributions(model, self.component, layers, seqs, steps=self.steps, baseline=self.baseline,
-                                   batch_size=self.batch_size, seed=self.seed, progress=progress)
+        result = path_attributions(model, self.component, layers, seqs, steps=self.steps, rule=self.rule,
+                                   baseline=self.baseline, batch_size=self.batch_size, seed=self.seed,
+                                   progress=progress)
         return Attribution(result.attributions, axes=("example", "layer", "unit"),
                            labels={"layer": [f"L{l}" for l in layers],
                                    "unit": unit_labels(self.component, result.attributions.shape[-1])},
                            meta={"method": "integrated_gradients", "component": self.component,
-                                 "config": {"layers": layers, "steps": self.steps, "baseline": self.baseline,
-                                            "seed": self.seed},
+                                 "config": {"layers": layers, "steps": self.steps, "rule": self.rule,
+                                            "baseline": self.baseline, "seed": self.seed},
                                  "objective_change": (result.objective_end[:, None] - result.objective_start).tolist()})
 
 

@@ -8,7 +8,9 @@ last ``n_target`` tokens). The activation ``h`` at layer ``l`` is replaced, at t
     A_s[l, i] = sum_t (h - h')_{t,i} * (1/q) sum_{k=1..q} dF_s/dh_{t,i} (alpha = k/q),
 
 which for heads is taken with respect to a gate on ``z`` (baseline 0, actual 1). Each layer has its own path;
-``sum_i A_s[l, i]`` approaches ``F_s(alpha=1) - F_s(alpha=0)`` as ``q`` grows (completeness).
+``sum_i A_s[l, i]`` approaches ``F_s(alpha=1) - F_s(alpha=0)`` as ``q`` grows (completeness). The right Riemann
+sum (the paper's) errs by O(1/q); ``rule="midpoint"`` (``alpha = (k - 1/2) / q``) and ``rule="trapezoid"``
+(``alpha = k / q`` for ``k = 0..q``, the two ends weighted 1/2) by O(1/q^2).
 
 Rows (sequence x step) go through the model in chunks of ``batch_size``: one forward and one backward per
 chunk. The prompt is causal context the interpolation cannot change, so each distinct prompt's keys and values
@@ -50,6 +52,24 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 BASELINES: tuple[str, ...] = ("zero", "mean", "noise")
+RULES: tuple[str, ...] = ("right", "midpoint", "trapezoid")
+
+
+def quadrature(rule: str, steps: int) -> list[tuple[float, float]]:
+    """``(alpha, weight)`` points of ``rule`` with ``steps`` intervals on [0, 1]; the weights sum to 1.
+
+    >>> quadrature("right", 2), quadrature("midpoint", 2), quadrature("trapezoid", 2)
+    ([(0.5, 0.5), (1.0, 0.5)], [(0.25, 0.5), (0.75, 0.5)], [(0.0, 0.25), (0.5, 0.5), (1.0, 0.25)])
+    """
+    if not isinstance(rule, str) or rule not in RULES:
+        raise ReasonlensError(f"unknown integration rule {rule!r}; use one of {', '.join(RULES)}")
+    if not is_int(steps) or steps < 1:
+        raise ReasonlensError(f"steps (q) must be an integer >= 1, got {steps!r}")
+    if rule == "right":
+        return [(k / steps, 1 / steps) for k in range(1, steps + 1)]
+    if rule == "midpoint":
+        return [((k - 0.5) / steps, 1 / steps) for k in range(1, steps + 1)]
+    return [(k / steps, (0.5 if k in (0, steps) else 1) / steps) for k in range(steps + 1)]
 
 
 @no_type_check  # checked by __post_init__ and check() (reasonlens.validation), under the test run's type checks too
@@ -96,13 +116,13 @@ class PathResult:
 
 
 def path_attributions(model: TransformerBridge, component: str, layers: Sequence[int], seqs: PathSequences, *,
-                      steps: int = 10, baseline: str = "zero", batch_size: int = 32, seed: int = 0,
+                      steps: int = 10, rule: str = "right", baseline: str = "zero", batch_size: int = 32,
+                      seed: int = 0,
                       progress: bool = False) -> PathResult:
     """Attributions of ``component`` components at ``layers`` for ``seqs`` (see the module docstring)."""
     from tqdm.auto import tqdm
 
-    if not is_int(steps) or steps < 1:
-        raise ReasonlensError(f"steps (q) must be an integer >= 1, got {steps!r}")
+    points = quadrature(rule, steps)
     if not isinstance(baseline, str) or baseline not in BASELINES:
         raise ReasonlensError(f"unknown baseline {baseline!r}; use one of {', '.join(BASELINES)}")
     if component == "head" and baseline != "zero":
@@ -151,22 +171,23 @@ def path_attributions(model: TransformerBridge, component: str, layers: Sequence
 
     attributions = torch.zeros(n_seq, len(layers), units)
     objective_start = torch.zeros(n_seq, len(layers))
-    rows = [(s, k) for s in by_length for k in range(1, steps + 1)]
+    rows = [(s, k) for s in by_length for k in range(len(points))]
     bar = tqdm(total=len(layers) * len(rows), desc=f"{component} attributions", unit="row", disable=not progress)
     for li, name in enumerate(names):
         grad_sum = torch.zeros(n_seq, width, units) if component != "head" else torch.zeros(n_seq, units)
         for chunk in _chunks(rows, batch_size):
             seq_idx = [s for s, _ in chunk]
-            alpha = torch.tensor([k / steps for _, k in chunk])
+            alpha = torch.tensor([points[k][0] for _, k in chunk])
             grad = runner.gradient(seq_idx, entry_of[layers[li]], name, component, alpha, clean.get(name),
                                    starts.get(name), units)
+            weight = torch.tensor([points[k][1] for _, k in chunk]).view(-1, *[1] * (grad.dim() - 1))
             summed = grad_sum if component == "head" else grad_sum[:, :grad.shape[1]]  # the chunk's columns
-            summed.index_add_(0, torch.tensor(seq_idx), grad)
+            summed.index_add_(0, torch.tensor(seq_idx), grad * weight)
             bar.update(len(chunk))
         if component == "head":
-            attributions[:, li] = grad_sum / steps
+            attributions[:, li] = grad_sum
         else:
-            attributions[:, li] = ((clean[name] - starts[name]) * grad_sum / steps).sum(1)
+            attributions[:, li] = ((clean[name] - starts[name]) * grad_sum).sum(1)
         for chunk in _chunks(by_length, batch_size):  # objective at alpha = 0
             with torch.no_grad():
                 objective_start[chunk, li] = runner.objective_at(chunk, entry_of[layers[li]], name, component,
