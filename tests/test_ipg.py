@@ -226,6 +226,31 @@ def headroom():
     return load_model("reasonlens-headroom")
 
 
+def test_valid_steps_and_gold_label_logprob_rewards(headroom):
+    from reasonlens.attribution.rewards import Trajectory, gold_label_logprob, valid_steps
+    from reasonlens.ontology import format_prompt
+
+    example = generate(1, hops=3, seed=4)[0]
+    tok = headroom.tokenizer
+    prompt = headroom.to_tokens(format_prompt(example))[0].tolist()
+    chain = tok(" " + example.cot_text, add_special_tokens=False)["input_ids"]
+    wrong = "False" if example.answer == "True" else "True"
+    for label in (example.answer, wrong):  # whatever the chain's own label, the reward reads the gold one after it
+        own = tok(" " + label, add_special_tokens=False)["input_ids"]
+        t = Trajectory(f" {example.cot_text} {label}", label, chain + own, prompt)
+        assert valid_steps(example, t) == len(example.cot)
+        gold = tok(" " + example.answer, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = headroom(torch.tensor([prompt + chain + gold]))[0]
+        expected = torch.log_softmax(logits[len(prompt) + len(chain) - 1:-1], -1)[torch.arange(len(gold)), gold].sum()
+        assert gold_label_logprob(headroom)(example, t) == pytest.approx(float(expected), abs=1e-5)
+    broken = Trajectory(" " + " ".join(s.text for s in example.cot[:1]) + " Wren is a dog. " + example.answer,
+                        example.answer, [], prompt)
+    assert valid_steps(example, broken) == 1
+    with pytest.raises(ReasonlensError, match="prompt_ids"):
+        gold_label_logprob(headroom)(example, Trajectory(t.text, t.answer, t.output_ids))
+
+
 def test_zero_advantages_give_zero_scores_and_are_counted(headroom):
     ipg = IntegratedPolicyGradient(headroom, IPGConfig(component="head", layers=(2,), n_samples=3, steps=2),
                                    reward=lambda example, trajectory: 1.0)
