@@ -251,6 +251,22 @@ def test_valid_steps_and_gold_label_logprob_rewards(headroom):
         gold_label_logprob(headroom)(example, Trajectory(t.text, t.answer, t.output_ids))
 
 
+def test_sampled_groups_are_scored_without_sampling_again(headroom):
+    from reasonlens.attribution.rewards import valid_steps
+
+    config = IPGConfig(component="head", layers=(3,), n_samples=3, steps=2, max_new_tokens=40)
+    examples = generate(3, hops=2, seed=8)
+    ipg = IntegratedPolicyGradient(headroom, config)
+    samples = ipg.sample(examples)
+    assert len(samples.trajectories) == 9
+    torch.testing.assert_close(ipg.attribute(examples, samples=samples).values, ipg.attribute(examples).values)
+    by_steps = IntegratedPolicyGradient(headroom, config, reward=valid_steps).attribute(examples, samples=samples)
+    assert by_steps.meta["texts"] == ipg.attribute(examples, samples=samples).meta["texts"]
+    with pytest.raises(ReasonlensError, match="other examples or other sampling settings"):
+        IntegratedPolicyGradient(headroom, IPGConfig(**{**config.to_dict(), "seed": 1})).attribute(examples,
+                                                                                                  samples=samples)
+
+
 def test_zero_advantages_give_zero_scores_and_are_counted(headroom):
     ipg = IntegratedPolicyGradient(headroom, IPGConfig(component="head", layers=(2,), n_samples=3, steps=2),
                                    reward=lambda example, trajectory: 1.0)

@@ -150,6 +150,19 @@ class Attribution(LabelledTensor):
         return Selection(self.component, tuple(self.layers[int(i) // n] for i in order), tuple(int(i) % n for i in order))
 
 
+@dataclass(frozen=True)
+class SampledGroups:
+    """The ``n_samples`` chains sampled for each prompt of a support set (:meth:`IntegratedPolicyGradient.sample`):
+    ``trajectories[m * n_samples + n]`` is sample ``n`` of prompt ``m``; ``settings`` the sampling settings used.
+    Pass it to :meth:`IntegratedPolicyGradient.attribute` to score the same chains with another reward, q, rule
+    or baseline without sampling again."""
+
+    examples: tuple[Example, ...]
+    trajectories: tuple[Trajectory, ...]
+    n_samples: int
+    settings: tuple[float, float, int, int]  # temperature, top_p, max_new_tokens, seed
+
+
 @dataclass
 class IntegratedPolicyGradient:
     """IPG of ``reward`` (default: answer correctness) for ``model``; :meth:`attribute` runs it."""
@@ -158,8 +171,8 @@ class IntegratedPolicyGradient:
     config: IPGConfig = field(default_factory=IPGConfig)
     reward: Reward = correctness
 
-    def attribute(self, examples: Sequence[Example], *, progress: bool = False) -> Attribution:
-        """Sample, score and attribute over the support set ``examples`` (M prompts)."""
+    def sample(self, examples: Sequence[Example], *, progress: bool = False) -> SampledGroups:
+        """Sample ``n_samples`` chains of thought per prompt (the config's temperature, top-p, budget and seed)."""
         from reasonlens.generation import GenerationConfig, generate
         from reasonlens.model import require_tokenizer
         from reasonlens.ontology import format_prompt
@@ -167,14 +180,35 @@ class IntegratedPolicyGradient:
         cfg, model = self.config, self.model
         examples = _check_examples(examples)
         require_tokenizer(model)
-        layers = check_layers(model, range(model.cfg.n_layers) if cfg.layers is None else cfg.layers)
         gen = generate(model, [format_prompt(e) for e in examples],
                        GenerationConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                         top_p=cfg.top_p, seed=cfg.seed, num_samples=cfg.n_samples,
                                         batch_size=max(cfg.batch_size, cfg.n_samples)), progress=progress)
-        trajectories = [Trajectory(gen.texts[i], gen.answers[i], gen.output_ids[i], gen.prompt_ids[i])
-                        for i in range(len(gen))]
-        rewards = torch.tensor([score(self.reward, examples[gen.prompt_index[i]], t)
+        if list(gen.prompt_index) != [i // cfg.n_samples for i in range(len(gen))]:
+            raise ReasonlensError("generation returned the samples out of prompt order")  # grouped by prompt below
+        trajectories = tuple(Trajectory(gen.texts[i], gen.answers[i], gen.output_ids[i], gen.prompt_ids[i])
+                             for i in range(len(gen)))
+        return SampledGroups(tuple(examples), trajectories, cfg.n_samples, self._settings())
+
+    def _settings(self) -> tuple[float, float, int, int]:
+        cfg = self.config
+        return (cfg.temperature, cfg.top_p, cfg.max_new_tokens, cfg.seed)
+
+    def attribute(self, examples: Sequence[Example], *, samples: SampledGroups | None = None,
+                  progress: bool = False) -> Attribution:
+        """Sample, score and attribute over the support set ``examples`` (M prompts); with ``samples`` (from
+        :meth:`sample` on the same examples and sampling settings), score those chains instead of sampling."""
+        cfg, model = self.config, self.model
+        examples = _check_examples(examples)
+        layers = check_layers(model, range(model.cfg.n_layers) if cfg.layers is None else cfg.layers)
+        if samples is None:
+            samples = self.sample(examples, progress=progress)
+        elif (samples.examples != tuple(examples) or samples.n_samples != cfg.n_samples
+              or samples.settings != self._settings()):
+            raise ReasonlensError("these samples were drawn for other examples or other sampling settings (n_samples, "
+                                  "temperature, top_p, max_new_tokens, seed); sample again with this config")
+        trajectories = samples.trajectories
+        rewards = torch.tensor([score(self.reward, examples[i // cfg.n_samples], t)
                                 for i, t in enumerate(trajectories)], dtype=torch.float64)
         rewards = rewards.reshape(len(examples), cfg.n_samples)
         advantages = group_advantages(rewards)
