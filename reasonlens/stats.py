@@ -99,3 +99,36 @@ def sign_flip_test(differences: Float[Tensor, " example *cell"], n_permutations:
         signs = torch.randint(0, 2, (k, n), generator=generator).double() * 2 - 1
         extreme += ((signs @ flat).abs() / n >= observed.reshape(-1) - 1e-12).sum(0)
     return ((1 + extreme) / (1 + n_permutations)).reshape(observed.shape)
+
+
+def bootstrap_interval(values: Float[Tensor, "group example"], n_resamples: int = 2000, confidence: float = 0.95,
+                       seed: int = 0) -> Float[Tensor, " 2"]:
+    """Percentile bootstrap interval ``(low, high)`` of the grand mean of ``values[group, example]``, resampling
+    groups (e.g. attribution seeds) and examples (e.g. evaluation questions) with replacement, both levels at once,
+    so that the interval carries the spread between groups as well as between questions. One group: the examples
+    alone.
+
+    >>> low, high = bootstrap_interval(torch.tensor([[1.0, 0.0, 1.0, 1.0], [1.0, 1.0, 0.0, 1.0]])).tolist()
+    >>> low < 0.75 < high
+    True
+    """
+    if not 0 < confidence < 1:
+        raise ReasonlensError(f"confidence must be in (0, 1), got {confidence!r}")
+    if n_resamples < 1:
+        raise ReasonlensError(f"n_resamples must be at least 1, got {n_resamples!r}")
+    x = values.double()
+    if x.dim() != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise ReasonlensError(f"values must be [group, example] with at least one of each, got shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ReasonlensError("values hold NaN or infinity; a bootstrap interval needs finite values")
+    generator = torch.Generator().manual_seed(seed)
+    n_groups, n_examples = x.shape
+    means = torch.empty(n_resamples, dtype=torch.float64)
+    for start in range(0, n_resamples, 500):
+        k = min(500, n_resamples - start)
+        groups = torch.randint(0, n_groups, (k, n_groups), generator=generator)
+        examples = torch.randint(0, n_examples, (k, n_examples), generator=generator)
+        picked = x[groups].gather(2, examples[:, None, :].expand(-1, n_groups, -1))  # [k, group, example]
+        means[start:start + k] = picked.mean((1, 2))
+    tail = (1 - confidence) / 2
+    return torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=torch.float64))

@@ -70,3 +70,21 @@ def test_labelled_tensor_interval_and_paired_test():
         a.permutation_test(LabelledTensor(torch.zeros(3, 2), axes=("example", "layer")))
     with pytest.raises(ReasonlensError, match="per-example"):
         LabelledTensor(torch.zeros(2), axes=("layer",)).interval()
+
+
+def test_bootstrap_interval_matches_the_normal_interval_and_widens_with_group_spread():
+    from reasonlens.stats import bootstrap_interval
+
+    generator = torch.Generator().manual_seed(0)
+    flips = (torch.rand(1, 400, generator=generator) < 0.7).double()
+    low, high = bootstrap_interval(flips).tolist()
+    p, half = float(flips.mean()), 1.96 * (float(flips.mean()) * (1 - float(flips.mean())) / 400) ** 0.5
+    assert abs(low - (p - half)) < 0.01 and abs(high - (p + half)) < 0.01
+    alike = flips.expand(3, -1)  # three groups that agree: the same width as one
+    apart = torch.stack([flips[0], 1 - flips[0], flips[0]])  # groups that disagree: wider
+    width = [float(w[1] - w[0]) for w in (bootstrap_interval(alike), bootstrap_interval(apart))]
+    assert abs(width[0] - (high - low)) < 0.01 and width[1] > 2 * width[0]
+    with pytest.raises(ReasonlensError, match="NaN"):
+        bootstrap_interval(torch.tensor([[1.0, float("nan")]]))
+    with pytest.raises(ReasonlensError, match="group, example"):
+        bootstrap_interval(torch.zeros(0, 3))

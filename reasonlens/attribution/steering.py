@@ -26,16 +26,18 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class SteeringOutcome:
-    """Greedy decoding under an intervention: label ``accuracy``, mean CoT steps and tokens, and the texts."""
+    """Greedy decoding under an intervention: label ``accuracy``, mean CoT steps and tokens, the texts, and
+    which questions were answered right (``correct``, in the order given: for paired comparisons)."""
 
     accuracy: float
     mean_steps: float
     mean_tokens: float
     n: int
     texts: tuple[str, ...]
+    correct: tuple[bool, ...]
 
     def summary(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k != "texts"}
+        return {k: v for k, v in asdict(self).items() if k not in ("texts", "correct")}
 
 
 def decoding_budget(model: TransformerBridge, examples: Sequence[Example]) -> int:
@@ -67,7 +69,7 @@ def steer(model: TransformerBridge, examples: Sequence[Example], selection: Sele
                    progress=progress)
     trajectories = [Trajectory(gen.texts[i], gen.answers[i], gen.output_ids[i]) for i in range(len(gen))]
     n = len(examples)
-    return SteeringOutcome(accuracy=sum(correctness(e, t) for e, t in zip(examples, trajectories)) / n,
-                           mean_steps=sum(t.n_steps for t in trajectories) / n,
+    correct = tuple(bool(correctness(e, t)) for e, t in zip(examples, trajectories))
+    return SteeringOutcome(accuracy=sum(correct) / n, mean_steps=sum(t.n_steps for t in trajectories) / n,
                            mean_tokens=sum(t.n_tokens for t in trajectories) / n, n=n,
-                           texts=tuple(gen.texts))
+                           texts=tuple(gen.texts), correct=correct)
