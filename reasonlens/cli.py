@@ -305,8 +305,9 @@ def _cmd_run_mechanism(args: argparse.Namespace) -> None:
 def _ipg_config(args: argparse.Namespace) -> IPGStudyConfig:
     from reasonlens.attribution.study import IPGStudyConfig
 
-    return IPGStudyConfig(component=args.component, layers=_tuple(args.layers), n_support=args.n_support, n_eval=args.n_eval,
-                          p_values=_tuple(args.p), seed=args.seed, batch_size=args.batch_size)
+    return IPGStudyConfig(component=args.component, layers=_tuple(args.layers), n_support=args.n_support,
+                          seeds=args.seeds, n_eval=args.n_eval, p_values=_tuple(args.p), rewards=_tuple(args.rewards),
+                          seed=args.seed, batch_size=args.batch_size)
 
 
 def _cmd_run_ipg(args: argparse.Namespace) -> None:
@@ -321,7 +322,10 @@ def _cmd_run_ipg(args: argparse.Namespace) -> None:
                                checkpoint_dir=checkpoints)
         ipg_report(result).save(result.save(tmp) / "report.html")
     summary = result.summary()
-    print(json.dumps({k: summary[k] for k in ("accuracy_original", "suppression", "enhancement")}, indent=1))
+    print(json.dumps({"accuracy_original": summary["accuracy_original"]["accuracy"],
+                      **{mode: {m: {p: round(v["accuracy"], 3) for p, v in row.items()}
+                                for m, row in summary[mode].items()} for mode in ("suppression", "enhancement")}},
+                     indent=1))
     print(f"wrote {Path(args.out) / 'results.json'} and {Path(args.out) / 'report.html'}")
 
 
@@ -463,9 +467,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="components (default: %(default)s)")
     i.add_argument("--layers", nargs="+", type=_count(0), default=_IPG("layers"),
                    help="blocks to attribute (default: %(default)s)")
-    i.add_argument("--n-support", type=_count(1), default=_IPG("n_support"),
-                   help="support-set questions (M, default %(default)s)")
-    i.add_argument("--n-eval", type=_count(1), default=_IPG("n_eval"),
+    i.add_argument("--n-support", type=_count(2), default=_IPG("n_support"),
+                   help="support-set questions per seed (M, default %(default)s)")
+    i.add_argument("--seeds", type=_count(1), default=_IPG("seeds"),
+                   help="attribution seeds: disjoint support sets, each with its own samples (default %(default)s)")
+    i.add_argument("--rewards", nargs="+", choices=["correctness", "gold_label_logprob", "valid_steps"],
+                   default=_IPG("rewards"), help="IPG rewards; the first is compared with the baselines (default: "
+                                                 "%(default)s)")
+    i.add_argument("--n-eval", type=_count(2), default=_IPG("n_eval"),
                    help="held-out questions per accuracy measurement (default %(default)s)")
     i.add_argument("--p", nargs="+", type=_count(1), default=_IPG("p_values", cases={"for heads": {"component": "head"}}),
                    help="numbers of components to steer (default: %(default)s)")

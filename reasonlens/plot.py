@@ -353,9 +353,11 @@ def component_heatmap(scores: Attribution, *, top_k: int | None = None, title: s
 
 
 def accuracy_vs_p(curves: dict[str, dict[int, float]], original: float | None = None, *,
+                  intervals: dict[str, dict[int, list[float]]] | None = None,
                   title: str = "accuracy after intervention"):
-    """Accuracy against the number of components ``p``, one line per method (``{method: {p: accuracy}}``), the
-    unmodified model's accuracy dashed.
+    """Accuracy against the number of components ``p``, one line per method (``{method: {p: accuracy}}``), with
+    error bars from ``intervals`` (``{method: {p: [low, high]}}``) where given, the unmodified model's accuracy
+    dashed.
 
     >>> fig = accuracy_vs_p({"ipg": {4: 0.2, 8: 0.1}, "random": {4: 0.7, 8: 0.7}}, 0.72)
     >>> [t.name for t in fig.data]
@@ -366,7 +368,13 @@ def accuracy_vs_p(curves: dict[str, dict[int, float]], original: float | None = 
     fig = go.Figure()
     for method, row in curves.items():
         ps = sorted(row, key=int)
-        fig.add_trace(go.Scatter(x=[int(p) for p in ps], y=[row[p] for p in ps], mode="lines+markers", name=method))
+        bars = None
+        if intervals is not None and method in intervals:
+            low_high = [intervals[method][p] for p in ps]
+            bars = dict(type="data", symmetric=False, array=[h - row[p] for p, (_, h) in zip(ps, low_high)],
+                        arrayminus=[row[p] - lo for p, (lo, _) in zip(ps, low_high)])
+        fig.add_trace(go.Scatter(x=[int(p) for p in ps], y=[row[p] for p in ps], mode="lines+markers", name=method,
+                                 error_y=bars))
     if original is not None:
         fig.add_hline(y=original, line_dash="dash", line_color="gray", annotation_text="unmodified")
     fig.update_layout(title=title, xaxis_title="components p", yaxis_title="accuracy", yaxis_range=[0, 1.02],

@@ -15,7 +15,7 @@ import reasonlens.attribution
 import reasonlens.importance
 import reasonlens.patching
 from reasonlens.attribution.ipg import Attribution, IPGConfig
-from reasonlens.attribution.study import IPGStudyConfig, IPGStudyResult, Variant
+from reasonlens.attribution.study import IPGStudyConfig, IPGStudyResult, Variant, method_names
 from reasonlens.errors import ReasonlensError
 from reasonlens.evaluate import AnswerNow, EvalConfig, EvalResult, Record, RuleChoice
 from reasonlens.generation import GenerationConfig
@@ -38,10 +38,10 @@ CHANGED = [
     HorizonConfig(statement="entity_fact", stages=(0, 2), layers=(1,), require_clean=False, max_new_tokens=12),
     RelationProbeConfig(hidden_sizes=(8, 4), mlp_alpha=0.1, max_iter=20),
     PatchConfig(site="z", layers=(0, 1), positions="all", units=(2, 3), direction="noise", normalize="none"),
-    IPGConfig(component="neuron", layers=(1, 2), steps=3, baseline="mean", n_samples=2),
+    IPGConfig(component="neuron", layers=(1, 2), steps=3, rule="midpoint", baseline="mean", n_samples=2),
     IPGStudyConfig(component="head", layers=(2,), task=Variant("false 2-hop", "false", 2), n_support=12, p_values=(1, 3),
                    length_gammas=(0.0, 2.5), variants=(Variant("a", "fictional", 1), Variant("b", "true", 2)),
-                   support_sizes=(5,)),
+                   rewards=("valid_steps", "correctness"), ablation_rules=("trapezoid",)),
     StepImportanceConfig(kinds=("false",), hops=(3,), source="greedy", probe=ProbeConfig(arch="linear", seeds=(1, 2)),
                          labels=LabelConfig(scoring=ScoringConfig(mode="sampled", tau=0.7), thresholds=(0.2, 0.1))),
     LabelConfig(ranking="random", thresholds=(0.5,), scoring=ScoringConfig(suffix=" So"), use_attainability=False),
@@ -81,7 +81,7 @@ def test_a_nested_tuple_of_variants_comes_back_as_variants():
 
 
 def test_unknown_or_bad_keys_are_clear_errors():
-    with pytest.raises(ReasonlensError, match=r"IPGStudyConfig has no setting 'n_supports'; .*n_support, n_eval"):
+    with pytest.raises(ReasonlensError, match=r"IPGStudyConfig has no setting 'n_supports'; .*n_support, seeds, n_eval"):
         IPGStudyConfig.from_dict({"n_supports": 3})
     with pytest.raises(ReasonlensError, match="ScoringConfig has no setting 'taus'"):
         StepImportanceConfig.from_dict({"labels": {"scoring": {"taus": 0.5}}})
@@ -118,17 +118,23 @@ def _ipg_result() -> IPGStudyResult:
                            labels={"layer": ["L1", "L2"], "unit": [f"H{u}" for u in range(4)]},
                            meta={"method": method, "component": "head", "n_zero_advantage_groups": seed})
 
-    config = IPGStudyConfig(component="head", layers=(1, 2), n_support=3, n_eval=4, p_values=(1, 2), length_p=1, dice_p=2,
-                            length_gammas=(0.0, 1.5), variants=(Variant("false 2-hop", "false", 2),),
-                            support_sizes=(2,))
-    methods = ("ipg", "activation", "random", "raw_pg", "integrated_gradients")
+    config = IPGStudyConfig(component="head", layers=(1, 2), n_support=3, seeds=2, n_eval=4, p_values=(1, 2),
+                            length_p=1, dice_p=2, length_gammas=(0.0, 1.5),
+                            variants=(Variant("false 2-hop", "false", 2),), n_bootstrap=200)
+    methods = method_names(config.rewards)
+    bits = {1: ["0101", "0111"], 2: ["0001", "0011"]}
     return IPGStudyResult(
-        model="headroom", config=config, accuracy_original=0.75, mean_steps_original=4.5,
-        suppression={m: {1: 0.5, 2: 0.25} for m in methods}, enhancement={m: {1: 0.75, 2: 1.0} for m in methods},
+        model="headroom", config=config, original_correct="0111",
+        correct={mode: {m: dict(bits) for m in methods} for mode in ("suppression", "enhancement")},
+        transfer_correct={"false 2-hop": {"original": ["1111"], "ipg": ["0110", "0011"], "random": ["1110", "1011"]}},
+        ablations=[{"name": "raw PG", "baseline": "zero", "steps": 1, "rule": "right", "completeness_gap": 0.5,
+                    "dice_with_reference": 1.0}],
         length_control={g: {"accuracy": 0.5, "mean_steps": 4.0 + g, "mean_tokens": 30.0} for g in (0.0, 1.5)},
-        dice={"p": 2, "random_expectation": 0.25, "variants": {"names": ["a", "b"], "matrix": [[1.0, 0.5], [0.5, 1.0]]},
-              "support_sizes": {"names": ["M=2", "M=3"], "matrix": [[1.0, None], [None, 1.0]]}},
-        scores={name: scores(i, name) for i, name in enumerate(("ipg", "raw_pg", "length", "variant false 2-hop"))},
+        dice={"p": 2, "random_expectation": 0.25, "variants": {"names": ["a", "b"], "matrix": [[1.0, 0.5], [0.5, 1.0]]}},
+        support={"seeds": 2, "n_support": 3, "disjoint": True, "n_informative_prompts": {"correctness": [2, 3]},
+                 "informative_note": None},
+        scores={name: scores(i, name) for i, name in enumerate(("ipg seed 0", "raw_pg seed 0", "length",
+                                                                  "ipg false 2-hop"))},
         timings={"attribution": 1.5, "steering": 2.0})
 
 

@@ -354,9 +354,11 @@ def run_ipg_study(model: TransformerBridge, config: IPGStudyConfig | None = None
                                                                            progress=progress))
             informative[reward].append(scores[f"{name} seed {s}"].n_informative)
         if not informative[c.rewards[0]][-1]:
+            rewards = [r for group in scores[f"ipg seed {s}"].meta["rewards"] for r in group]
             raise ReasonlensError(
                 f"every one of the {c.n_support} support groups of seed {s} ({c.task.name}, {c.n_samples} sampled "
-                f"chains each) got equal rewards, so {c.rewards[0]} gives IPG no signal on this model; use a model "
+                f"chains each) got equal rewards (mean reward {sum(rewards) / len(rewards):.2f}), so "
+                f"{c.rewards[0]} gives IPG no signal on this model; use a model "
                 "that sometimes fails (reasonlens-headroom), a harder task (IPGStudyConfig(task=Variant(...))), more "
                 "support questions, or a graded reward first (rewards=('gold_label_logprob', ...))")
         scores[f"raw_pg seed {s}"] = saved.run(f"raw_pg-{s}", lambda: IntegratedPolicyGradient(
