@@ -63,6 +63,10 @@ class GenerationConfig(ConfigDict):
     - ``stop_at_answer``: also end a sequence once its text holds the answer label (True/False) or a blank
       line, for models that write no EOS after the label (a hub model prompted few-shot). EOS always ends
       a sequence.
+    - ``drop_finished``: take a sequence out of its batch once it stops, so the forwards shrink as sequences end
+      (the same tokens, faster when lengths vary). Hooks then see a batch whose rows change between steps: use it
+      with no hooks or with hooks that treat every row alike (as steering's do). By default finished sequences
+      keep decoding (their tokens dropped) and every hook sees one fixed batch.
 
     >>> GenerationConfig(temperature=0.7, top_p=0.9, num_samples=4).num_samples
     4
@@ -75,6 +79,7 @@ class GenerationConfig(ConfigDict):
     batch_size: int = 32
     num_samples: int = 1
     stop_at_answer: bool = True
+    drop_finished: bool = False
 
     def __post_init__(self) -> None:
         check_int(self.max_new_tokens, "max_new_tokens", low=1, hint="pass a whole number of tokens, e.g. 64")
@@ -84,6 +89,7 @@ class GenerationConfig(ConfigDict):
         check_int(self.batch_size, "batch_size", low=1)
         check_int(self.num_samples, "num_samples", low=1)
         check_bool(self.stop_at_answer, "stop_at_answer")
+        check_bool(self.drop_finished, "drop_finished")
         if self.num_samples > 1 and self.temperature == 0:
             raise ReasonlensError(f"num_samples={self.num_samples} with greedy decoding gives identical copies; "
                                   "set temperature > 0 to sample a group")
@@ -194,19 +200,27 @@ def _decode_batch(model: TransformerBridge, rows: list[list[int]], config: Gener
     next_pos = positions[:, -1:] + 1
     outs: list[list[int]] = [[] for _ in rows]
     reasons: list[str | None] = [None] * batch
+    alive = list(range(batch))  # the sequence each row of the current forward decodes
     for step in range(config.max_new_tokens):
-        new = _next_tokens(logits[:, -1], config, rngs)
-        active = [i for i in range(batch) if reasons[i] is None]
-        for i, token in zip(active, new[active].tolist()):
-            outs[i].append(token)
-        texts = tokenizer.batch_decode([outs[i] for i in active], skip_special_tokens=True) \
+        new = _next_tokens(logits[:, -1], config, [rngs[i] for i in alive])
+        tokens = new.tolist()
+        active = [r for r, i in enumerate(alive) if reasons[i] is None]
+        for r in active:
+            outs[alive[r]].append(tokens[r])
+        texts = tokenizer.batch_decode([outs[alive[r]] for r in active], skip_special_tokens=True) \
             if config.stop_at_answer else [""] * len(active)
-        for i, text in zip(active, texts):
-            reasons[i] = _stop_reason(outs[i][-1], text, eos_ids, config.stop_at_answer)
+        for r, text in zip(active, texts):
+            reasons[alive[r]] = _stop_reason(outs[alive[r]][-1], text, eos_ids, config.stop_at_answer)
         if step == config.max_new_tokens - 1 or all(r is not None for r in reasons):
             break
-        # Finished rows keep decoding (their tokens are dropped) so every hook sees one fixed batch.
-        mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
+        if config.drop_finished and len(active) < len(alive):
+            keep = [r for r in range(len(alive)) if reasons[alive[r]] is None]
+            index = torch.tensor(keep, device=device)
+            cache.batch_select_indices(index)
+            mask, next_pos, new = mask[index], next_pos[index], new[index]
+            alive = [alive[r] for r in keep]
+        # Otherwise finished rows keep decoding (their tokens are dropped) so every hook sees one fixed batch.
+        mask = torch.cat([mask, mask.new_ones(len(alive), 1)], dim=1)
         logits, cache = model(new[:, None], attention_mask=mask, position_ids=next_pos, past_key_values=cache,
                               return_type="logits_and_cache")
         next_pos = next_pos + 1

@@ -139,6 +139,20 @@ def test_stop_at_eos(model):
         assert gen.stop_reasons[i] in STOP_REASONS
 
 
+@pytest.mark.parametrize("sampled", [False, True])
+def test_dropping_finished_sequences_gives_the_same_tokens(model, sampled):
+    """Row 0 stops at its third token; the batch then shrinks, and every sequence decodes as in the fixed batch
+    (a row-agnostic hook, like steering's, acts on the remaining rows alike)."""
+    settings = dict(max_new_tokens=10, temperature=0.7 if sampled else 0.0, num_samples=2 if sampled else 1, seed=3)
+    scale = [("blocks.0.hook_resid_post", lambda act, hook: act * 0.9)]
+    fixed = generate(model, PROMPTS, GenerationConfig(**settings), fwd_hooks=[*force({2: "[EOS]"}, rows={0}), *scale])
+    steps = []
+    shrinking = generate(model, PROMPTS, GenerationConfig(**settings, drop_finished=True), fwd_hooks=[
+        *force({2: "[EOS]"}, rows={0}), *scale, ("hook_embed", lambda act, hook: steps.append(act.shape[0]))])
+    assert shrinking.output_ids == fixed.output_ids and shrinking.stop_reasons == fixed.stop_reasons
+    assert fixed.stop_reasons[0] == "eos" and min(steps) < max(steps)  # the batch did shrink
+
+
 @pytest.mark.parametrize(("words", "reason", "answer"), [
     (["rex", "is", "a", "wumpus", ".", "true", "."], "answer", "True"),
     (["rex", "is", "false"], "answer", "False"),

@@ -183,7 +183,8 @@ class IntegratedPolicyGradient:
         gen = generate(model, [format_prompt(e) for e in examples],
                        GenerationConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
                                         top_p=cfg.top_p, seed=cfg.seed, num_samples=cfg.n_samples,
-                                        batch_size=max(cfg.batch_size, cfg.n_samples)), progress=progress)
+                                        batch_size=max(cfg.batch_size, cfg.n_samples), drop_finished=True),
+                       progress=progress)
         if list(gen.prompt_index) != [i // cfg.n_samples for i in range(len(gen))]:
             raise ReasonlensError("generation returned the samples out of prompt order")  # grouped by prompt below
         trajectories = tuple(Trajectory(gen.texts[i], gen.answers[i], gen.output_ids[i], gen.prompt_ids[i])

@@ -65,7 +65,8 @@ def steer(model: TransformerBridge, examples: Sequence[Example], selection: Sele
     if max_new_tokens is None:
         max_new_tokens = decoding_budget(model, examples)
     gen = generate(model, [format_prompt(e) for e in examples],
-                   GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size), fwd_hooks=hooks,
+                   GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, drop_finished=True),
+                   fwd_hooks=hooks,
                    progress=progress)
     trajectories = [Trajectory(gen.texts[i], gen.answers[i], gen.output_ids[i]) for i in range(len(gen))]
     n = len(examples)
