@@ -377,8 +377,10 @@ def accuracy_vs_p(curves: dict[str, dict[int, float]], original: float | None = 
                                  error_y=bars))
     if original is not None:
         fig.add_hline(y=original, line_dash="dash", line_color="gray", annotation_text="unmodified")
+    ticks = sorted({int(p) for row in curves.values() for p in row})
     fig.update_layout(title=title, xaxis_title="components p", yaxis_title="accuracy", yaxis_range=[0, 1.02],
-                      xaxis_type="log", template="plotly_white", height=380)
+                      xaxis=dict(type="log", tickvals=ticks, ticktext=[str(p) for p in ticks]),
+                      template="plotly_white", height=380)
     return fig
 
 
