@@ -54,42 +54,71 @@ def _as_grid(scores) -> tuple[Any, list[str], list[str]]:
     return grid, [f"L{i}" for i in range(grid.shape[0])], [str(j) for j in range(grid.shape[1])]
 
 
+def colour_limit(values, max_clipped: float = 0.1, gap: float = 3.0) -> float:
+    """A robust colour limit for a diverging heatmap of ``values``: the largest ``|value|``, unless a few cells
+    (at most ``max_clipped`` of them, at least one) stand more than ``gap`` times above the next: then the largest
+    value below that gap, and those cells are clipped. 1.0 for all-zero values.
+
+    >>> colour_limit([60.0, -58.0, 1.0, -0.9, 0.5, 0.2, 0.1, 0.0, 0.3, 0.4, -0.2, 0.6, 0.7, 0.8, -0.3, 0.1])
+    1.0
+    >>> colour_limit([1.0, -0.9, 0.5])
+    1.0
+    """
+    import numpy as np
+
+    a = np.sort(np.abs(np.asarray(values, dtype=float)).ravel())[::-1]
+    if a.size == 0 or a[0] == 0:
+        return 1.0
+    k = max(1, int(np.ceil(max_clipped * a.size)))
+    best, limit = gap, float(a[0])
+    for j in range(min(k, a.size - 1)):
+        if a[j + 1] > 0 and a[j] / a[j + 1] > best:
+            best, limit = a[j] / a[j + 1], float(a[j + 1])
+    return limit
+
+
 def head_heatmap(scores, *, title: str = "patching score", zmax: float | None = None):
     """Layer x head heatmap, diverging and centred at zero, hover labels ``L{l}H{h}`` (``L{l}KV{u}`` for the
-    key / value heads of a grouped-query ``k`` or ``v`` sweep). ``scores`` is a
+    key / value heads of a grouped-query ``k`` or ``v`` sweep) with each cell's value. ``scores`` is a
     ``[layer, head]`` tensor or LabelledTensor, or a dict ``{facet title: scores}`` for one facet per subtask.
+
+    Each facet has its own colour limit, stated in its title: ``zmax``, or a robust one (:func:`colour_limit`) so
+    that a few outlying cells do not wash out the rest; cells beyond it take the end colour and are marked ``◆``.
+    Colours show score / limit, so facets of different scales are all readable.
 
     >>> import torch
     >>> fig = head_heatmap({"s0": torch.zeros(2, 3), "s1": torch.ones(2, 3)})
-    >>> len(fig.data)
-    2
+    >>> len(fig.data), fig.layout.annotations[1].text
+    (2, 's1 (±1)')
     """
+    import numpy as np
+    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     panels = scores if isinstance(scores, dict) else {title: scores}
     grids = {name: _as_grid(s) for name, s in panels.items()}
-    bound = zmax or max(float(abs(g).max()) for g, _, _ in grids.values()) or 1.0
-    cols = min(len(grids), 5)
+    limits = {name: float(zmax) if zmax else colour_limit(g) for name, (g, _, _) in grids.items()}
+    cols = min(len(grids), 4)
     rows = (len(grids) + cols - 1) // cols
-    # Facet titles such as "s0: decision (premise_copy subject)" break before the parenthesis, so neighbours do not
-    # overlap at five facets per row.
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[name.replace(" (", "<br>(") for name in grids],
-                        horizontal_spacing=0.04, vertical_spacing=0.16)
+    # Long facet titles such as "s0: decision (premise_copy subject)" break before the parenthesis, so that
+    # neighbours do not overlap at four facets per row.
+    titles = [f"{name.replace(' (', '<br>(')} (±{limits[name]:.3g})" for name in grids]
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.05, vertical_spacing=0.2)
     fig.update_annotations(font_size=12)
-    import plotly.graph_objects as go
-
     for i, (name, (grid, layer_labels, head_labels)) in enumerate(grids.items()):
+        grid = np.asarray(grid, dtype=float)
         heads = [h if h.startswith(("H", "KV")) else f"H{h}" for h in head_labels]
-        text = [[f"{l}{h}" for h in heads] for l in layer_labels]
-        fig.add_trace(go.Heatmap(z=grid, x=heads, y=layer_labels, text=text, zmid=0, zmin=-bound, zmax=bound,
-                                 colorscale="RdBu", showscale=i == 0,
-                                 hovertemplate="%{text}: %{z:.3f}<extra>" + name + "</extra>"),
+        cells = [[f"{l}{h}" for h in heads] for l in layer_labels]
+        clipped = np.abs(grid) > limits[name] * (1 + 1e-9)
+        fig.add_trace(go.Heatmap(z=np.clip(grid / limits[name], -1, 1), x=heads, y=layer_labels,
+                                 customdata=np.dstack([np.asarray(cells, dtype=object), grid]),
+                                 text=np.where(clipped, "◆", ""), texttemplate="%{text}",
+                                 zmid=0, zmin=-1, zmax=1, colorscale="RdBu", showscale=i == 0,
+                                 colorbar=dict(title="score / limit"),
+                                 hovertemplate="%{customdata[0]}: %{customdata[1]:.3f}<extra>" + name + "</extra>"),
                       row=i // cols + 1, col=i % cols + 1)
     fig.update_yaxes(autorange="reversed")
-    fig.update_layout(title=title if len(grids) > 1 else None, template="plotly_white",
-                      height=260 * rows + 80, width=None)
-    if len(grids) == 1:
-        fig.update_layout(title=title)
+    fig.update_layout(title=title, template="plotly_white", height=280 * rows + 100, width=None)
     return fig
 
 

@@ -248,3 +248,30 @@ def test_attention_view_bad_tokens(model):
         attention_view(model, [1, 4, 27], ["L0H0"], attention_mask=torch.tensor([1, 1, 0]))
     with pytest.raises(ReasonlensError, match="left-padded"):
         attention_view(model, [1, 4, 27], ["L0H0"], attention_mask=torch.tensor([1, 1]))
+
+
+def test_head_heatmap_limits_are_robust_per_facet_and_mark_clipped_cells():
+    """Two outlying cells (as per-example KL ratios give) no longer wash out a facet; a facet of small scores is
+    as readable as one of large scores; every facet shows most of its varying cells visibly away from zero."""
+    from reasonlens.plot import head_heatmap
+
+    generator = torch.Generator().manual_seed(0)
+    typical = torch.randn(6, 4, generator=generator) * 0.3
+    outliers = typical.clone()
+    outliers[1, 2], outliers[4, 0] = -60.0, -58.0
+    small = typical * 0.01
+    fig = head_heatmap({"outliers": outliers, "typical": typical, "small": small})
+    for trace, data in zip(fig.data, (outliers, typical, small)):
+        colours = torch.tensor(trace.z, dtype=torch.float64)
+        varying = (data.abs() > 0.05 * data.abs().median()).sum()
+        visible = (colours.abs() >= 0.1).sum()
+        assert visible >= 0.6 * varying  # no panel the colour of zero while its data vary
+        assert colours.abs().max() <= 1
+    marks = [[cell for cell in row] for row in fig.data[0].text]
+    assert marks[1][2] == "◆" and marks[4][0] == "◆" and sum(cell == "◆" for row in marks for cell in row) == 2
+    assert fig.data[1].text.tolist() == [[""] * 4] * 6  # nothing clipped without outliers
+    titles = [a.text for a in fig.layout.annotations]
+    limit = float(typical.abs().max())
+    assert titles[1] == f"typical (±{limit:.3g})" and titles[2] == f"small (±{limit * 0.01:.3g})"
+    assert float(fig.data[0].customdata[1][2][1]) == -60.0  # hover keeps the raw score
+    assert head_heatmap(typical, zmax=2.0).layout.annotations[0].text.endswith("(±2)")

@@ -417,7 +417,7 @@ def test_grouped_query_kv_sites_sweep_key_value_heads(arch):
 
         res = patch(model, batch.clean, batch.corrupted, attention_mask=batch.mask, site="k", positions="all",
                     layers=[1, 2], progress=False)
-        assert head_heatmap(res).data[0].text[1][1] == "L2KV1"
+        assert head_heatmap(res).data[0].customdata[1][1][0] == "L2KV1"
     with pytest.raises(ReasonlensError, match=f"has {kv} key/value heads" if kv < n else f"has {n} heads"):
         patch(model, batch.clean, batch.corrupted, attention_mask=batch.mask, site="k", units=[kv], progress=False)
 
