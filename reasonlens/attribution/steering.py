@@ -49,9 +49,10 @@ def decoding_budget(model: TransformerBridge, examples: Sequence[Example]) -> in
 
 
 def steer(model: TransformerBridge, examples: Sequence[Example], selection: Selection | None = None,
-          gamma: float = 1.0, *, max_new_tokens: int | None = None, batch_size: int = 64,
+          gamma: float = 1.0, *, max_new_tokens: int | None = None, batch_size: int = 128,
           progress: bool = False) -> SteeringOutcome:
-    """Greedy-decode every example with ``selection`` scaled by ``gamma`` (None: the unmodified model)."""
+    """Greedy-decode every example with ``selection`` scaled by ``gamma`` (None: the unmodified model), in batches of
+    ``batch_size`` questions from which finished ones drop out (the memory bound)."""
     from reasonlens.generation import GenerationConfig, generate
     from reasonlens.ontology import format_prompt
 
