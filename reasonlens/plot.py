@@ -286,7 +286,9 @@ def _node_place(label: str, top: int, right: int) -> tuple[int, int]:
 def pathway_graph(flow: FlowResult, example: int = 0, tokens: list[str] | None = None):
     """One example's pathway tree: heads at (position, layer), source positions in a row below layer 0
     coloured by region, the output at the top right, arrows along the flow of information. ``tokens`` (the
-    padded prompt's token strings) go into the hover text.
+    padded prompt's token strings) label the position axis at the positions the tree uses, the source nodes and
+    the hover text. Heads that share a place are spread sideways, and neighbouring labels alternate above and
+    below their nodes, so that no two labels sit on each other.
 
     >>> from reasonlens.patching.flow import FlowNode, FlowResult
     >>> root = FlowNode(layer=1, head=0, pos=3, token=7, prob=0.5, depth=0, sources=[(1, 0.9)])
@@ -305,6 +307,13 @@ def pathway_graph(flow: FlowResult, example: int = 0, tokens: list[str] | None =
     top = max([int(flow.meta.get("n_layers", 0))] + [y + 1 for _, y in head_places])
     right = max([x + 1 for x, _ in head_places], default=0)
     places = {label: _node_place(label, top, right) for label in labels}
+    shared: dict[tuple[int, int], list[str]] = {}
+    for label in labels:
+        shared.setdefault(places[label], []).append(label)
+    drawn = {label: (x + 0.35 * (i - (len(group) - 1) / 2) if len(group) > 1 else x, y)
+             for (x, y), group in shared.items() for i, label in enumerate(group)}
+    # labels alternate above and below from one position, and from one node of a shared place, to the next
+    above = {label: (x + i) % 2 == 0 for (x, _), group in shared.items() for i, label in enumerate(group)}
     if tokens is not None and right > len(tokens):
         raise ReasonlensError(f"the tree reaches position {right - 1} but {len(tokens)} tokens were given; pass the "
                               "token strings of the whole padded prompt")
@@ -312,6 +321,12 @@ def pathway_graph(flow: FlowResult, example: int = 0, tokens: list[str] | None =
     def hover(label: str) -> str:
         x, _ = places[label]
         return label if tokens is None or label == "output" else f"{label}: {tokens[x]!r}"
+
+    def text(label: str) -> str:
+        if label.startswith("pos "):
+            x = places[label][0]
+            return str(x) if tokens is None else tokens[x].strip() or repr(tokens[x])
+        return label.split("@")[0]
 
     region_names = list(dict.fromkeys([*flow.regions[example], OTHER]))
     groups: dict[str, list[str]] = {"heads": [], **{name: [] for name in region_names}}
@@ -333,18 +348,24 @@ def pathway_graph(flow: FlowResult, example: int = 0, tokens: list[str] | None =
         else:
             colour = "lightgrey" if group == OTHER else palette[region_names.index(group) % len(palette)]
             marker = dict(size=13, color=colour, symbol="square")
-        fig.add_trace(go.Scatter(x=[places[m][0] for m in members], y=[places[m][1] for m in members],
-                                 mode="markers+text", name=group, text=[m.split("@")[0] for m in members],
-                                 textposition="top center", hovertext=[hover(m) for m in members],
-                                 hoverinfo="text", marker=marker))
+        fig.add_trace(go.Scatter(x=[drawn[m][0] for m in members], y=[drawn[m][1] for m in members],
+                                 mode="markers+text", name=group, text=[text(m) for m in members],
+                                 textposition=["top center" if above[m] or group == "output" else "bottom center"
+                                               for m in members],
+                                 hovertext=[hover(m) for m in members], hoverinfo="text", marker=marker))
     for source, target in edges:
-        (x0, y0), (x1, y1) = places[source], places[target]
+        (x0, y0), (x1, y1) = drawn[source], drawn[target]
         fig.add_annotation(x=x1, y=y1, ax=x0, ay=y0, xref="x", yref="y", axref="x", ayref="y", showarrow=True,
                            arrowhead=2, arrowsize=1, arrowwidth=1, arrowcolor="grey", standoff=8, startstandoff=8,
                            text="")
     fig.update_yaxes(tickmode="array", tickvals=[-1, *range(top)], ticktext=["source", *(f"L{l}" for l in range(top))],
-                     title_text="layer", range=[-1.6, top + 0.6])
-    fig.update_xaxes(title_text="position", range=[-0.5, right + 0.8])
+                     title_text="layer", range=[-1.6, top + 0.9])
+    used = sorted({x for label, (x, _) in places.items() if label != "output"})
+    if tokens is None:
+        fig.update_xaxes(title_text="position", range=[-0.5, right + 0.8])
+    else:
+        fig.update_xaxes(title_text="token (position)", range=[-0.5, right + 0.8], tickmode="array", tickvals=used,
+                         ticktext=[f"{tokens[x].strip() or repr(tokens[x])} ({x})" for x in used], tickangle=-45)
     fig.update_layout(title=f"pathways of example {example} ({len(edges)} edges)", template="plotly_white",
                       height=160 + 60 * top)
     return fig

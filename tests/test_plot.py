@@ -275,3 +275,20 @@ def test_head_heatmap_limits_are_robust_per_facet_and_mark_clipped_cells():
     assert titles[1] == f"typical (±{limit:.3g})" and titles[2] == f"small (±{limit * 0.01:.3g})"
     assert float(fig.data[0].customdata[1][2][1]) == -60.0  # hover keeps the raw score
     assert head_heatmap(typical, zmax=2.0).layout.annotations[0].text.endswith("(±2)")
+
+
+def test_pathway_graph_labels_tokens_and_keeps_labels_apart():
+    from reasonlens.patching.flow import FlowNode, FlowResult
+
+    # two heads of one layer at one position, sources at neighbouring positions
+    root = FlowNode(layer=2, head=0, pos=6, token=7, prob=0.5, depth=0, sources=[(5, 0.4), (4, 0.3)])
+    twin = FlowNode(layer=2, head=1, pos=6, token=7, prob=0.5, depth=0, sources=[(5, 0.4)])
+    flow = FlowResult([[root, twin]], [7], [{"question": (0, 7)}], {"n_layers": 3})
+    tokens = [" q", " every", " cat", " is", " red", " .", " rex"]
+    fig = pathway_graph(flow, 0, tokens=tokens)
+    heads = next(t for t in fig.data if t.name == "heads")
+    assert len(heads.x) == 2 and heads.x[0] != heads.x[1] and heads.y[0] == heads.y[1]  # spread, not stacked
+    sources = next(t for t in fig.data if t.name == "question")
+    assert sorted(sources.text) == [".", "red"] and len(set(sources.textposition)) == 2  # above / below
+    assert list(fig.layout.xaxis.ticktext) == ["red (4)", ". (5)", "rex (6)"]
+    assert list(fig.layout.xaxis.tickvals) == [4, 5, 6]
