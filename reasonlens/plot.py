@@ -188,8 +188,13 @@ def circuit_curves(circuits: dict[str, CircuitResult]):
                                  hovertemplate=(f"band half-width {result.band.half_width}: " + "%{x} heads, "
                                                 "agreement %{y:.3f}<extra>" + name + "</extra>")))
     fig.add_hline(y=TARGET_AGREEMENT, line_dash="dash", line_color="grey")
+    # The legend goes below the plot, in rows, with room for every subtask: a side legend of eleven long subtask
+    # names turns into a scroll box.
+    rows = -(-len(circuits) // 3)
     fig.update_layout(title="circuit agreement with the full model", xaxis_title="heads kept",
-                      yaxis_title="argmax agreement", yaxis_range=[0, 1.02], template="plotly_white", height=400)
+                      yaxis_title="argmax agreement", yaxis_range=[0, 1.02], template="plotly_white",
+                      height=420 + 24 * rows, legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
+                      margin=dict(b=80 + 24 * rows))
     return fig
 
 

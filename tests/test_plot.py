@@ -56,6 +56,10 @@ def test_circuit_curves():
     assert not band0.showlegend
     (hline,) = lines(fig)
     assert hline["y0"] == hline["y1"] == 0.9 and hline["line"]["dash"] == "dash"
+    # the legend sits below the plot in rows, with room for every subtask (no scroll box)
+    many = circuit_curves({f"s{i}: a long subtask name (rule_copy predicate)": circuits["s0"] for i in range(11)})
+    assert many.layout.legend.orientation == "h" and many.layout.legend.y < 0
+    assert many.layout.height > fig.layout.height and many.layout.margin.b >= 80 + 24 * 4
 
 
 @pytest.mark.parametrize("bad", [{}, [1]])
