@@ -383,11 +383,17 @@ def run_ipg_study(model: TransformerBridge, config: IPGStudyConfig | None = None
     original = saved.run("original", lambda: _bits(steer(model, evaluation)))
     gammas = {"suppression": 0.0, "enhancement": c.enhance_gamma}
     correct: dict[str, dict[str, dict[int, list[str]]]] = {mode: {m: {} for m in methods} for mode in MODES}
+    decoded: dict[tuple[Selection, float], str] = {}  # methods that pick the same set decode it once
+
+    def steered(selection: Selection, gamma: float) -> str:
+        if (selection, gamma) not in decoded:
+            decoded[selection, gamma] = _bits(steer(model, evaluation, selection, gamma))
+        return decoded[selection, gamma]
+
     jobs = [(mode, m, p) for mode in MODES for m in methods for p in c.p_values]
     for mode, method, p in tqdm(jobs, desc="steering", unit="setting", disable=not progress):
         correct[mode][method][p] = saved.run(f"{mode}-{method}-p{p}", lambda: [
-            _bits(steer(model, evaluation, scores[f"{method} seed {s}"].top(p), gammas[mode]))
-            for s in range(c.seeds)])
+            steered(scores[f"{method} seed {s}"].top(p), gammas[mode]) for s in range(c.seeds)])
     timings["steering"] = time.time() - start
 
     # 3. The paper's ablations, on the first seed's samples.
