@@ -627,8 +627,11 @@ def attention_view(model: TransformerBridge, tokens: Int[Tensor, " pos"] | list[
         _, cache = model.run_with_cache(ids[None].to(model.cfg.device), names_filter=lambda name: name in names)
     patterns = torch.stack([cache[f"blocks.{layer}.attn.hook_pattern"][0, head] for layer, head in picked])
     str_tokens = require_tokenizer(model).convert_ids_to_tokens(ids.tolist())
-    return cv.attention.attention_heads(attention=patterns.float().cpu(), tokens=str_tokens,
+    html = cv.attention.attention_heads(attention=patterns.float().cpu(), tokens=str_tokens,
                                         attention_head_names=list(heads)).local_src
+    # circuitsvis writes its mount point as <div .../>, which HTML reads as an open <div>: everything after the view
+    # would sit inside it and vanish when React renders into it. Close it.
+    return re.sub(r'(<div id="circuits-vis-[^"]*"[^>]*?)\s*/>', r"\1></div>", html, count=1)
 
 
 if TYPE_CHECKING:

@@ -327,7 +327,7 @@ def test_generator_api_rejects_unreachable_sizes():
     (["eval", "--model", "m"], "required: --out"),
     (["eval", "--model", "m", "--out", "o", "--frobnicate"], "unrecognized arguments: --frobnicate"),
     (["generate", "--n", "-3", "--out", "d.jsonl"], "argument --n"),
-    (["demo", "--n", "0"], "argument --n"),
+    (["demo", "--batch-size", "0"], "argument --batch-size"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
     (["run", "ipg", "--model", "m", "--out", "o", "--n-support", "0"], "argument --n-support"),
     (["run", "cot-mechanism", "--model", "m", "--out", "o", "--few-shot", "-1"], "argument --few-shot"),

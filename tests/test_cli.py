@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,7 @@ def test_models_json(zoo, capsys):
     assert listed[0]["size_bytes"] > 0
 
 
-def test_eval_writes_metrics_and_report(tiny, tmp_path):
+def test_eval_writes_metrics_and_report(tiny, tmp_path, browser_check):
     out = tmp_path / "eval"
     assert main(["eval", "--model", str(tiny), "--n", "2", "--seed", "3", "--out", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
@@ -64,6 +65,7 @@ def test_eval_writes_metrics_and_report(tiny, tmp_path):
     assert 0.0 <= metrics["closed_book_accuracy"] <= 1.0
     html = (out / "report.html").read_text()
     assert "Label accuracy" in html and "Decoded chains" in html and "Plotly" in html
+    assert browser_check(out / "report.html", "eval") == {"figures": 1, "views": 0}
 
 
 def test_eval_on_imported_prontoqa(tiny, tmp_path):
@@ -94,10 +96,41 @@ def test_eval_on_v1_sized_ontologies(tiny, tmp_path):
     assert main(["eval", "--model", str(tiny), "--data", str(DATA), "--v1-sizes", "--out", str(tmp_path / "b")]) == 2
 
 
-def test_demo_uses_the_main_model(zoo, tmp_path, capsys):
-    assert main(["demo", "--n", "1", "--out", str(tmp_path / "demo")]) == 0
-    assert (tmp_path / "demo" / "report.html").exists()
-    assert json.loads((tmp_path / "demo" / "metrics.json").read_text())["model"] == "tiny-main"
+def test_demo_tours_every_method_on_the_shipped_models(tmp_path, monkeypatch, offline, browser_check):
+    from reasonlens import tour
+
+    @dataclass(frozen=True)
+    class Small(tour.TourConfig):  # the tour's own code at a tiny size
+        mechanism_subtasks: tuple = (5,)
+        mechanism_examples: int = 6
+        conflict_examples: int = 60
+        relation_examples: int = 20
+        ipg_support: int = 8
+        ipg_samples: int = 3
+        ipg_steps: int = 2
+        ipg_eval: int = 8
+        ipg_p: tuple = (1, 2)
+        random_sets: int = 2
+        importance_per_cell: int = 6
+        eval_per_cell: int = 1
+        n_bootstrap: int = 200
+
+    monkeypatch.setattr(tour, "TourConfig", Small)
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["models"] == {"main": "reasonlens-main", "headroom": "reasonlens-headroom"}
+    assert set(results["ipg"]["ipg_minus_random"]) == {"1", "2"} and len(results["ipg"]["top_heads"]) == 2
+    assert len(results["steering"]["random"]["2"]) == 2 and len(results["steering"]["original"]) == 8
+    html = (out / "report.html").read_text()
+    for section in ("1. Which heads", "2. Where the answer", "3. Which heads a reasoning", "4. Which steps",
+                    "5. How well", "reasonlens run cot-mechanism", "reasonlens run ipg", "reasonlens run step-importance"):
+        assert section in html
+    # head scores, circuits, roles, pathways, prior vs context, relations, IPG heads, IPG suppression; one view
+    assert browser_check(out / "report.html", "demo") == {"figures": 8, "views": 1}
+    again = tour.TourResult.load(out)
+    assert json.loads(json.dumps(again.summary())) == {k: v for k, v in results.items() if k not in ("result",
+                                                                                                      "format")}
 
 
 @pytest.mark.parametrize(("argv", "message"), [

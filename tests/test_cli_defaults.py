@@ -11,6 +11,7 @@ from reasonlens.evaluate import EvalConfig
 from reasonlens.importance.study import StepImportanceConfig
 from reasonlens.ontology import GeneratorConfig
 from reasonlens.patching.mechanism import MechanismConfig
+from reasonlens.tour import TourConfig
 from reasonlens.train import TrainConfig
 
 
@@ -24,7 +25,7 @@ def _eval_config(args):
     (["generate", "--n", "1", "--v1-sizes", "--out", "d.jsonl"], cli._generator_config,
      GeneratorConfig(hops=(1, 2, 3, 4), **cli.V1_SIZES)),
     (["eval", "--model", "m", "--out", "o"], _eval_config, EvalConfig()),
-    (["demo"], lambda a: cli._eval_config(a.n, a.seed, a.batch_size, 0, False), EvalConfig(n_per_cell=50)),
+    (["demo"], cli._tour_config, TourConfig()),
     (["run", "cot-mechanism", "--model", "m", "--out", "o"], cli._mechanism_config, MechanismConfig()),
     (["run", "ipg", "--model", "m", "--out", "o"], cli._ipg_config, IPGStudyConfig()),
     (["run", "ipg", "--model", "m", "--out", "o", "--kind", "head"], cli._ipg_config, IPGStudyConfig(component="head")),

@@ -109,7 +109,7 @@ def test_study_without_a_correctness_signal_says_so():
                       IPGStudyConfig(**{**SMALL, "task": Variant("fictional 1-hop", "fictional", 1)}), progress=False)
 
 
-def test_cli_recipe_writes_results_and_report(tmp_path, monkeypatch, capsys):
+def test_cli_recipe_writes_results_and_report(tmp_path, monkeypatch, capsys, browser_check):
     @dataclass(frozen=True)
     class Small(IPGStudyConfig):
         n_support: int = 4
@@ -131,7 +131,8 @@ def test_cli_recipe_writes_results_and_report(tmp_path, monkeypatch, capsys):
         assert key in results
     assert set(results["suppression"]["ipg"]) == {"1", "2", "4"}
     assert results["config"]["seeds"] == 1 and results["config"]["rewards"] == ["correctness", "gold_label_logprob"]
-    assert (tmp_path / "report.html").stat().st_size > 100_000
+    # accuracy vs p (suppression, enhancement), IPG scores, Dice matrix, length control
+    assert browser_check(tmp_path / "report.html", "ipg") == {"figures": 5, "views": 0}
     assert main(["run", "ipg", "--model", "reasonlens-headroom", "--layers", "9", "--out", str(tmp_path / "bad")]) == 2
     assert "layers" in capsys.readouterr().err
 

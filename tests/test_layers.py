@@ -16,7 +16,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("methods", ("reasonlens.evaluate", "reasonlens.patching", "reasonlens.attribution", "reasonlens.importance",
                  "reasonlens.train", "reasonlens.zoo_build")),
     ("reports", ("reasonlens.plot", "reasonlens.reports")),
-    ("interface", ("reasonlens.cli", "reasonlens")),
+    ("interface", ("reasonlens.cli", "reasonlens.tour", "reasonlens")),
 ]
 
 

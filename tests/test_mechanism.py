@@ -132,7 +132,7 @@ class CliSmall(MechanismConfig):
     n_horizon: int = 2
 
 
-def test_cli_recipe_writes_results_and_report(tmp_path, monkeypatch):
+def test_cli_recipe_writes_results_and_report(tmp_path, monkeypatch, browser_check):
     monkeypatch.setattr(mechanism, "MechanismConfig", CliSmall)
     assert main(["run", "cot-mechanism", "--model", main_model_name(), "--n", "6", "--subtasks", "4",
                  "--few-shot", "1", "--out", str(tmp_path)]) == 0
@@ -140,7 +140,9 @@ def test_cli_recipe_writes_results_and_report(tmp_path, monkeypatch):
     for key in ("circuit_head_fraction_90", "writer_share_late", "crossover_relative_depth", "pathways", "n_pairs",
                 "pairs", "label_agreement_by_class", "few_shot", "horizon"):
         assert key in results
-    assert (tmp_path / "report.html").stat().st_size > 100_000
+    found = browser_check(tmp_path / "report.html", "cot-mechanism")
+    # head scores, circuits, writer and mover roles, pathways, horizon, prior vs context, relation probes
+    assert found == {"figures": 8, "views": 1}
 
 
 def _findings(result) -> str:

@@ -31,7 +31,7 @@ class HtmlReport:
     def __init__(self, title: str):
         self.title = title
         self._parts: list[str] = []
-        self._has_plotly = False
+        self.n_figures = 0
 
     def heading(self, text: str) -> None:
         self._parts.append(f"<h2>{html.escape(text)}</h2>")
@@ -55,18 +55,19 @@ class HtmlReport:
         self._parts.append(f"<table><tr>{head}</tr>{body}</table>")
 
     def figure(self, fig) -> None:
-        """Embed a ``plotly.graph_objects.Figure``."""
-        self._parts.append(fig.to_html(full_html=False, include_plotlyjs=False))
-        self._has_plotly = True
+        """Embed a ``plotly.graph_objects.Figure`` (in a ``div.rl-figure``; the page's ``reasonlens:figures`` meta
+        tag counts them, so a browser test can check that each one rendered)."""
+        self._parts.append(f"<div class='rl-figure'>{fig.to_html(full_html=False, include_plotlyjs=False)}</div>")
+        self.n_figures += 1
 
     def to_html(self) -> str:
         script = ""
-        if self._has_plotly:
+        if self.n_figures:
             from plotly.offline import get_plotlyjs
 
             script = f"<script>{get_plotlyjs()}</script>"
         return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
-                f"<style>{_STYLE}</style>{script}</head><body><h1>{html.escape(self.title)}</h1>"
+                f"<meta name='reasonlens:figures' content='{self.n_figures}'><style>{_STYLE}</style>{script}</head><body><h1>{html.escape(self.title)}</h1>"
                 + "\n".join(self._parts) + "</body></html>")
 
     def save(self, path: str | Path) -> Path:
