@@ -66,7 +66,7 @@ class TourConfig(ConfigDict):
     ipg_steps: int = 10
     ipg_eval: int = 300
     ipg_p: tuple[int, ...] = (1, 2, 4)
-    random_sets: int = 6
+    random_sets: int = 4
     importance_per_cell: int = 20
     eval_per_cell: int = 10
     n_bootstrap: int = 2000
