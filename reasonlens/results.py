@@ -275,7 +275,8 @@ RESULTS_FORMAT = 1  # the version of the folder layout, ``"format"`` in results.
 
 @runtime_checkable
 class StudyResult(Protocol):
-    """The result of a study (``EvalResult``, ``MechanismResult``, ``IPGStudyResult``, ``StepImportanceResult``).
+    """The result of a study (``EvalResult``, ``MechanismResult``, ``IPGStudyResult``, ``StepImportanceResult``,
+    ``TourResult``).
 
     ``save(folder)`` writes ``results.json`` (:func:`write_results`: :meth:`summary` with the class name under
     ``"result"`` and :data:`RESULTS_FORMAT` under ``"format"``) and the parts (``.pt`` and JSON files) beside it;

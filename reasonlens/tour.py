@@ -54,7 +54,7 @@ class TourConfig(ConfigDict):
     >>> TourConfig(ipg_p=(0,))
     Traceback (most recent call last):
     ...
-    reasonlens.errors.ReasonlensError: ipg_p must be whole numbers >= 1, got (0,)
+    reasonlens.errors.ReasonlensError: ipg_p [0] out of range: each must be at least 1
     """
 
     mechanism_subtasks: tuple[int, ...] = (1, 5, 6, 10)

@@ -16,7 +16,7 @@ PACKAGES = ("reasonlens.patching", "reasonlens.attribution", "reasonlens.importa
 # The packages above, and the modules the README's module table lists.
 PUBLIC = {"reasonlens", "reasonlens.ontology", *PACKAGES, "reasonlens.tokenizer", "reasonlens.spans",
           "reasonlens.model", "reasonlens.runtime", "reasonlens.generation", "reasonlens.train", "reasonlens.zoo_build",
-          "reasonlens.evaluate", "reasonlens.plot", "reasonlens.reports", "reasonlens.results"}
+          "reasonlens.evaluate", "reasonlens.plot", "reasonlens.reports", "reasonlens.results", "reasonlens.tour"}
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
 
