@@ -292,8 +292,9 @@ def pathway_graph(flow: FlowResult, example: int = 0, tokens: list[str] | None =
     """One example's pathway tree: heads at (position, layer), source positions in a row below layer 0
     coloured by region, the output at the top right, arrows along the flow of information. ``tokens`` (the
     padded prompt's token strings) label the position axis at the positions the tree uses, the source nodes and
-    the hover text. Heads that share a place are spread sideways, and neighbouring labels alternate above and
-    below their nodes, so that no two labels sit on each other.
+    the hover text. Heads that share a place are spread sideways; labels go above or below their nodes where there
+    is room, and a label with room on neither side is left to the hover text (the title counts them), so that no
+    two labels sit on each other.
 
     >>> from reasonlens.patching.flow import FlowNode, FlowResult
     >>> root = FlowNode(layer=1, head=0, pos=3, token=7, prob=0.5, depth=0, sources=[(1, 0.9)])
@@ -317,8 +318,6 @@ def pathway_graph(flow: FlowResult, example: int = 0, tokens: list[str] | None =
         shared.setdefault(places[label], []).append(label)
     drawn = {label: (x + 0.35 * (i - (len(group) - 1) / 2) if len(group) > 1 else x, y)
              for (x, y), group in shared.items() for i, label in enumerate(group)}
-    # labels alternate above and below from one position, and from one node of a shared place, to the next
-    above = {label: (x + i) % 2 == 0 for (x, _), group in shared.items() for i, label in enumerate(group)}
     if tokens is not None and right > len(tokens):
         raise ReasonlensError(f"the tree reaches position {right - 1} but {len(tokens)} tokens were given; pass the "
                               "token strings of the whole padded prompt")
@@ -332,6 +331,25 @@ def pathway_graph(flow: FlowResult, example: int = 0, tokens: list[str] | None =
             x = places[label][0]
             return str(x) if tokens is None else tokens[x].strip() or repr(tokens[x])
         return label.split("@")[0]
+
+    # Row by row from the left, each label goes above or below its node, on the side with more room, where it clears
+    # the side's previous label (7 px a character on a plot about 900 px wide); a label that fits on neither side is
+    # left to the hover text, so no two labels sit on each other.
+    character = 7 / (900 / (right + 1.3))
+    side: dict[str, str | None] = {"output": "top center"}
+    rows: dict[int, list[str]] = {}
+    for label in labels:
+        if label != "output":
+            rows.setdefault(drawn[label][1], []).append(label)
+    for row in rows.values():
+        ends = {"top center": -float("inf"), "bottom center": -float("inf")}
+        for label in sorted(row, key=lambda m: drawn[m][0]):
+            x, half = drawn[label][0], len(text(label)) * character / 2
+            room = [s for s, end in ends.items() if x - half > end + character]
+            side[label] = min(room, key=ends.__getitem__) if room else None
+            if side[label] is not None:
+                ends[side[label]] = x + half
+    hidden = sum(place is None for place in side.values())
 
     region_names = list(dict.fromkeys([*flow.regions[example], OTHER]))
     groups: dict[str, list[str]] = {"heads": [], **{name: [] for name in region_names}}
@@ -354,9 +372,9 @@ def pathway_graph(flow: FlowResult, example: int = 0, tokens: list[str] | None =
             colour = "lightgrey" if group == OTHER else palette[region_names.index(group) % len(palette)]
             marker = dict(size=13, color=colour, symbol="square")
         fig.add_trace(go.Scatter(x=[drawn[m][0] for m in members], y=[drawn[m][1] for m in members],
-                                 mode="markers+text", name=group, text=[text(m) for m in members],
-                                 textposition=["top center" if above[m] or group == "output" else "bottom center"
-                                               for m in members],
+                                 mode="markers+text", name=group,
+                                 text=[text(m) if side[m] else "" for m in members],
+                                 textposition=[side[m] or "top center" for m in members],
                                  hovertext=[hover(m) for m in members], hoverinfo="text", marker=marker))
     for source, target in edges:
         (x0, y0), (x1, y1) = drawn[source], drawn[target]
@@ -371,7 +389,9 @@ def pathway_graph(flow: FlowResult, example: int = 0, tokens: list[str] | None =
     else:
         fig.update_xaxes(title_text="token (position)", range=[-0.5, right + 0.8], tickmode="array", tickvals=used,
                          ticktext=[f"{tokens[x].strip() or repr(tokens[x])} ({x})" for x in used], tickangle=-45)
-    fig.update_layout(title=f"pathways of example {example} ({len(edges)} edges)", template="plotly_white",
+    fig.update_layout(title=f"pathways of example {example} ({len(edges)} edges"
+                            + (f"; {hidden} labels without room are in the hover text)" if hidden else ")"),
+                      template="plotly_white",
                       height=160 + 60 * top)
     return fig
 

@@ -3,6 +3,7 @@ the attention view's HTML (offline, head names, padding stripped, patterns again
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import plotly.graph_objects as go
@@ -296,3 +297,26 @@ def test_pathway_graph_labels_tokens_and_keeps_labels_apart():
     assert sorted(sources.text) == [".", "red"] and len(set(sources.textposition)) == 2  # above / below
     assert list(fig.layout.xaxis.ticktext) == ["red (4)", ". (5)", "rex (6)"]
     assert list(fig.layout.xaxis.tickvals) == [4, 5, 6]
+
+
+def test_pathway_graph_leaves_crowded_labels_to_the_hover_text():
+    from reasonlens.patching.flow import FlowNode, FlowResult
+
+    # eight layer-0 heads at neighbouring positions of a 40-token prompt, all read by one root
+    leaves = [FlowNode(layer=0, head=h % 4, pos=10 + h // 2, token=7, prob=0.5, depth=1, sources=[(10 + h // 2, 0.5)])
+              for h in range(8)]
+    root = FlowNode(layer=1, head=0, pos=39, token=7, prob=0.5, depth=0, sources=[(10 + h // 2, 0.2) for h in range(8)],
+                    children=leaves)
+    flow = FlowResult([[root]], [7], [{"question": (0, 40)}], {"n_layers": 2})
+    fig = pathway_graph(flow, 0, tokens=[f" w{i}" for i in range(40)])
+    heads = next(t for t in fig.data if t.name == "heads")
+    character = 7 / (900 / (40 + 1.3))
+    shown = [(x, y, label, side) for x, y, label, side in zip(heads.x, heads.y, heads.text, heads.textposition)
+             if label]
+    hidden = len(heads.text) - len(shown)
+    assert 0 < hidden < len(heads.text)
+    for a, b in itertools.combinations(shown, 2):
+        if a[1] == b[1] and a[3] == b[3]:  # one row, one side: the estimated extents do not overlap
+            assert abs(a[0] - b[0]) >= (len(a[2]) + len(b[2])) * character / 2
+    assert f"{hidden} labels without room" in fig.layout.title.text
+    assert sorted(heads.hovertext)[0].startswith("L0H0@10")  # every node keeps its hover text
