@@ -392,7 +392,7 @@ def pathway_graph(flow: FlowResult, example: int = 0, tokens: list[str] | None =
     fig.update_layout(title=f"pathways of example {example} ({len(edges)} edges"
                             + (f"; {hidden} labels without room are in the hover text)" if hidden else ")"),
                       template="plotly_white",
-                      height=160 + 60 * top)
+                      height=160 + 75 * top)  # rows far enough apart that labels below one clear those above the next
     return fig
 
 
