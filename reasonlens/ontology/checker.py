@@ -306,7 +306,7 @@ def _check(context: Sequence[str], query: str, cot: Sequence[str], answer: bool 
     for r in rules:
         by_conclusion.setdefault((r.predicate, r.kind, r.negated), []).append(r)
         by_subject.setdefault(r.subject, []).append(r)
-    stated, established = set(ctx), set(premises)
+    stated, established = {f for f in ctx if f is not None}, set(premises)  # an unparseable sentence states nothing
     verdicts: list[StepVerdict] = []
     for i, (text, fact) in enumerate(zip(steps, facts[len(context) + 1:])):
         if fact is None:
