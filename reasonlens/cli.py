@@ -519,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     si.set_defaults(func=_cmd_run_step_importance)
 
-    d = sub.add_parser("demo", help="the main job: a tour of every method on the shipped models (about 4 minutes), "
+    d = sub.add_parser("demo", help="the main job: a tour of every method on the shipped models (about 3 minutes), "
                                     "written as one HTML page")
     d.add_argument("--out", default="out/demo")
     d.add_argument("--seed", type=int, default=_TOUR("seed"))

@@ -40,7 +40,7 @@ EVAL_COMMAND = "reasonlens eval --model reasonlens-main --out out/eval"
 
 @dataclass(frozen=True)
 class TourConfig(ConfigDict):
-    """The tour's sizes (defaults: about 4 minutes on 2 cores), each far below its recipe's default.
+    """The tour's sizes (defaults: about 3 minutes on 2 cores), each far below its recipe's default.
 
     - ``mechanism_subtasks`` of the 2-hop chain layout (copy, induction, decision, label), ``mechanism_examples``
       questions each; no few-shot or horizon condition; ``conflict_examples`` false-ontology questions for the
