@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = lazy_exports(__name__, {
     "model": ("load_model", "list_models", "main_model_name"),
-    "generation": ("generate", "GenerationConfig", "Generation"),
+    "generation": ("generate", "GenerationConfig", "Generation", "PromptPrefill"),
 })
 __all__ = ["ReasonlensError", "ontology", *_EXPORTS.all]
 

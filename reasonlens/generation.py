@@ -21,7 +21,7 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, no_type_check
+from typing import TYPE_CHECKING, Any, no_type_check
 
 import torch
 from jaxtyping import Float, Int
@@ -30,7 +30,15 @@ from torch import Tensor
 from reasonlens.errors import ReasonlensError
 from reasonlens.model import check_hook_name, require_tokenizer
 from reasonlens.results import ConfigDict
-from reasonlens.runtime import FwdHook, left_pad, left_padded_positions, pad_token_id
+from reasonlens.runtime import (
+    BlockEntry,
+    FwdHook,
+    can_enter_at_block,
+    enter_at_block,
+    left_pad,
+    left_padded_positions,
+    pad_token_id,
+)
 from reasonlens.validation import check_bool, check_context, check_float, check_int, check_token_lists
 
 if TYPE_CHECKING:
@@ -126,6 +134,72 @@ class Generation:
         return [p + o for p, o in zip(self.prompt_ids, self.output_ids)]
 
 
+_BLOCK_HOOK = re.compile(r"blocks\.(\d+)\.")
+
+
+def first_hooked_block(hooks: Sequence[FwdHook]) -> int:
+    """The lowest block any of ``hooks`` sits in: blocks before it run as without the hooks. 0 when a hook is a
+    filter or not inside a block (embeddings, the final norm), or there are no hooks.
+
+    >>> first_hooked_block([("blocks.3.hook_resid_post", print), ("blocks.2.attn.hook_z", print)])
+    2
+    """
+    found = [_BLOCK_HOOK.match(name) if isinstance(name, str) else None for name, _ in hooks]
+    if not found or not all(found):
+        return 0
+    return min(int(m.group(1)) for m in found)
+
+
+class PromptPrefill:
+    """The prompt passes of :func:`generate` run once without hooks and kept per batch (each layer's keys and
+    values, the residual entering each block), so that decoding the same prompts again under hooks that start at
+    block ``l`` (:func:`first_hooked_block`) runs each prompt pass from block ``l`` on: steering many component
+    sets on one question set pays for the blocks below them once. The tokens are those of a run without it.
+
+    Kept for batches of exactly the same token rows (another batch is computed and kept on first use); memory:
+    ``n_layers x (2 x kv_heads x d_head + d_model)`` floats per prompt token. Nothing is kept, and each prompt
+    pass runs whole, where the model cannot be entered mid-stack (:func:`reasonlens.runtime.can_enter_at_block`)
+    or its cache is not a plain ``DynamicCache``.
+
+    >>> from reasonlens.model import load_model
+    >>> model = load_model("reasonlens-main")
+    >>> prompts = ["Q: Wumpuses are wooden. Rex is a wumpus. True or false: Rex is wooden.\\nA:"]
+    >>> hooks = [("blocks.3.hook_resid_post", lambda resid, hook: resid * 0.9)]
+    >>> prefill = PromptPrefill()
+    >>> generate(model, prompts, fwd_hooks=hooks, prefill=prefill).texts == generate(model, prompts,
+    ...                                                                               fwd_hooks=hooks).texts
+    True
+    """
+
+    def __init__(self) -> None:
+        self._batches: dict[tuple[tuple[int, ...], ...], tuple[Any, list[Tensor]] | None] = {}
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def prepare(self, model: TransformerBridge, rows: list[list[int]], pad_id: int) -> None:
+        """Run and keep the unhooked prompt pass of ``rows`` (left-padded as :func:`generate` pads them) unless
+        it is kept already. Call outside any hook context."""
+        from reasonlens.runtime import plain_kv_cache, saving_hooks, site_hook
+
+        key = tuple(tuple(row) for row in rows)
+        if key in self._batches:
+            return
+        ids, mask = left_pad(rows, pad_id)
+        device = model.cfg.device
+        ids, mask = ids.to(device), mask.to(device)
+        store: dict[str, Tensor] = {}
+        names = [site_hook("resid_pre", layer) for layer in range(model.cfg.n_layers)]
+        with torch.no_grad(), model.hooks(fwd_hooks=saving_hooks(store, dict.fromkeys(names))):
+            _, cache = model(ids, attention_mask=mask, position_ids=left_padded_positions(mask), use_cache=True,
+                             return_type="logits_and_cache")
+        self._batches[key] = (cache, [store[name] for name in names]) if plain_kv_cache(cache) else None
+
+    def kept(self, rows: list[list[int]]) -> tuple[Any, list[Tensor]] | None:
+        """The kept cache and block inputs of ``rows`` (None when nothing is kept for them)."""
+        return self._batches.get(tuple(tuple(row) for row in rows))
+
+
 def _encode_prompts(model: TransformerBridge, prompts: object) -> list[list[int]]:
     if isinstance(prompts, str):
         raise ReasonlensError("prompts is one string; pass a list of prompts, e.g. [prompt]")
@@ -189,14 +263,21 @@ def _stop_reason(token: int, text: str, eos_ids: frozenset[int], stop_at_answer:
 
 def _decode_batch(model: TransformerBridge, rows: list[list[int]], config: GenerationConfig,
                   rngs: list[random.Random], tokenizer: PreTrainedTokenizerBase, pad_id: int,
-                  eos_ids: frozenset[int]) -> tuple[list[list[int]], list[str]]:
+                  eos_ids: frozenset[int], kept: tuple[Any, list[Tensor]] | None = None,
+                  block: int = 0) -> tuple[list[list[int]], list[str]]:
+    """Decode one batch; with ``kept`` (a :class:`PromptPrefill`'s pass of these rows) the prompt pass enters at
+    ``block`` and takes the keys and values of the blocks below it from ``kept``."""
     batch = len(rows)
     ids, mask = left_pad(rows, pad_id)
     positions = left_padded_positions(mask)
     device = model.cfg.device
     ids, mask, positions = ids.to(device), mask.to(device), positions.to(device)
-    logits, cache = model(ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                          return_type="logits_and_cache")
+    with enter_at_block(model, BlockEntry(block, kept[1][block]) if kept is not None else None):
+        logits, cache = model(ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                              return_type="logits_and_cache")
+    if kept is not None:
+        for below, layer in zip(kept[0].layers[:block], cache.layers[:block]):
+            layer.update(below.keys, below.values)  # the skipped blocks left these layers empty
     next_pos = positions[:, -1:] + 1
     outs: list[list[int]] = [[] for _ in rows]
     reasons: list[str | None] = [None] * batch
@@ -239,7 +320,7 @@ def _step_spans(tokenizer: PreTrainedTokenizerBase, text: str, output: list[int]
 
 def generate(model: TransformerBridge, prompts: Sequence[str] | Sequence[Sequence[int]],
              config: GenerationConfig = GenerationConfig(), *, fwd_hooks: Sequence[FwdHook] = (),
-             progress: bool = False) -> Generation:
+             prefill: PromptPrefill | None = None, progress: bool = False) -> Generation:
     """Decode ``config.num_samples`` continuations of every prompt (strings, tokenized by ``model.to_tokens``
     with its BOS convention, or token-id lists used as given).
 
@@ -248,7 +329,9 @@ def generate(model: TransformerBridge, prompts: Sequence[str] | Sequence[Sequenc
     of ``config.batch_size``, longest prompts first. Sampling gives every sequence its own random stream,
     seeded by ``(config.seed, prompt index, sample index)`` and read once per step by inverse-CDF sampling in
     token-id order: a sequence's tokens do not depend on the batch size or on the other prompts, and runs
-    that differ only in their hooks share random numbers, which couples their samples. Raises
+    that differ only in their hooks share random numbers, which couples their samples. ``prefill``: a
+    :class:`PromptPrefill` shared by runs on the same prompts, which then pay once for the blocks below the
+    first hooked one. Raises
     :class:`ReasonlensError` for a prompt that does not fit the context with ``max_new_tokens`` more tokens.
     """
     from tqdm.auto import tqdm
@@ -268,11 +351,19 @@ def generate(model: TransformerBridge, prompts: Sequence[str] | Sequence[Sequenc
     batches = [order[k:k + config.batch_size] for k in range(0, len(order), config.batch_size)]
     outputs: list[list[int]] = [[] for _ in seqs]
     reasons = [""] * len(seqs)
+    block = first_hooked_block(hooks) if prefill is not None else 0
+    if block and not can_enter_at_block(model):
+        block = 0
+    batch_rows = [[prompt_ids[seqs[i][0]] for i in batch] for batch in batches]
+    if block:
+        for rows in batch_rows:
+            prefill.prepare(model, rows, pad_id)
     with torch.no_grad(), model.hooks(fwd_hooks=hooks):
-        for batch in tqdm(batches, desc="generate", unit="batch", disable=not progress):
+        for batch, rows in tqdm(list(zip(batches, batch_rows)), desc="generate", unit="batch",
+                                disable=not progress):
             rngs = [random.Random(f"{config.seed}/{seqs[i][0]}/{seqs[i][1]}") for i in batch]
-            outs, why = _decode_batch(model, [prompt_ids[seqs[i][0]] for i in batch], config, rngs, tokenizer,
-                                      pad_id, eos_ids)
+            outs, why = _decode_batch(model, rows, config, rngs, tokenizer, pad_id, eos_ids,
+                                      kept=prefill.kept(rows) if block else None, block=block)
             for i, out, reason in zip(batch, outs, why):
                 outputs[i], reasons[i] = out, reason
 

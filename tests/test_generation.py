@@ -8,7 +8,7 @@ import torch
 from model_util import N_CTX, write_checkpoint
 
 from reasonlens.errors import ReasonlensError
-from reasonlens.generation import STOP_REASONS, GenerationConfig, generate
+from reasonlens.generation import STOP_REASONS, GenerationConfig, PromptPrefill, first_hooked_block, generate
 from reasonlens.model import load_model
 from reasonlens.spans import TokenSpan
 from reasonlens.tokenizer import build_reference_tokenizer
@@ -188,3 +188,44 @@ def test_input_errors(model):
         GenerationConfig(num_samples=2)
     with pytest.raises(ReasonlensError, match="top_p"):
         GenerationConfig(top_p=0.0)
+
+
+@pytest.fixture(scope="module")
+def four_layers(tmp_path_factory):
+    root = tmp_path_factory.mktemp("deep")
+    return {arch: write_checkpoint(root / arch, arch, scale=5.0, n_layers=4) for arch in ("llama", "qwen2", "gemma",
+                                                                                          "gpt2")}
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma", "gpt2"])
+@pytest.mark.parametrize("drop_finished", [False, True])
+def test_a_kept_prompt_pass_gives_the_same_tokens(four_layers, arch, drop_finished):
+    """Runs sharing a PromptPrefill enter each prompt pass at their first hooked block and decode exactly what runs
+    without it decode; the unhooked pass is kept once per batch of the same rows."""
+    from reasonlens.runtime import full_stack
+
+    model = load_model(four_layers[arch])
+    config = GenerationConfig(max_new_tokens=8, batch_size=3, drop_finished=drop_finished)
+    prefill = PromptPrefill()
+    for layer, gamma in ((1, 0.0), (1, 1.7), (2, 0.5)):
+        hooks = [(f"blocks.{layer}.hook_resid_post", lambda act, hook, g=gamma: act * g),
+                 (f"blocks.{layer + 1}.attn.hook_z", lambda act, hook: act * 0.8)]
+        plain = generate(model, PROMPTS, config, fwd_hooks=hooks)
+        kept = generate(model, PROMPTS, config, fwd_hooks=hooks, prefill=prefill)
+        assert kept.output_ids == plain.output_ids and kept.stop_reasons == plain.stop_reasons
+    assert len(prefill) == 2  # two batches (3 + 1 prompts), each run once without hooks
+    changed = generate(model, PROMPTS, config, fwd_hooks=[("blocks.1.hook_resid_post", lambda act, hook: act * 0.0)])
+    assert changed.output_ids != generate(model, PROMPTS, config).output_ids  # the hooks do act
+    with full_stack(model):  # a model that cannot be entered mid-stack keeps nothing and runs every block
+        other = PromptPrefill()
+        hooks = [("blocks.1.hook_resid_post", lambda act, hook: act * 0.5)]
+        assert generate(model, PROMPTS, config, fwd_hooks=hooks, prefill=other).output_ids == \
+            generate(model, PROMPTS, config, fwd_hooks=hooks).output_ids
+        assert len(other) == 0
+
+
+def test_first_hooked_block():
+    assert first_hooked_block([("blocks.4.mlp.hook_post", print), ("blocks.2.attn.hook_z", print)]) == 2
+    assert first_hooked_block([("blocks.4.mlp.hook_post", print), ("hook_embed", print)]) == 0
+    assert first_hooked_block([(lambda name: True, print)]) == 0
+    assert first_hooked_block([]) == 0

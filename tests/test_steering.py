@@ -7,7 +7,7 @@ from model_util import PROMPT, write_checkpoint
 from reasonlens.attribution.components import Selection, dice, random_dice
 from reasonlens.attribution.steering import steer
 from reasonlens.errors import ReasonlensError
-from reasonlens.generation import GenerationConfig, generate
+from reasonlens.generation import GenerationConfig, PromptPrefill, generate
 from reasonlens.model import load_model
 from reasonlens.ontology import generate as generate_examples
 
@@ -73,6 +73,11 @@ def test_steer_on_the_main_model():
     same = steer(model, examples, heads, gamma=1.0)
     assert same.texts == plain.texts
     assert steer(model, examples, heads, gamma=0.0).accuracy < plain.accuracy
+    prefill = PromptPrefill()  # settings sharing the prompt passes below their first layer decode the same
+    for labels, gamma in ((["L3R5", "L4R17"], 0.0), (["L2N7", "L5N100"], 1.5), (["L4H1"], 0.0)):
+        selection = Selection.from_labels(labels)
+        assert steer(model, examples, selection, gamma, prefill=prefill) == steer(model, examples, selection, gamma)
+    assert len(prefill) == 1
 
 
 def test_selection_labels_and_dice():

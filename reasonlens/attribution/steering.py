@@ -23,6 +23,8 @@ from reasonlens.ontology import Example
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
+    from reasonlens.generation import PromptPrefill
+
 
 @dataclass(frozen=True)
 class SteeringOutcome:
@@ -50,9 +52,11 @@ def decoding_budget(model: TransformerBridge, examples: Sequence[Example]) -> in
 
 def steer(model: TransformerBridge, examples: Sequence[Example], selection: Selection | None = None,
           gamma: float = 1.0, *, max_new_tokens: int | None = None, batch_size: int = 128,
-          progress: bool = False) -> SteeringOutcome:
+          prefill: PromptPrefill | None = None, progress: bool = False) -> SteeringOutcome:
     """Greedy-decode every example with ``selection`` scaled by ``gamma`` (None: the unmodified model), in batches of
-    ``batch_size`` questions from which finished ones drop out (the memory bound)."""
+    ``batch_size`` questions from which finished ones drop out (the memory bound). Steering many selections on the
+    same examples, pass them one :class:`~reasonlens.generation.PromptPrefill`: each prompt pass then runs from the
+    selection's first layer on (the same tokens, less work)."""
     from reasonlens.generation import GenerationConfig, generate
     from reasonlens.ontology import format_prompt
 
@@ -67,8 +71,7 @@ def steer(model: TransformerBridge, examples: Sequence[Example], selection: Sele
         max_new_tokens = decoding_budget(model, examples)
     gen = generate(model, [format_prompt(e) for e in examples],
                    GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, drop_finished=True),
-                   fwd_hooks=hooks,
-                   progress=progress)
+                   fwd_hooks=hooks, prefill=prefill, progress=progress)
     trajectories = [Trajectory(gen.texts[i], gen.answers[i], gen.output_ids[i]) for i in range(len(gen))]
     n = len(examples)
     correct = tuple(bool(correctness(e, t)) for e, t in zip(examples, trajectories))

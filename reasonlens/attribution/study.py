@@ -42,6 +42,7 @@ from reasonlens.attribution.paths import BASELINES, RULES
 from reasonlens.attribution.rewards import correctness, gold_label_logprob, reasoning_length, valid_steps
 from reasonlens.attribution.steering import steer
 from reasonlens.errors import ReasonlensError
+from reasonlens.generation import PromptPrefill
 from reasonlens.results import ConfigDict, read_results, result_part, write_results
 from reasonlens.resume import StudyCheckpoints
 from reasonlens.validation import check_float, check_float_list, check_int, check_int_list
@@ -384,10 +385,11 @@ def run_ipg_study(model: TransformerBridge, config: IPGStudyConfig | None = None
     gammas = {"suppression": 0.0, "enhancement": c.enhance_gamma}
     correct: dict[str, dict[str, dict[int, list[str]]]] = {mode: {m: {} for m in methods} for mode in MODES}
     decoded: dict[tuple[Selection, float], str] = {}  # methods that pick the same set decode it once
+    prefill = PromptPrefill()  # every setting's prompt passes start at its first steered layer
 
     def steered(selection: Selection, gamma: float) -> str:
         if (selection, gamma) not in decoded:
-            decoded[selection, gamma] = _bits(steer(model, evaluation, selection, gamma))
+            decoded[selection, gamma] = _bits(steer(model, evaluation, selection, gamma, prefill=prefill))
         return decoded[selection, gamma]
 
     jobs = [(mode, m, p) for mode in MODES for m in methods for p in c.p_values]
@@ -400,7 +402,7 @@ def run_ipg_study(model: TransformerBridge, config: IPGStudyConfig | None = None
     start = time.time()
     reference_accuracy = _matrix(correct["suppression"]["ipg"][max(c.p_values)][:1]).mean().item()
     ablations = saved.run("ablations", lambda: _ablations(model, c, first_samples, scores, evaluation,
-                                                          reference_accuracy))
+                                                          reference_accuracy, prefill))
     timings["ablations"] = time.time() - start
 
     # 4-5. Transfer to other variants and stability across them.
@@ -410,10 +412,11 @@ def run_ipg_study(model: TransformerBridge, config: IPGStudyConfig | None = None
     sets = {f"{c.task.name} seed {s}": scores[f"ipg seed {s}"].top(c.dice_p) for s in range(c.seeds)}
     for i, variant in enumerate(c.variants):
         questions = generate(c.n_eval, kind=variant.kind, hops=variant.hops, seed=6000 + 100 * i + c.seed)
+        variant_prefill = PromptPrefill()
         transfer[variant.name] = saved.run(f"transfer-{i}", lambda: {
             "original": [_bits(steer(model, questions))],
-            **{m: [_bits(steer(model, questions, scores[f"{m} seed {s}"].top(p_max), 0.0)) for s in range(c.seeds)]
-               for m in ("ipg", "random")}})
+            **{m: [_bits(steer(model, questions, scores[f"{m} seed {s}"].top(p_max), 0.0, prefill=variant_prefill))
+                   for s in range(c.seeds)] for m in ("ipg", "random")}})
         variant_support = generate(c.n_support, kind=variant.kind, hops=variant.hops, seed=5000 + 100 * i + c.seed)
         attribution = saved.run(f"variant-{i}", lambda: IntegratedPolicyGradient(model, c.ipg(0)).attribute(
             variant_support, progress=progress))
@@ -454,7 +457,7 @@ def run_ipg_study(model: TransformerBridge, config: IPGStudyConfig | None = None
 
 
 def _ablations(model: TransformerBridge, c: IPGStudyConfig, samples, scores: dict[str, Attribution], evaluation,
-               reference_accuracy: float) -> list[dict[str, Any]]:
+               reference_accuracy: float, prefill: PromptPrefill) -> list[dict[str, Any]]:
     """One row per variant of the reference IPG (first seed, first reward, on that seed's samples): its
     completeness gap, the Dice of its top-``dice_p`` set with the reference's, and for each path baseline the
     suppression accuracy at the largest p on the first seed (the reference's is ``reference_accuracy``)."""
@@ -483,7 +486,7 @@ def _ablations(model: TransformerBridge, c: IPGStudyConfig, samples, scores: dic
             entry = row(f"{baseline} baseline", attribution, baseline=baseline, steps=c.steps, rule="right")
             entry["suppression_p"] = p_max
             entry["suppression_accuracy"] = reference_accuracy if attribution is reference_scores else steer(
-                model, evaluation, attribution.top(p_max), 0.0).accuracy
+                model, evaluation, attribution.top(p_max), 0.0, prefill=prefill).accuracy
             rows.append(entry)
     return rows
 
