@@ -76,7 +76,7 @@ class Variant:
 @no_type_check  # checked by __post_init__, so a bad value gets the ReasonlensError under the test run's type checks too
 @dataclass(frozen=True)
 class IPGStudyConfig(ConfigDict):
-    """What the study runs (defaults: about 17 minutes on 2 cores for the headroom model).
+    """What the study runs (defaults: about 14 minutes on 2 cores for the headroom model).
 
     ``p_values``, ``length_p`` and ``dice_p`` (how many components are steered, steered for length, compared)
     default by ``component``: 4, 16 and 32 residual dimensions or neurons, 8 and 16; 1, 2 and 4 heads, 2 and 2.
