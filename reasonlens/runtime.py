@@ -200,15 +200,24 @@ def plain_kv_cache(cache: Any) -> bool:
     return isinstance(cache, DynamicCache) and all(type(layer) is DynamicLayer for layer in cache.layers)
 
 
+def _checked_once(model: TransformerBridge, name: str, check: Callable[[], bool]) -> bool:
+    """``check()`` the first time ``name`` is asked of ``model``; the answer is kept on the model (in
+    ``model._reasonlens_checks``) for every later call."""
+    checks = model.__dict__.setdefault("_reasonlens_checks", {})
+    if name not in checks:
+        checks[name] = check()
+    return checks[name]
+
+
 def has_plain_kv_cache(model: TransformerBridge) -> bool:
     """Whether ``model`` keeps a plain :func:`plain_kv_cache` (checked once per model, on a two-token forward)."""
-    known = getattr(model, "_reasonlens_plain_kv_cache", None)
-    if known is None:
+    def check() -> bool:
         ids = torch.zeros(1, 2, dtype=torch.long, device=model.cfg.device)
         with torch.no_grad():
             _, cache = model(ids, use_cache=True, return_type="logits_and_cache")
-        known = model._reasonlens_plain_kv_cache = plain_kv_cache(cache)
-    return known
+        return plain_kv_cache(cache)
+
+    return _checked_once(model, "plain_kv_cache", check)
 
 
 @dataclass(frozen=True)
@@ -381,27 +390,27 @@ def full_stack(model: TransformerBridge) -> Iterator[None]:
     """Within the context, forwards of ``model`` run every block (:func:`enter_at_block` skips none): the plain
     path, for comparisons."""
     known = can_enter_at_block(model)
-    model._reasonlens_can_enter_at_block = False
+    checks = model.__dict__["_reasonlens_checks"]
+    checks["can_enter_at_block"] = False
     try:
         yield
     finally:
-        model._reasonlens_can_enter_at_block = known
+        checks["can_enter_at_block"] = known
 
 
 def can_enter_at_block(model: TransformerBridge) -> bool:
     """Whether skipping the first blocks (:func:`enter_at_block`) reproduces a full forward on ``model``: checked
     once per model on a small left-padded batch, entering at every block, to 1e-5. Where it does not (an
     architecture whose blocks do more than map the residual stream), the full stack runs and a log line says so."""
-    known = getattr(model, "_reasonlens_can_enter_at_block", None)
-    if known is not None:
-        return known
-    ok = _entering_at_blocks_matches(model)
-    model._reasonlens_can_enter_at_block = ok
-    if not ok:
-        logging.getLogger("reasonlens").warning(
-            "%s cannot be entered mid-stack; interventions at later layers run the full stack (same numbers, slower)",
-            model.cfg.model_name)
-    return ok
+    def check() -> bool:
+        ok = _entering_at_blocks_matches(model)
+        if not ok:
+            logging.getLogger("reasonlens").warning(
+                "%s cannot be entered mid-stack; interventions at later layers run the full stack (same numbers, "
+                "slower)", model.cfg.model_name)
+        return ok
+
+    return _checked_once(model, "can_enter_at_block", check)
 
 
 def _entering_at_blocks_matches(model: TransformerBridge) -> bool:
@@ -453,10 +462,7 @@ def can_finish_block(model: TransformerBridge, site: str) -> bool:
     """Whether :func:`rest_of_block` reproduces each block's output from ``site`` on ``model``: checked once per
     model and site on a small batch, at every block, to 1e-5 (False for an architecture whose blocks are built
     otherwise, e.g. with parallel attention or extra norms; callers then run the block whole)."""
-    known = model.__dict__.setdefault("_reasonlens_finishes_block", {})
-    if site not in known:
-        known[site] = _rest_of_block_matches(model, site)
-    return known[site]
+    return _checked_once(model, f"finishes_block {site}", lambda: _rest_of_block_matches(model, site))
 
 
 def _rest_of_block_matches(model: TransformerBridge, site: str) -> bool:
@@ -507,18 +513,17 @@ def forward(model: TransformerBridge, tokens: Int[Tensor, "batch pos"], attentio
 def _keeps_last_logits(model: TransformerBridge) -> bool:
     """Whether the wrapped model computes the last position's logits alone (``logits_to_keep=1``) with the same
     numbers: checked once per model."""
-    known = getattr(model, "_reasonlens_keeps_last_logits", None)
-    if known is None:
+    def check() -> bool:
         tokens = torch.randint(1, int(model.cfg.d_vocab), (2, 4), generator=torch.Generator().manual_seed(0))
         tokens = tokens.to(model.cfg.device)
         try:
             with torch.no_grad():
                 full, last = model(tokens), model(tokens, logits_to_keep=1)
-            known = last.shape[1] == 1 and torch.allclose(last[:, 0].float(), full[:, -1].float(), atol=1e-5, rtol=1e-5)
         except Exception:  # noqa: BLE001 - any failure means: unembed every position and slice
-            known = False
-        model._reasonlens_keeps_last_logits = known
-    return known
+            return False
+        return last.shape[1] == 1 and torch.allclose(last[:, 0].float(), full[:, -1].float(), atol=1e-5, rtol=1e-5)
+
+    return _checked_once(model, "keeps_last_logits", check)
 
 
 def run_continuations(model: TransformerBridge, prefix: KVPrefix | None, rows: Sequence[Sequence[int]],
