@@ -343,11 +343,11 @@ def run_ipg_study(model: TransformerBridge, config: IPGStudyConfig | None = None
     start = time.time()
     scores: dict[str, Attribution] = {}
     informative: dict[str, list[int]] = {r: [] for r in c.rewards}
-    first_samples = None
+    samples_by_seed = []  # the ablations reuse the first seed's
     for s, support in enumerate(supports):
         samples = saved.run(f"samples-{s}", lambda: IntegratedPolicyGradient(model, c.ipg(s)).sample(
             support, progress=progress))
-        first_samples = first_samples or samples
+        samples_by_seed.append(samples)
         for r, reward in enumerate(c.rewards):
             name = methods[r]
             scores[f"{name} seed {s}"] = saved.run(f"{name}-{s}", lambda: IntegratedPolicyGradient(
@@ -401,7 +401,7 @@ def run_ipg_study(model: TransformerBridge, config: IPGStudyConfig | None = None
     # 3. The paper's ablations, on the first seed's samples.
     start = time.time()
     reference_accuracy = _matrix(correct["suppression"]["ipg"][max(c.p_values)][:1]).mean().item()
-    ablations = saved.run("ablations", lambda: _ablations(model, c, first_samples, scores, evaluation,
+    ablations = saved.run("ablations", lambda: _ablations(model, c, samples_by_seed[0], scores, evaluation,
                                                           reference_accuracy, prefill))
     timings["ablations"] = time.time() - start
 
