@@ -132,3 +132,29 @@ def bootstrap_interval(values: Float[Tensor, "group example"], n_resamples: int 
         means[start:start + k] = picked.mean((1, 2))
     tail = (1 - confidence) / 2
     return torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=torch.float64))
+
+
+def outcome_matrix(rows: Sequence[str]) -> Float[Tensor, "group example"]:
+    """Right / wrong strings (``"0110..."``, one per group, e.g. per attribution seed) as a float64 ``[group,
+    example]`` matrix of 0 and 1.
+
+    >>> outcome_matrix(["011", "110"]).tolist()
+    [[0.0, 1.0, 1.0], [1.0, 1.0, 0.0]]
+    """
+    return torch.tensor([[float(ch == "1") for ch in row] for row in rows], dtype=torch.float64)
+
+
+def paired_difference(a: Float[Tensor, "group_a example"], b: Float[Tensor, "group_b example"],
+                      n_resamples: int = 2000, seed: int = 0) -> dict[str, float | list[float]]:
+    """``a - b`` on the same examples (``b`` may hold several groups against one row of ``a``): the mean
+    ``difference``, its two-level bootstrap ``ci95`` (:func:`bootstrap_interval`) and the sign-flip ``p_value`` of
+    the per-example mean difference (:func:`sign_flip_test`). ``a`` and ``b`` have one group each or the same
+    number.
+
+    >>> paired_difference(torch.ones(1, 40), torch.zeros(2, 40))["difference"]
+    1.0
+    """
+    difference = a - b
+    return {"difference": float(difference.mean()),
+            "ci95": bootstrap_interval(difference, n_resamples, seed=seed).tolist(),
+            "p_value": float(sign_flip_test(difference.mean(0), seed=seed))}

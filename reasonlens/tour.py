@@ -103,29 +103,22 @@ class TourResult:
         """Suppression accuracy with 95% bootstrap intervals: the unmodified model, IPG's top ``p`` heads, random
         ``p``-head sets (over sets and questions), and the paired difference IPG minus random with its interval
         and sign-flip p-value (on the same questions)."""
-        import torch
-
-        from reasonlens.stats import bootstrap_interval, sign_flip_test
+        from reasonlens.stats import bootstrap_interval, outcome_matrix, paired_difference
 
         c = self.config
 
-        def matrix(rows: list[str]) -> torch.Tensor:
-            return torch.tensor([[float(ch == "1") for ch in row] for row in rows], dtype=torch.float64)
-
-        def accuracy(m: torch.Tensor) -> dict[str, Any]:
+        def accuracy(m) -> dict[str, Any]:
             return {"accuracy": float(m.mean()), "ci95": bootstrap_interval(m, c.n_bootstrap, seed=c.seed).tolist()}
 
-        table: dict[str, Any] = {"original": accuracy(matrix([self.steering["original"]])), "ipg": {}, "random": {},
-                                 "ipg_minus_random": {}}
+        table: dict[str, Any] = {"original": accuracy(outcome_matrix([self.steering["original"]])), "ipg": {},
+                                 "random": {}, "ipg_minus_random": {}}
         for p in c.ipg_p:
-            ipg, random = matrix([self.steering["ipg"][str(p)]]), matrix(self.steering["random"][str(p)])
+            ipg = outcome_matrix([self.steering["ipg"][str(p)]])
+            random = outcome_matrix(self.steering["random"][str(p)])
             table["ipg"][str(p)] = accuracy(ipg)
             table["random"][str(p)] = accuracy(random)
-            difference = ipg - random  # one row per random set, the same questions
-            table["ipg_minus_random"][str(p)] = {
-                "difference": float(difference.mean()),
-                "ci95": bootstrap_interval(difference, c.n_bootstrap, seed=c.seed).tolist(),
-                "p_value": float(sign_flip_test(difference.mean(0), seed=c.seed))}
+            # one row per random set, the same questions
+            table["ipg_minus_random"][str(p)] = paired_difference(ipg, random, c.n_bootstrap, seed=c.seed)
         return table
 
     def summary(self) -> dict[str, Any]:
@@ -224,6 +217,7 @@ def _mechanism(model: TransformerBridge, name: str, c: TourConfig, progress: boo
 
 def _ipg(model: TransformerBridge, c: TourConfig, progress: bool) -> tuple[Attribution, dict[str, Any]]:
     from reasonlens.attribution import IntegratedPolicyGradient, IPGConfig, RandomAttribution, steer
+    from reasonlens.generation import PromptPrefill
     from reasonlens.ontology import format_prompt, generate
 
     layers = tuple(range(model.cfg.n_layers))
@@ -240,9 +234,10 @@ def _ipg(model: TransformerBridge, c: TourConfig, progress: bool) -> tuple[Attri
         raise ReasonlensError(f"all {len(support)} IPG support groups got equal rewards, so correctness gives IPG no "
                               "signal; use more support questions (ipg_support)")
 
+    prefill = PromptPrefill()  # each head set's prompt passes start at its first layer
+
     def bits(selection=None) -> str:
-        outcome = steer(model, evaluation, selection, 0.0) if selection is not None else steer(model, evaluation)
-        return "".join("1" if ok else "0" for ok in outcome.correct)
+        return steer(model, evaluation, selection, 0.0, prefill=prefill).bits()
 
     random_sets = [RandomAttribution(model, component="head", layers=layers, seed=1000 * c.seed + i).attribute()
                    for i in range(c.random_sets)]

@@ -41,6 +41,10 @@ class SteeringOutcome:
     def summary(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k not in ("texts", "correct")}
 
+    def bits(self) -> str:
+        """``correct`` as a string, ``"1"`` for each question answered right (``"0110..."``)."""
+        return "".join("1" if ok else "0" for ok in self.correct)
+
 
 def decoding_budget(model: TransformerBridge, examples: Sequence[Example]) -> int:
     """New tokens to allow: the longest gold chain and answer plus 16."""

@@ -45,6 +45,7 @@ from reasonlens.errors import ReasonlensError
 from reasonlens.generation import PromptPrefill
 from reasonlens.results import ConfigDict, read_results, result_part, write_results
 from reasonlens.resume import StudyCheckpoints
+from reasonlens.stats import outcome_matrix
 from reasonlens.validation import check_float, check_float_list, check_int, check_int_list
 
 if TYPE_CHECKING:
@@ -185,12 +186,13 @@ class IPGStudyResult:
 
     def accuracy(self, mode: str, method: str, p: int) -> dict[str, Any]:
         """``{"accuracy", "ci95", "per_seed", "n_questions", "n_seeds"}`` of one steering setting."""
-        return _accuracy(_matrix(self.correct[mode][method][p]), self.config)
+        return _accuracy(outcome_matrix(self.correct[mode][method][p]), self.config)
 
     def paired(self, mode: str, p: int, other: str) -> dict[str, Any]:
         """IPG minus ``other`` at ``p`` on the same questions and support sets: ``{"difference", "ci95",
         "p_value"}`` (bootstrap over seeds and questions; sign-flip test on the per-question mean difference)."""
-        return _paired(_matrix(self.correct[mode]["ipg"][p]), _matrix(self.correct[mode][other][p]), self.config)
+        return _paired(outcome_matrix(self.correct[mode]["ipg"][p]), outcome_matrix(self.correct[mode][other][p]),
+                       self.config)
 
     def summary(self) -> dict[str, Any]:
         c = self.config
@@ -200,11 +202,11 @@ class IPGStudyResult:
                          for p in c.p_values} for mode in MODES}
         transfer = {}
         for variant, runs in self.transfer_correct.items():
-            row = {m: _accuracy(_matrix(v), c) for m, v in runs.items()}
-            row["ipg_minus_random"] = _paired(_matrix(runs["ipg"]), _matrix(runs["random"]), c)
+            row = {m: _accuracy(outcome_matrix(v), c) for m, v in runs.items()}
+            row["ipg_minus_random"] = _paired(outcome_matrix(runs["ipg"]), outcome_matrix(runs["random"]), c)
             transfer[variant] = row
         return {"model": self.model, "config": c.to_dict(),
-                "accuracy_original": _accuracy(_matrix([self.original_correct]), c),
+                "accuracy_original": _accuracy(outcome_matrix([self.original_correct]), c),
                 "support": self.support, **tables, "paired": paired, "ablations": self.ablations,
                 "transfer": {"p": max(c.p_values), **transfer}, "length_control": {str(g): v for g, v in
                                                                                    self.length_control.items()},
@@ -245,16 +247,6 @@ def _file_name(name: str) -> str:
     return name.replace(" ", "_")
 
 
-def _bits(outcome) -> str:
-    return "".join("1" if ok else "0" for ok in outcome.correct)
-
-
-def _matrix(rows: list[str]):
-    import torch
-
-    return torch.tensor([[float(ch == "1") for ch in row] for row in rows], dtype=torch.float64)
-
-
 def _accuracy(matrix, c: IPGStudyConfig) -> dict[str, Any]:
     from reasonlens.stats import bootstrap_interval
 
@@ -263,12 +255,9 @@ def _accuracy(matrix, c: IPGStudyConfig) -> dict[str, Any]:
 
 
 def _paired(a, b, c: IPGStudyConfig) -> dict[str, Any]:
-    from reasonlens.stats import bootstrap_interval, sign_flip_test
+    from reasonlens.stats import paired_difference
 
-    difference = a - b
-    return {"difference": float(difference.mean()),
-            "ci95": bootstrap_interval(difference, c.n_bootstrap, seed=c.seed).tolist(),
-            "p_value": float(sign_flip_test(difference.mean(0), seed=c.seed))}
+    return paired_difference(a, b, c.n_bootstrap, seed=c.seed)
 
 
 def _reward(name: str, model: TransformerBridge):
@@ -381,7 +370,7 @@ def run_ipg_study(model: TransformerBridge, config: IPGStudyConfig | None = None
 
     # 2. Suppression and enhancement on the same held-out questions.
     start = time.time()
-    original = saved.run("original", lambda: _bits(steer(model, evaluation)))
+    original = saved.run("original", lambda: steer(model, evaluation).bits())
     gammas = {"suppression": 0.0, "enhancement": c.enhance_gamma}
     correct: dict[str, dict[str, dict[int, list[str]]]] = {mode: {m: {} for m in methods} for mode in MODES}
     decoded: dict[tuple[Selection, float], str] = {}  # methods that pick the same set decode it once
@@ -389,7 +378,7 @@ def run_ipg_study(model: TransformerBridge, config: IPGStudyConfig | None = None
 
     def steered(selection: Selection, gamma: float) -> str:
         if (selection, gamma) not in decoded:
-            decoded[selection, gamma] = _bits(steer(model, evaluation, selection, gamma, prefill=prefill))
+            decoded[selection, gamma] = steer(model, evaluation, selection, gamma, prefill=prefill).bits()
         return decoded[selection, gamma]
 
     jobs = [(mode, m, p) for mode in MODES for m in methods for p in c.p_values]
@@ -400,7 +389,7 @@ def run_ipg_study(model: TransformerBridge, config: IPGStudyConfig | None = None
 
     # 3. The paper's ablations, on the first seed's samples.
     start = time.time()
-    reference_accuracy = _matrix(correct["suppression"]["ipg"][max(c.p_values)][:1]).mean().item()
+    reference_accuracy = outcome_matrix(correct["suppression"]["ipg"][max(c.p_values)][:1]).mean().item()
     ablations = saved.run("ablations", lambda: _ablations(model, c, samples_by_seed[0], scores, evaluation,
                                                           reference_accuracy, prefill))
     timings["ablations"] = time.time() - start
@@ -414,8 +403,8 @@ def run_ipg_study(model: TransformerBridge, config: IPGStudyConfig | None = None
         questions = generate(c.n_eval, kind=variant.kind, hops=variant.hops, seed=6000 + 100 * i + c.seed)
         variant_prefill = PromptPrefill()
         transfer[variant.name] = saved.run(f"transfer-{i}", lambda: {
-            "original": [_bits(steer(model, questions))],
-            **{m: [_bits(steer(model, questions, scores[f"{m} seed {s}"].top(p_max), 0.0, prefill=variant_prefill))
+            "original": [steer(model, questions).bits()],
+            **{m: [steer(model, questions, scores[f"{m} seed {s}"].top(p_max), 0.0, prefill=variant_prefill).bits()
                    for s in range(c.seeds)] for m in ("ipg", "random")}})
         variant_support = generate(c.n_support, kind=variant.kind, hops=variant.hops, seed=5000 + 100 * i + c.seed)
         attribution = saved.run(f"variant-{i}", lambda: IntegratedPolicyGradient(model, c.ipg(0)).attribute(
