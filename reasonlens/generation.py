@@ -228,6 +228,16 @@ def tempered_probs(logits: Float[Tensor, "batch vocab"], temperature: float) -> 
     return probs
 
 
+def nucleus(probs: Float[Tensor, "batch vocab"], top_p: float) -> Float[Tensor, "batch vocab"]:
+    """``probs`` with every token outside the nucleus set to 0 (not renormalised): the fewest most likely tokens
+    whose probability reaches ``top_p`` stay (1 keeps every token). Sampling draws from what is left."""
+    if top_p >= 1:
+        return probs
+    sorted_p, order = probs.sort(dim=-1, descending=True)
+    outside = (sorted_p.cumsum(-1) - sorted_p) >= top_p  # the mass before the token already reaches top_p
+    return probs.masked_fill(torch.zeros_like(outside).scatter(-1, order, outside), 0.0)
+
+
 def _eos_ids(model: TransformerBridge, tokenizer: PreTrainedTokenizerBase) -> frozenset[int]:
     ids = {tokenizer.eos_token_id}
     for config in (model.original_model.config, getattr(model.original_model, "generation_config", None)):
@@ -241,12 +251,7 @@ def _next_tokens(logits: Float[Tensor, "batch vocab"], config: GenerationConfig,
     """Greedy argmax, or inverse-CDF sampling in token-id order with one uniform per row from its own stream."""
     if config.temperature == 0:
         return logits.argmax(-1)
-    probs = tempered_probs(logits, config.temperature)
-    if config.top_p < 1:
-        sorted_p, order = probs.sort(dim=-1, descending=True)
-        outside = (sorted_p.cumsum(-1) - sorted_p) >= config.top_p  # the mass before the token already reaches top_p
-        probs = probs.masked_fill(torch.zeros_like(outside).scatter(-1, order, outside), 0.0)
-    cdf = probs.cumsum(-1)
+    cdf = nucleus(tempered_probs(logits, config.temperature), config.top_p).cumsum(-1)
     u = torch.tensor([rng.random() for rng in rngs], dtype=cdf.dtype, device=cdf.device)[:, None] * cdf[:, -1:]
     return torch.searchsorted(cdf, u, right=True)[:, 0].clamp_max(logits.shape[-1] - 1)
 

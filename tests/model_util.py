@@ -16,12 +16,12 @@ PROMPT = "Q: Every wumpus is wooden. Rex is a wumpus. True or false: Rex is wood
 
 
 def write_checkpoint(folder: Path, arch: str = "llama", *, tokenizer: bool = True, scale: float = 1.0,
-                     seed: int = 0, n_ctx: int = N_CTX, n_layers: int = N_LAYERS) -> Path:
-    """A randomly initialised tiny ``arch`` model (weights times ``scale``) saved with the reference tokenizer;
-    ``arch`` is one of :data:`ARCHS` or :data:`MORE_ARCHS`."""
+                     seed: int = 0, n_ctx: int = N_CTX, n_layers: int = N_LAYERS, vocabulary: int = 1) -> Path:
+    """A randomly initialised tiny ``arch`` model (weights times ``scale``) saved with the reference tokenizer of
+    version ``vocabulary``; ``arch`` is one of :data:`ARCHS` or :data:`MORE_ARCHS`."""
     import transformers as tf
 
-    tok = build_reference_tokenizer()
+    tok = build_reference_tokenizer(vocabulary)
     ids = dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                pad_token_id=tok.pad_token_id)
     torch.manual_seed(seed)

@@ -1,23 +1,29 @@
-"""Step-importance labels by removability (the step-importance paper's §2.2 pipeline, activation-based variant).
+"""Step-importance labels by removability (the step-importance paper's §2.2 pipeline, activation-based variant,
+as its released code runs it).
 
-Per chain (``o = s_1 .. s_n`` after the prompt ``x``; sufficiency and attainability as in
-:mod:`reasonlens.importance.scoring`):
+Per chain (``o = s_1 .. s_n`` after the prompt ``x``; sufficiency, attainability and necessity as in
+:mod:`reasonlens.importance.scoring`, read after the answer-eliciting suffix ``σ``):
 
-1. the full chain must be sufficient (the paper's "complete and correct");
-2. **necessity**: the empty chain must not be (``sufficiency([]) < tau``);
-3. **shortcuts** are removed: steps sufficient on their own, or whose text states the gold label word
-   (``true`` / ``false``, any case, as a word); the remaining chain must still be sufficient;
-4. the **sufficient prefix** ``T_p``: the shortest prefix of the remaining steps that is sufficient (and, with
-   ``use_attainability``, attainable);
-5. **stage 1** (Function 1) prunes ``T_p`` by influence (:func:`~reasonlens.importance.influence.influence_matrix`
-   over ``x ∘ T_p``): from the last step backwards, each kept step keeps the predecessors whose influence on it
-   is at least the value where the descending normalised cumulative sum reaches the threshold. The lowest
-   threshold (the most pruning) whose kept set ``T_inf`` passes wins; prefix steps outside ``T_inf`` are
-   **removable** (label 1);
-6. **stage 2** (Function 2) shrinks ``T_inf`` to ``T*``: steps ranked by mean influence on later kept steps,
-   ascending, are removed one at a time while the rest passes (a failed step is re-queued; the search stops
-   when every queued step failed since the last removal). Steps in ``T*`` are **important** (label 0); steps
-   removed in stage 2 stay unlabelled (``None``).
+1. **correct**: a greedy chain's own answer is the gold label (gold chains pass);
+2. the full chain must be **sufficient**;
+3. **necessity**: at most 1 of 5 answers without the chain are right;
+4. **shortcuts** are removed: steps sufficient on their own, steps whose text states the gold label word
+   (``true`` / ``false``, any case, as a word) and direct answer statements (a step that starts with Thus,
+   Therefore, So, Hence, Consequently, This means, My or The and names "the answer" or "the result" with a
+   value); the remaining chain must still be sufficient;
+5. the **sufficient prefix** ``T_p``: the shortest prefix of the remaining steps that is sufficient (and, with
+   ``use_attainability``, attainable); its length must lie in ``prefix_steps``;
+6. **stage 1** (Function 1) prunes ``T_p`` by influence over ``x ∘ T_p ∘ a`` with the **answer step** ``a = σ ∘
+   a*`` appended (:func:`~reasonlens.importance.influence.influence_matrix`): from the answer step backwards,
+   each kept step keeps the predecessors whose influence on it is at least the value where the descending
+   normalised cumulative sum reaches the threshold. The lowest threshold (the most pruning) whose kept set
+   ``T_inf`` passes wins; prefix steps outside ``T_inf`` are **removable** (label 1);
+7. **stage 2** (Function 2) shrinks ``T_inf`` to ``T*``: its steps, ranked by their mean influence on every
+   later step (the column mean over the whole matrix, answer row included, nonzero entries), ascending, are
+   removed one at a time while the rest passes (a failed step is re-queued; the search stops when every queued
+   step failed since the last removal); the last prefix step is never removed. Steps in ``T*`` are
+   **important** (label 0); steps removed in stage 2 stay unlabelled (``None``);
+8. **extraction**: with ``require_stage2_removal`` a chain whose stage 2 removed nothing is dropped.
 
 "Passes" means sufficiency ``>= tau`` and, with ``use_attainability``, attainability ``>= tau``. The random
 variant (``ranking="random"``) skips stage 1 (``T_inf = T_p``, so nothing is labelled removable) and ranks
@@ -27,10 +33,10 @@ stage 2 randomly: the core-size baseline.
 >>> from reasonlens.ontology import generate
 >>> from reasonlens.importance.chains import chains_from_examples
 >>> model = load_model("reasonlens-main")
->>> labels = label_steps(model, chains_from_examples(model, generate(4, hops=2, seed=5, redundant_step_p=0.5)))
->>> sorted(labels.filter_counts)
-['labelled', 'necessary', 'sufficient', 'sufficient_after_shortcuts', 'total']
->>> all(0 < len(c.core) <= c.prefix_len for c in labels.chains)
+>>> labels = label_steps(model, chains_from_examples(model, generate(8, hops=2, seed=5, redundant_step_p=0.5)))
+>>> list(labels.filter_counts)[:4]
+['total', 'correct', 'sufficient', 'necessary']
+>>> all(0 < len(c.core) < c.prefix_len for c in labels.chains)
 True
 """
 
@@ -53,7 +59,7 @@ from reasonlens.importance.chains import Chain
 from reasonlens.importance.influence import InfluenceMethod, check_influence_method, influence_matrix
 from reasonlens.importance.scoring import ScoringConfig, SubsetScorer, stable_seed
 from reasonlens.results import ConfigDict
-from reasonlens.validation import check_bool, check_float_list, check_int, load_saved
+from reasonlens.validation import check_bool, check_float_list, check_int, check_int_list, load_saved
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -68,7 +74,11 @@ LABELS_FILE, TENSORS_FILE = "labels.json", "influence.pt"
 class LabelConfig(ConfigDict):
     """How steps are labelled: ``scoring`` (threshold, readout), the ``influence`` method (and ``ig_steps``)
     and its stage-1 ``thresholds``, the stage-2 ``ranking``, whether subsets must also be attainable, the
-    ``seed`` of the random ranking, and ``batch_size`` (rows per influence backward)."""
+    whether a step sufficient on its own is a shortcut (``shortcut_alone``, the paper's first criterion), the
+    allowed sufficient-prefix lengths ``prefix_steps`` (min, max; the paper's code keeps 10-200 sentences of
+    chains about 100 long, the reference models write 3-15), whether a chain whose stage 2 removed nothing is
+    dropped (``require_stage2_removal``, the paper's label extraction), the ``seed`` of the random ranking, and
+    ``batch_size`` (rows per influence backward)."""
 
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
     influence: InfluenceMethod = "gradient"
@@ -76,6 +86,9 @@ class LabelConfig(ConfigDict):
     thresholds: tuple[float, ...] = PRUNING_THRESHOLDS
     ranking: Ranking = "influence"
     use_attainability: bool = True
+    shortcut_alone: bool = True
+    prefix_steps: tuple[int, int] = (2, 200)
+    require_stage2_removal: bool = True
     seed: int = 0
     batch_size: int = 16
 
@@ -89,6 +102,12 @@ class LabelConfig(ConfigDict):
         object.__setattr__(self, "thresholds", tuple(sorted(thresholds)))
         check_int(self.ig_steps, "ig_steps", low=1)
         check_bool(self.use_attainability, "use_attainability")
+        bounds = check_int_list(self.prefix_steps, "prefix_steps", low=1, unique=False, example="(2, 200)")
+        if len(bounds) != 2 or bounds[0] > bounds[1]:
+            raise ReasonlensError(f"prefix_steps must be (min, max) with min <= max, got {self.prefix_steps!r}")
+        object.__setattr__(self, "prefix_steps", tuple(bounds))
+        check_bool(self.require_stage2_removal, "require_stage2_removal")
+        check_bool(self.shortcut_alone, "shortcut_alone")
         check_int(self.seed, "seed")
         check_int(self.batch_size, "batch_size", low=1)
 
@@ -100,7 +119,8 @@ class ChainLabels:
     ``labels`` has one entry per step of the chain: 1 removable (in the prefix, outside ``t_inf``), 0 important
     (in ``core``), ``None`` otherwise (shortcuts, steps after the prefix, stage-2 removals). ``prefix``,
     ``shortcut_steps``, ``t_inf`` and ``core`` are chain step indices; ``influence`` is the influence matrix over
-    the prefix steps (``None`` for the random ranking); ``threshold`` is the stage-1 threshold chosen (``None``
+    the prefix steps and the answer step (its last row and column; ``None`` for the random ranking);
+    ``threshold`` is the stage-1 threshold chosen (``None``
     when stage 1 was skipped or no threshold's mask passed, so ``t_inf`` is the whole prefix); ``scores`` holds
     the sufficiency / attainability of the subsets the pipeline decided on.
     """
@@ -124,8 +144,8 @@ class ChainLabels:
 @dataclass
 class StepLabels:
     """Labels of every chain that passed the filters, the config, ``filter_counts`` (chains left after each
-    filter, as the paper's Table 4: ``total``, ``sufficient``, ``necessary``, ``sufficient_after_shortcuts``,
-    ``labelled``) and ``dropped`` (``(index, reason)`` of each chain that did not pass)."""
+    filter, as the paper's Table 4: ``total``, then each of :data:`STAGES`) and ``dropped`` (``(index, reason)``
+    of each chain that did not pass)."""
 
     chains: list[ChainLabels]
     config: LabelConfig
@@ -229,6 +249,30 @@ def _states_label(step: str, label: bool) -> bool:
     return re.search(rf"(?<!\w){'true' if label else 'false'}(?!\w)", step, re.IGNORECASE) is not None
 
 
+_ANSWER_STATEMENT = re.compile(r"^\s*(thus|therefore|so|hence|consequently|this means|my|the)\b.*\b(answer|result)\b"
+                               r"\s*(is|was|=|:)\s*\S", re.IGNORECASE)
+
+
+def is_shortcut_text(step: str, label: bool) -> bool:
+    """Whether a step's text gives the answer away: it states the gold label word, or it is a direct answer
+    statement (the paper's list of openings, then "answer" or "result" with a value).
+
+    >>> is_shortcut_text("So the answer is 12.", True), is_shortcut_text("Max is not alive.", True)
+    (True, False)
+    """
+    return _states_label(step, label) or _ANSWER_STATEMENT.search(step) is not None
+
+
+def with_answer_step(chain: Chain, suffix_ids: Sequence[int], suffix: str) -> Chain:
+    """``chain`` with the answer step ``σ ∘ a*`` (the suffix, then the gold answer token) appended as its last
+    step (role ``"answer"``): stage 1's starting point."""
+    word = "true" if chain.label else "false"
+    return Chain(example=chain.example, prompt_ids=chain.prompt_ids,
+                 step_ids=[*chain.step_ids, [*suffix_ids, chain.gold_answer_id]],
+                 steps=[*chain.steps, f"{suffix.strip()} {word}"], roles=[*chain.roles, "answer"],
+                 answer_ids=chain.answer_ids, source=chain.source, meta=chain.meta)
+
+
 class _Search:
     """The filters and both stages for one chain, every subset scored through one memoising scorer."""
 
@@ -251,30 +295,44 @@ class _Search:
         """``(the first stage failed, or None, shortcut steps, prefix)``."""
         chain, tau = self.chain, self.config.scoring.tau
         n = len(chain)
+        if chain.source == "greedy" and chain.meta.get("answer") != ("True" if chain.label else "False"):
+            return "correct", [], []
         suff, _ = self.scorer.scores([range(n), [], *([i] for i in range(n))])
         self.scores.update(full_sufficiency=float(suff[0]), empty_sufficiency=float(suff[1]))
         if suff[0] < tau:
             return "sufficient", [], []
-        if suff[1] >= tau:
+        if not self.scorer.necessary():
             return "necessary", [], []
-        shortcuts = [i for i in range(n) if suff[2 + i] >= tau or _states_label(chain.steps[i], chain.label)]
+        alone = self.config.shortcut_alone
+        shortcuts = [i for i in range(n)
+                     if (alone and suff[2 + i] >= tau) or is_shortcut_text(chain.steps[i], chain.label)]
         rest = [i for i in range(n) if i not in shortcuts]
         if not rest:
             return "sufficient_after_shortcuts", shortcuts, []
-        prefixes = [rest[:p] for p in range(1, len(rest) + 1)]
-        ok = self.passes(prefixes)
         rest_suff = float(self.scorer.scores([rest])[0][0])
         self.scores["after_shortcuts_sufficiency"] = rest_suff
         if rest_suff < tau:
             return "sufficient_after_shortcuts", shortcuts, []
+        prefixes = [rest[:p] for p in range(1, len(rest) + 1)]
+        ok = self.passes(prefixes)
         if not any(ok):
-            return "labelled", shortcuts, []
+            return "prefix", shortcuts, []
         prefix = prefixes[ok.index(True)]
         self.record("prefix", prefix)
+        low, high = self.config.prefix_steps
+        if not low <= len(prefix) <= high:
+            return "prefix_length", shortcuts, prefix
         return None, shortcuts, prefix
 
+    def influence(self, prefix: list[int]) -> Tensor:
+        """The influence matrix over the prefix steps and the answer step (last row and column)."""
+        cfg = self.config
+        extended = with_answer_step(self.chain, self.scorer.suffix_ids, cfg.scoring.suffix)
+        return influence_matrix(self.model, extended, [*prefix, len(self.chain)], method=cfg.influence,
+                                ig_steps=cfg.ig_steps, batch_size=cfg.batch_size)
+
     def stage1(self, prefix: list[int], infl: Tensor) -> tuple[list[int], float | None]:
-        masks = [[prefix[p] for p in influence_kept(infl, t)] for t in self.config.thresholds]
+        masks = [[prefix[p] for p in influence_kept(infl, t) if p < len(prefix)] for t in self.config.thresholds]
         ok = self.passes(masks)
         if not any(ok):
             return prefix, None
@@ -294,14 +352,16 @@ class _Search:
         return current
 
     def ranking(self, t_inf: list[int], prefix: list[int], infl: Tensor | None) -> list[int]:
+        """The stage-2 queue: ``t_inf`` but the last prefix step, by ascending mean influence on later steps
+        (random for the random ranking)."""
+        candidates = [s for s in t_inf if s != prefix[-1]]
         if infl is None:
             gen = torch.Generator().manual_seed(stable_seed("ranking", self.config.seed, self.chain.prompt_ids,
                                                             self.chain.step_ids))
-            return [t_inf[i] for i in torch.randperm(len(t_inf), generator=gen).tolist()]
-        pos = [prefix.index(s) for s in t_inf]
-        sub = infl[pos][:, pos]  # influence among T_inf: rows targets, columns sources
-        means = [float(sub[:, c].sum() / max(int(sub[:, c].count_nonzero()), 1)) for c in range(len(pos))]
-        return [t_inf[c] for c in sorted(range(len(pos)), key=lambda c: means[c])]
+            return [candidates[i] for i in torch.randperm(len(candidates), generator=gen).tolist()]
+        column = {s: infl[:, p] for p, s in enumerate(prefix)}
+        means = {s: float(column[s].sum() / max(int(column[s].count_nonzero()), 1)) for s in candidates}
+        return sorted(candidates, key=lambda s: means[s])
 
     def run(self, index: int) -> ChainLabels | str:
         reason, shortcuts, prefix = self.filters()
@@ -310,12 +370,13 @@ class _Search:
         cfg = self.config
         infl, threshold, t_inf = None, None, prefix
         if cfg.ranking == "influence":
-            infl = influence_matrix(self.model, self.chain, prefix, method=cfg.influence, ig_steps=cfg.ig_steps,
-                                    batch_size=cfg.batch_size)
+            infl = self.influence(prefix)
             t_inf, threshold = self.stage1(prefix, infl)
         self.record("t_inf", t_inf)
         core = self.stage2(t_inf, self.ranking(t_inf, prefix, infl))
         self.record("core", core)
+        if cfg.require_stage2_removal and len(core) == len(t_inf):
+            return "labelled"
         labels: list[int | None] = [None] * len(self.chain)
         for i in prefix:
             labels[i] = 0 if i in core else None if i in t_inf else 1
@@ -323,11 +384,15 @@ class _Search:
                            t_inf=t_inf, core=core, influence=infl, threshold=threshold, scores=dict(self.scores))
 
 
-_STAGES = ("sufficient", "necessary", "sufficient_after_shortcuts", "labelled")
-_DROP_REASONS = {"sufficient": "the full chain is not sufficient",
-                 "necessary": "not necessary: the empty chain is sufficient",
+STAGES: tuple[str, ...] = ("correct", "sufficient", "necessary", "sufficient_after_shortcuts", "prefix", "prefix_length",
+                           "labelled")
+_DROP_REASONS = {"correct": "the model's own answer at the end of its chain is wrong",
+                 "sufficient": "the full chain is not sufficient",
+                 "necessary": "not necessary: more than necessity_max_correct answers without the chain are right",
                  "sufficient_after_shortcuts": "not sufficient after shortcut removal",
-                 "labelled": "no prefix is both sufficient and attainable"}
+                 "prefix": "no prefix is both sufficient and attainable",
+                 "prefix_length": "the sufficient prefix's length is outside prefix_steps",
+                 "labelled": "stage 2 removed nothing (the paper's label extraction drops such chains)"}
 
 
 def label_steps(model: TransformerBridge, chains: Sequence[Chain], config: LabelConfig = LabelConfig(), *,
@@ -351,14 +416,14 @@ def label_steps(model: TransformerBridge, chains: Sequence[Chain], config: Label
     if all(len(c) < 2 for c in chains):
         raise ReasonlensError("every chain has a single step, and a one-step chain has nothing to prune; pass "
                               "chains of two or more steps")
-    counts = {"total": len(chains), **{s: 0 for s in _STAGES}}
+    counts = {"total": len(chains), **{s: 0 for s in STAGES}}
     done, dropped = [], []
     for index, chain in enumerate(tqdm(chains, desc="label steps", unit="chain", disable=not progress)):
         if len(chain) < 2:
             dropped.append((index, "one step"))
             continue
         result = _Search(model, chain, config).run(index)
-        passed = _STAGES if isinstance(result, ChainLabels) else _STAGES[:_STAGES.index(result)]
+        passed = STAGES if isinstance(result, ChainLabels) else STAGES[:STAGES.index(result)]
         for stage in passed:
             counts[stage] += 1
         if isinstance(result, ChainLabels):
