@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from jaxtyping import TypeCheckError
@@ -12,6 +13,7 @@ from reasonlens.importance.activations import StepSet, step_activations
 from reasonlens.importance.chains import chains_from_examples
 from reasonlens.importance.controls import (
     SURFACE_PROBE_CONFIG,
+    chain_groups,
     cross_model,
     random_init_model,
     surface_correlations,
@@ -20,10 +22,16 @@ from reasonlens.importance.controls import (
 )
 from reasonlens.importance.probes import (
     ARCHS,
+    Probe,
     ProbeConfig,
     ProbeResult,
+    SeedRun,
+    Standardiser,
     agreement,
+    balanced_accuracy,
     balanced_split,
+    compare_agreement,
+    compare_probes,
     probe_by_layer,
     train_probe,
 )
@@ -238,8 +246,252 @@ def test_random_init_model(tiny_model):
 def test_cross_model(main, gold):
     second = load_model("reasonlens-seed1")
     steps = generator_step_set(gold)
-    out = cross_model(main, second, steps, FAST, features_a=step_activations(main, steps))
+    groups = chain_groups(steps)
+    out = cross_model(main, second, steps, FAST, features_a=step_activations(main, steps), groups=groups)
     for key in ("accuracy_a", "accuracy_b", "random_init_accuracy", "agreement", "random_init_agreement"):
         assert 0.0 <= out[key] <= 1.0
     assert out["n_test"] == len(out["results"]["a"].runs[0].test_index)
     assert out["results"]["b"].runs[0].test_index == out["results"]["a"].runs[0].test_index
+    run = out["results"]["a"].runs[0]
+    train_chains = set(groups.tolist()) - set(groups[run.test_index].tolist())
+    assert train_chains and set(groups[run.test_index].tolist()).isdisjoint(train_chains)
+    tested = out["agreement_vs_random_init"]
+    assert tested["agreement"] == [out["agreement"], out["random_init_agreement"]] and 0 < tested["p_value"] <= 1
+    assert tested["n_test_steps"] == [out["n_test"]]
+    assert out["accuracy_vs_random_init"]["b"]["accuracy"] == [out["accuracy_b"], out["random_init_accuracy"]]
+
+
+# -------------------------------------------------------------------------------------------------------- grouped split
+
+
+def _chains(n_chains=40, seed=0):
+    """Labels that vary within chains of 2 to 6 steps, and each step's chain."""
+    g = torch.Generator().manual_seed(seed)
+    sizes = torch.randint(2, 7, (n_chains,), generator=g)
+    groups = torch.arange(n_chains).repeat_interleave(sizes)
+    labels = (torch.rand(len(groups), generator=g) < 0.35).long()
+    return labels, groups
+
+
+@pytest.mark.parametrize("seed", [0, 1, 42, 43, 44])
+def test_grouped_split_keeps_chains_apart_and_balances_training(seed):
+    labels, groups = _chains(seed=seed)
+    train, test = balanced_split(labels, seed, groups=groups)
+    train_groups, test_groups = set(groups[train].tolist()), set(groups[test].tolist())
+    assert train_groups.isdisjoint(test_groups)
+    assert set(test.tolist()) == {i for i, g in enumerate(groups.tolist()) if g in test_groups}  # test kept whole
+    assert (labels[train] == 0).sum() == (labels[train] == 1).sum() > 0
+    assert len(set(labels[test].tolist())) == 2
+    assert 0.1 < len(test_groups) / 40 < 0.3  # one fold of five
+    again = balanced_split(labels, seed, groups=groups)
+    assert torch.equal(again[0], train) and torch.equal(again[1], test)
+
+
+def test_grouped_split_errors():
+    labels, groups = _chains()
+    with pytest.raises((ReasonlensError, TypeCheckError)):
+        balanced_split(labels, 0, groups=groups[:-1])
+    with pytest.raises(ReasonlensError, match="3 groups .* label more chains"):
+        balanced_split(labels, 0, groups=torch.arange(len(labels)) % 3)
+    with pytest.raises(ReasonlensError, match="one class only; label more chains"):
+        balanced_split((groups == 0).long(), 0, groups=groups)  # one chain holds every removable step
+    with pytest.raises((ReasonlensError, TypeCheckError)):  # the jaxtyping hook of the test run checks first
+        balanced_split(labels, 0, groups=groups.float())
+
+
+def test_same_grouped_split_for_every_probe():
+    labels, groups = _chains(60, seed=3)
+    features = torch.randn(len(labels), 2, 8) + labels[:, None, None]
+    texts = [f"step {'kept' if y else 'needed'} {i}" for i, y in enumerate(labels.tolist())]
+    config = ProbeConfig(arch="mlp", epochs=4, lr=1e-2, batch_size=256, seeds=(42, 7))
+    probe = train_probe(features, labels, config, groups=groups)
+    text = train_text_probe(texts, labels, config, groups=groups)
+    for seed, a, b in zip(config.seeds, probe.runs, text.runs):
+        _, test = balanced_split(labels, seed, groups=groups)
+        assert a.test_index == b.test_index == test.tolist() and a.test_labels == labels[test].tolist()
+        assert a.held_out_accuracy == balanced_accuracy(torch.tensor(a.test_predictions), labels[test])
+    assert probe.groups == text.groups == groups.tolist()
+    assert compare_probes(probe, text)["n_test_steps"] == probe.n_test_steps
+    assert probe.n_test_steps == [len(r.test_index) for r in probe.runs]
+    assert probe.n_test_groups == [len(set(groups[r.test_index].tolist())) for r in probe.runs]
+    layers = probe_by_layer(features, labels, config, groups=groups)
+    first_layer = train_probe(features[:, 0], labels, config, groups=groups)
+    assert layers.values[1, :, 0].tolist() == pytest.approx([r.held_out_accuracy for r in first_layer.runs])
+    with pytest.raises(ReasonlensError, match="same labels, groups and seeds"):
+        compare_probes(probe, train_probe(features, labels, config))  # a step split
+
+
+def test_balanced_accuracy_by_hand():
+    labels = torch.tensor([1, 1, 1, 0, 0, 0, 0, 0, 0, 0])
+    predictions = torch.tensor([1, 0, 0, 0, 0, 0, 0, 0, 0, 1])
+    assert balanced_accuracy(predictions, labels) == pytest.approx((1 / 3 + 6 / 7) / 2)
+    assert balanced_accuracy(predictions[3:], labels[3:]) == pytest.approx(6 / 7)  # one class: its recall
+    balanced = torch.tensor([1, 1, 0, 0])
+    assert balanced_accuracy(torch.tensor([1, 0, 0, 1]), balanced) == agreement(torch.tensor([1, 0, 0, 1]), balanced)
+
+
+def test_step_split_leaks_chains_grouped_split_does_not():
+    g = torch.Generator().manual_seed(0)
+    n_chains, per = 80, 4
+    chain_label = (torch.arange(n_chains) % 2)[torch.randperm(n_chains, generator=g)]
+    chains = torch.arange(n_chains).repeat_interleave(per)
+    identity = torch.randn(n_chains, 32, generator=g)  # features say which chain, labels are the chain's
+    features = identity[chains] + 0.3 * torch.randn(n_chains * per, 32, generator=g)
+    labels = chain_label[chains]
+    config = ProbeConfig(arch="mlp", epochs=20, lr=1e-2, seeds=(0, 1))
+    by_step = train_probe(features, labels, config)
+    by_chain = train_probe(features, labels, config, groups=chains)
+    assert by_step.held_out_accuracy >= 0.9 and by_chain.held_out_accuracy <= 0.7
+    low, high = by_chain.interval()
+    assert low < 0.5 < high and by_step.interval()[0] > 0.8
+
+
+# ---------------------------------------------------------------------------------------------------------- statistics
+
+
+def _result(seeds, groups=None):
+    """A ProbeResult with given test rows: ``seeds`` holds ``(test_index, labels, predictions)`` per seed."""
+    probe = Probe(Standardiser.fit(torch.zeros(2, 1), "linear"), torch.nn.Sequential(torch.nn.Linear(1, 1)),
+                  "linear", 1, 1)
+    runs = [SeedRun(seed=s, n_per_class=1, best_epoch_accuracy=0.0, best_epoch=1,
+                    held_out_accuracy=0.0 if not p else balanced_accuracy(torch.tensor(p), torch.tensor(y)),
+                    selected_epoch=1, validation_accuracy=0.0, test_index=list(index), test_curve=[0.0],
+                    test_predictions=list(p),
+                    test_labels=list(y)) for s, (index, y, p) in enumerate(seeds)]
+    return ProbeResult(ProbeConfig(seeds=tuple(range(len(seeds)))), runs, probe, torch.zeros(1, dtype=torch.long),
+                       groups=None if groups is None else list(groups))
+
+
+def _chain_outcomes(n_chains, per=5, p_right=0.8, seed=0, whole_chains=False):
+    """Labels, predictions right with probability ``p_right`` (per step, or per chain) and chains."""
+    g = torch.Generator().manual_seed(seed)
+    groups = torch.arange(n_chains).repeat_interleave(per)
+    labels = torch.randint(0, 2, (n_chains * per,), generator=g)
+    right = torch.rand(n_chains if whole_chains else n_chains * per, generator=g) < p_right
+    right = right[groups] if whole_chains else right
+    predictions = torch.where(right, labels, 1 - labels)
+    return labels.tolist(), predictions.tolist(), groups.tolist()
+
+
+def test_interval_contains_the_estimate_and_narrows_with_more_chains():
+    widths = []
+    for n_chains in (20, 200):
+        y, p, groups = _chain_outcomes(n_chains)
+        result = _result([(range(len(y)), y, p)], groups)
+        low, high = result.interval()
+        assert low <= result.held_out_accuracy <= high
+        widths.append(high - low)
+        assert result.n_test_steps == [len(y)] and result.n_test_groups == [n_chains]
+    assert widths[1] < 0.5 * widths[0]
+    y, p, groups = _chain_outcomes(60, whole_chains=True)  # errors come in whole chains: steps are not independent
+    grouped, by_step = _result([(range(len(y)), y, p)], groups), _result([(range(len(y)), y, p)])
+    assert np.diff(grouped.interval()) > 1.6 * np.diff(by_step.interval())
+    assert by_step.n_test_groups == [len(y)]
+    with pytest.raises(ReasonlensError, match="no test predictions"):
+        _result([([0, 1], [0, 1], [])]).interval()
+
+
+def test_compare_identical_strong_and_chance_probes():
+    y, p, groups = _chain_outcomes(60, p_right=0.95, seed=1)
+    strong = _result([(range(len(y)), y, p)], groups)
+    out = compare_probes(strong, strong)
+    assert out["difference"] == 0.0 and out["p_value"] == 1.0 and out["difference_ci95"] == [0.0, 0.0]
+    assert out["ci95"][0] == out["ci95"][1] and out["ci95"][0] == list(strong.interval())
+    assert out["n_test_steps"] == [300] and out["n_test_chains"] == [60]
+    chance = _result([(range(len(y)), y, _chain_outcomes(60, p_right=0.5, seed=2)[1])], groups)
+    out = compare_probes(strong, chance)
+    assert out["accuracy"] == [strong.held_out_accuracy, chance.held_out_accuracy]
+    assert out["difference"] > 0.3 and out["p_value"] < 0.01 and out["difference_ci95"][0] > 0.2
+    assert compare_probes(chance, strong)["difference"] == -out["difference"]
+
+
+def _swap_p_value(a, b):
+    """The exact permutation p-value by hand: every swap of whole groups between the two probes, every seed."""
+    import itertools
+
+    units = [(s, g) for s, (_, _, _, groups) in enumerate(a) for g in sorted(set(groups))]
+
+    def difference(swapped):
+        total = 0.0
+        for s, ((_, y, pa, groups), (_, _, pb, _)) in enumerate(zip(a, b)):
+            pa2 = [pb[i] if (s, g) in swapped else pa[i] for i, g in enumerate(groups)]
+            pb2 = [pa[i] if (s, g) in swapped else pb[i] for i, g in enumerate(groups)]
+            total += balanced_accuracy(torch.tensor(pa2), torch.tensor(y)) - \
+                balanced_accuracy(torch.tensor(pb2), torch.tensor(y))
+        return total / len(a)
+
+    observed = abs(difference(set()))
+    swaps = list(itertools.product([False, True], repeat=len(units)))
+    extreme = sum(abs(difference({u for u, on in zip(units, bits) if on})) >= observed - 1e-12 for bits in swaps)
+    return extreme / len(swaps)
+
+
+def test_permutation_p_value_against_enumeration():
+    g = torch.Generator().manual_seed(5)
+
+    def seed_rows(offset, n_groups):  # uneven chains, unbalanced classes
+        groups = [offset + k for k in range(n_groups) for _ in range(k % 3 + 1)]
+        y = (torch.rand(len(groups), generator=g) < 0.3).long().tolist()
+        pa = [t if float(torch.rand(1, generator=g)) < 0.9 else 1 - t for t in y]
+        pb = [t if float(torch.rand(1, generator=g)) < 0.55 else 1 - t for t in y]
+        return y, pa, pb, groups
+
+    y, pa, pb, groups = seed_rows(0, 6)  # one seed, six chains: 64 swaps
+    a, b = [(None, y, pa, groups)], [(None, y, pb, groups)]
+    exact = _swap_p_value(a, b)
+    out = compare_probes(_result([(range(len(y)), y, pa)], groups), _result([(range(len(y)), y, pb)], groups),
+                         n_permutations=64)
+    assert out["p_value"] == pytest.approx(exact, abs=1e-12) and exact < 1
+
+    # two seeds with their own test rows (chains 0-5 and 6-11 of one step set): 4,096 swaps
+    first, second = seed_rows(0, 6), seed_rows(6, 6)
+    n0 = len(first[0])
+    index = [list(range(n0)), list(range(n0, n0 + len(second[0])))]
+    all_groups = first[3] + second[3]
+    rows_a = [(None, first[0], first[1], first[3]), (None, second[0], second[1], second[3])]
+    rows_b = [(None, first[0], first[2], first[3]), (None, second[0], second[2], second[3])]
+    exact = _swap_p_value(rows_a, rows_b)
+    ra = _result([(index[0], first[0], first[1]), (index[1], second[0], second[1])], all_groups)
+    rb = _result([(index[0], first[0], first[2]), (index[1], second[0], second[2])], all_groups)
+    assert compare_probes(ra, rb, n_permutations=4096)["p_value"] == pytest.approx(exact, abs=1e-12)
+    sampled = compare_probes(ra, rb, n_permutations=4000, seed=1)["p_value"]  # below 2^12: Monte Carlo
+    assert sampled == pytest.approx(exact, abs=0.03)
+
+
+def test_compare_agreement():
+    y, reference, groups = _chain_outcomes(50, p_right=0.9, seed=3)
+    g = torch.Generator().manual_seed(4)
+    close = [r if float(torch.rand(1, generator=g)) < 0.95 else 1 - r for r in reference]
+    unrelated = torch.randint(0, 2, (len(y),), generator=g).tolist()
+    rows = range(len(y))
+    ref, a, b = (_result([(rows, y, p)], groups) for p in (reference, close, unrelated))
+    out = compare_agreement(ref, a, b)
+    assert out["agreement"] == pytest.approx([agreement(torch.tensor(close), torch.tensor(reference)),
+                                              agreement(torch.tensor(unrelated), torch.tensor(reference))])
+    assert out["difference"] == pytest.approx(out["agreement"][0] - out["agreement"][1])
+    assert out["p_value"] < 0.01 and out["ci95"][0][0] <= out["agreement"][0] <= out["ci95"][0][1]
+    same = compare_agreement(ref, a, a)
+    assert same["difference"] == 0.0 and same["p_value"] == 1.0
+    with pytest.raises(ReasonlensError, match="same labels, groups and seeds"):
+        compare_agreement(ref, a, _result([(rows, y, unrelated)]))  # no groups
+
+
+def test_grouped_result_saves_and_old_files_load(tmp_path):
+    import json
+
+    labels, groups = _chains(50, seed=2)
+    features = torch.randn(len(labels), 6) + labels[:, None]
+    result = train_probe(features, labels, FAST, groups=groups)
+    loaded = ProbeResult.load(result.save(tmp_path / "probe.json"))
+    assert loaded.groups == groups.tolist() and loaded.runs == result.runs
+    assert loaded.runs[0].test_predictions and loaded.interval() == result.interval()
+    data = json.loads((tmp_path / "probe.json").read_text())
+    del data["groups"]
+    for run in data["runs"]:
+        del run["test_predictions"], run["test_labels"]
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    old = ProbeResult.load(tmp_path / "old.json")
+    assert old.groups is None and old.runs[0].test_predictions == []
+    assert old.held_out_accuracy == result.held_out_accuracy
+    with pytest.raises(ReasonlensError, match="retrain"):
+        old.interval()

@@ -33,8 +33,9 @@ from reasonlens.importance.probes import (
     ProbeConfig,
     ProbeResult,
     TfidfEncoder,
-    agreement,
     check_labels,
+    compare_agreement,
+    compare_probes,
     train_probe,
     train_with_encoder,
 )
@@ -62,13 +63,28 @@ def _take_texts(texts: list[str], rows: Tensor) -> list[str]:
 
 
 def train_text_probe(texts: Sequence[str], labels: Int[Tensor, " step"], config: ProbeConfig = TEXT_PROBE_CONFIG, *,
-                     progress: bool = False) -> ProbeResult:
+                     groups: Int[Tensor, " step"] | None = None, progress: bool = False) -> ProbeResult:
     """The TF-IDF baseline: per seed and per training run, the vectorizer is fitted on that run's training
     rows only (never on the validation or test rows), then the same probe protocol as
     :func:`~reasonlens.importance.probes.train_probe` (default: the paper's TF-IDF MLP settings). The result's
-    probe (``result.probe.encoder.vocabulary``) reads texts: ``result.predict(steps.texts)``."""
+    probe (``result.probe.encoder.vocabulary``) reads texts: ``result.predict(steps.texts)``. ``groups`` (e.g.
+    :func:`chain_groups`) split by chain, with the same splits as ``train_probe`` for the same labels, groups and
+    seeds."""
     check_labels(labels, len(texts))
-    return train_with_encoder(list(texts), labels, _take_texts, TfidfEncoder.fit, config, progress)
+    return train_with_encoder(list(texts), labels, _take_texts, TfidfEncoder.fit, config, progress, groups=groups)
+
+
+def chain_groups(steps: StepSet) -> Int[Tensor, " step"]:
+    """The chain index of each labelled step of ``steps``: the ``groups`` that split probes by chain.
+
+    >>> from reasonlens.importance.chains import chains_from_examples
+    >>> from reasonlens.model import load_model
+    >>> from reasonlens.ontology import generate
+    >>> chains = chains_from_examples(load_model("reasonlens-main"), generate(2, hops=1, seed=0))
+    >>> chain_groups(StepSet.from_labels(chains, [[1, 0, 0], [None, 1, 0]])).tolist()
+    [0, 0, 0, 1, 1]
+    """
+    return torch.tensor([c for c, _, _ in steps.items], dtype=torch.long)
 
 
 # ---------------------------------------------------------------------------------------------------------- surface
@@ -149,14 +165,20 @@ def random_init_model(model: TransformerBridge, seed: int = 0) -> TransformerBri
 def cross_model(model_a: TransformerBridge, model_b: TransformerBridge, steps: StepSet,
                 config: ProbeConfig = ProbeConfig(), *, features_a: Float[Tensor, "step layer d_model"] | None = None,
                 layers: Sequence[int] | None = None, pooling: Pooling = "mean", batch_size: int = 16,
-                random_init_seed: int = 0, progress: bool = False) -> dict[str, Any]:
+                random_init_seed: int = 0, groups: Int[Tensor, " step"] | None = None,
+                progress: bool = False) -> dict[str, Any]:
     """Cross-model transfer of ``steps`` (chains and labels from model A): probes trained on A's, on B's and on
-    a random-init A-architecture model's activations of the same chains, with the same labels and splits.
+    a random-init A-architecture model's activations of the same chains, with the same labels and splits
+    (grouped with ``groups``, e.g. :func:`chain_groups`).
 
     Returns held-out and best-epoch accuracies (``accuracy_a``, ``accuracy_b``, ``random_init_accuracy``,
-    ``*_best_epoch_accuracy``), the agreement of the B probe (``agreement``) and of the random-init probe
-    (``random_init_agreement``) with the A probe on the first seed's test steps (``n_test``), and the three
-    :class:`ProbeResult` under ``results``. The models must share a vocabulary (chains are token ids).
+    ``*_best_epoch_accuracy``); the agreement of the B probe (``agreement``) and of the random-init probe
+    (``random_init_agreement``) with the A probe, each seed's held-out probes on that seed's test rows, averaged
+    over all seeds (``n_test``: the first seed's test rows); ``agreement_vs_random_init``
+    (:func:`~reasonlens.importance.probes.compare_agreement`: the two agreements with intervals, their
+    difference and a permutation test), ``accuracy_vs_random_init`` (``{"a": ..., "b": ...}``:
+    :func:`~reasonlens.importance.probes.compare_probes` of each probe against the random-init one) and the
+    three :class:`ProbeResult` under ``results``. The models must share a vocabulary (chains are token ids).
     """
     if require_tokenizer(model_a).get_vocab() != require_tokenizer(model_b).get_vocab():
         raise ReasonlensError("models A and B have different vocabularies, so A's chains (token ids) mean nothing to "
@@ -167,17 +189,18 @@ def cross_model(model_a: TransformerBridge, model_b: TransformerBridge, steps: S
         if features is None:
             features = step_activations(model, steps, layers=layers, pooling=pooling, batch_size=batch_size,
                                         progress=progress)
-        return train_probe(features, labels, config, progress=progress)
+        return train_probe(features, labels, config, groups=groups, progress=progress)
 
     results = {"a": probe(model_a, features_a), "b": probe(model_b, None),
                "random_init": probe(random_init_model(model_a, random_init_seed), None)}
-    test = torch.tensor(results["a"].runs[0].test_index)
-    pred_a = results["a"].predictions[test]
+    agreements = compare_agreement(results["a"], results["b"], results["random_init"], seed=random_init_seed)
     return {"accuracy_a": results["a"].held_out_accuracy, "accuracy_b": results["b"].held_out_accuracy,
             "random_init_accuracy": results["random_init"].held_out_accuracy,
             "a_best_epoch_accuracy": results["a"].best_epoch_accuracy,
             "b_best_epoch_accuracy": results["b"].best_epoch_accuracy,
             "random_init_best_epoch_accuracy": results["random_init"].best_epoch_accuracy,
-            "agreement": agreement(pred_a, results["b"].predictions[test]),
-            "random_init_agreement": agreement(pred_a, results["random_init"].predictions[test]),
-            "n_test": len(test), "results": results}
+            "agreement": agreements["agreement"][0], "random_init_agreement": agreements["agreement"][1],
+            "agreement_vs_random_init": agreements,
+            "accuracy_vs_random_init": {k: compare_probes(results[k], results["random_init"], seed=random_init_seed)
+                                        for k in ("a", "b")},
+            "n_test": len(results["a"].runs[0].test_index), "results": results}
