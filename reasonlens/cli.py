@@ -358,7 +358,8 @@ def _step_importance_config(args: argparse.Namespace) -> StepImportanceConfig:
     from reasonlens.importance.study import StepImportanceConfig
 
     return StepImportanceConfig(kinds=_tuple(args.kind), hops=_tuple(args.hops), n_per_cell=args.n,
-                                redundant_step_p=args.redundant_step_p, source=args.source, seed=args.seed,
+                                validation_per_cell=args.validation_n, redundant_step_p=args.redundant_step_p,
+                                source=args.source, seed=args.seed,
                                 batch_size=args.batch_size)
 
 
@@ -508,12 +509,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the cross-model partner (default: the shipped second-seed model for a shipped model; "
                          "'none' to skip)")
     si.add_argument("--n", type=_count(1), default=_STEP_IMPORTANCE("n_per_cell"),
-                    help="questions per (kind, hops) cell")
+                    help="questions per (kind, hops) cell whose chains are labelled and probed")
+    si.add_argument("--validation-n", type=_count(1), default=_STEP_IMPORTANCE("validation_per_cell"),
+                    help="gold chains with redundant steps per cell: the labels' ground-truth check")
     si.add_argument("--kind", nargs="+", default=_STEP_IMPORTANCE("kinds"), help="fictional, true, false")
     si.add_argument("--hops", nargs="+", type=_count(1), default=_STEP_IMPORTANCE("hops"))
     si.add_argument("--redundant-step-p", type=_probability, default=_STEP_IMPORTANCE("redundant_step_p"))
     si.add_argument("--source", choices=["gold", "greedy"], default=_STEP_IMPORTANCE("source"),
-                    help="label the generator's gold chains (with ground truth) or the model's greedy chains")
+                    help="label the model's greedy chains (the paper's setting) or the generator's gold chains")
     si.add_argument("--seed", type=int, default=_STEP_IMPORTANCE("seed"))
     si.add_argument("--batch-size", type=_count(1), default=_STEP_IMPORTANCE("batch_size"))
     si.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)

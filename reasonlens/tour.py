@@ -251,8 +251,8 @@ def _importance(model: TransformerBridge, name: str, c: TourConfig, progress: bo
     from reasonlens.importance import ProbeConfig
     from reasonlens.importance.study import StepImportanceConfig, run_step_importance_study
 
-    config = StepImportanceConfig(hops=(2, 3), n_per_cell=c.importance_per_cell, probe=ProbeConfig(seeds=(42,)),
-                                  seed=c.seed)
+    config = StepImportanceConfig(hops=(2, 3), n_per_cell=c.importance_per_cell, source="gold",
+                                  validation_per_cell=c.importance_per_cell, probe=ProbeConfig(seeds=(42,)), seed=c.seed)
     return run_step_importance_study(model, config, model_name=name, progress=progress)
 
 

@@ -174,7 +174,8 @@ class StepLabels:
 
         Over the prefix steps that are labelled or redundant (so unlabelled redundant steps count as missed,
         and steps outside the prefixes are left out): ``precision`` = redundant among the removable,
-        ``recall`` = removable among the redundant (NaN when there are none), ``n_removable``, ``n_redundant``.
+        ``recall`` = removable among the redundant (NaN when there are none), each with its 95% Wilson interval
+        (``precision_ci95``, ``recall_ci95``), ``n_removable``, ``n_redundant`` and ``n_both``.
         """
         self._require_chains()
         both = removable = redundant = 0
@@ -184,9 +185,27 @@ class StepLabels:
                 removable += is_removable
                 redundant += is_redundant
                 both += is_removable and is_redundant
+        from reasonlens.stats import wilson_interval
+
         return {"precision": both / removable if removable else math.nan,
+                "precision_ci95": wilson_interval(both, removable).tolist(),
                 "recall": both / redundant if redundant else math.nan,
-                "n_removable": removable, "n_redundant": redundant}
+                "recall_ci95": wilson_interval(both, redundant).tolist(),
+                "n_removable": removable, "n_redundant": redundant, "n_both": both}
+
+    def score_summary(self) -> dict[str, dict[str, Any]]:
+        """Over the labelled chains, each recorded score (``full_sufficiency``, ``empty_sufficiency``,
+        ``prefix_attainability``, ``core_sufficiency``, ...): its quantiles and ``vacuous`` (true when every chain's
+        value reaches ``tau``, so the score never decided anything)."""
+        from reasonlens.stats import quantiles
+
+        tau = self.config.scoring.tau
+        names = sorted({k for c in self.chains for k in c.scores})
+        out = {}
+        for name in names:
+            values = [c.scores[name] for c in self.chains if name in c.scores]
+            out[name] = {**quantiles(values), "vacuous": bool(values) and min(values) >= tau}
+        return out
 
     def save(self, folder: str | Path) -> Path:
         """Write ``folder/labels.json`` (config, counts, chains, labels, scores) and ``folder/influence.pt``."""

@@ -37,7 +37,16 @@ from reasonlens.importance.controls import (
     train_text_probe,
 )
 from reasonlens.importance.labels import LabelConfig, StepLabels, label_steps
-from reasonlens.importance.probes import LAYER_METRICS, ProbeConfig, ProbeResult, agreement, probe_by_layer, train_probe
+from reasonlens.importance.probes import (
+    LAYER_METRICS,
+    ProbeConfig,
+    ProbeResult,
+    agreement,
+    compare_probes,
+    probe_by_layer,
+    train_probe,
+)
+from reasonlens.importance.scoring import ScoringConfig
 from reasonlens.results import ConfigDict, read_results, result_part, write_results
 from reasonlens.resume import StudyCheckpoints
 from reasonlens.validation import check_float, check_int, check_int_list, load_saved
@@ -49,29 +58,45 @@ ARCHITECTURES: tuple[str, ...] = ("lw_mlp", "lw_linear", "mlp", "linear")
 CONTROLS: tuple[str, ...] = ("context", "no_context", "tfidf", "surface", "random_init")
 # The surface regression without the generator's role tags, which on the generator's labels are the label itself.
 EXTRA_CONTROLS: tuple[str, ...] = ("surface_no_role",)
+# The controls the context probe is compared with (a permutation test each).
+COMPARED: tuple[str, ...] = ("no_context", "tfidf", "surface", "surface_no_role", "random_init")
+
+
+# The study's labelling on a True/False task (named in results.json): the paper code's scoring, less two filters
+# that cannot work with two answers. Necessity (at most 1 of 5 answers right without the CoT) keeps a chain by
+# the luck of the draw when chance is 50% (7% of the main model's chains pass), and "sufficient on its own"
+# marks as shortcuts the steps that name the queried property, after which the rest is rarely sufficient.
+TRUE_FALSE_LABELS = LabelConfig(scoring=ScoringConfig(necessity_max_correct=5), shortcut_alone=False)
 
 
 @no_type_check  # checked by __post_init__, so a bad value gets the ReasonlensError under the test run's type checks too
 @dataclass(frozen=True)
 class StepImportanceConfig(ConfigDict):
-    """What the study runs (defaults: a few minutes on one CPU core for the reference models).
+    """What the study runs.
 
-    ``n_per_cell`` questions per (kind, hops) cell, with a redundant step at each hop boundary with probability
-    ``redundant_step_p``; ``source`` "gold" (the generator's chains, with ground truth) or "greedy" (the
-    model's own chains); ``labels`` and ``probe`` configure the pipeline and the probes."""
+    - ``n_per_cell`` questions per (kind, hops) cell whose chains (``source``: ``"greedy"``, the model's own, as
+      in the paper, or ``"gold"``, the generator's) are labelled and probed;
+    - ``validation_per_cell`` more questions per cell whose gold chains carry a redundant step at each hop
+      boundary with probability ``redundant_step_p``: the ground truth the labels are checked against, and the
+      generator-label probes;
+    - ``labels`` (default :data:`TRUE_FALSE_LABELS`) and ``probe`` configure the pipeline and the probes; the
+      paper code's exact labelling (``LabelConfig()``) also runs on the validation chains, for its filter counts.
+    """
 
     kinds: tuple[str, ...] = ("fictional", "false")
     hops: tuple[int, ...] = (2, 3, 4)
-    n_per_cell: int = 60
+    n_per_cell: int = 100
+    validation_per_cell: int = 60
     redundant_step_p: float = 0.5
-    source: str = "gold"
-    labels: LabelConfig = field(default_factory=LabelConfig)
+    source: str = "greedy"
+    labels: LabelConfig = field(default_factory=lambda: TRUE_FALSE_LABELS)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     seed: int = 0
     batch_size: int = 16
 
     def __post_init__(self) -> None:
         check_int(self.n_per_cell, "n_per_cell", low=1)
+        check_int(self.validation_per_cell, "validation_per_cell", low=1)
         if (isinstance(self.kinds, (str, bytes)) or not isinstance(self.kinds, (tuple, list)) or not self.kinds
                 or not all(isinstance(k, str) for k in self.kinds) or len(set(self.kinds)) != len(self.kinds)):
             raise ReasonlensError(f"kinds must be a non-empty list of distinct ontology kinds, e.g. ('fictional', "
@@ -105,11 +130,22 @@ class ProbeSuite:
     cross_model: dict[str, Any]
     removable_probability: list[list[float]]
 
+    def comparisons(self) -> dict[str, dict[str, Any]]:
+        """Every comparison the docs make, each :func:`~reasonlens.importance.probes.compare_probes` (the two
+        held-out accuracies, their 95% intervals over chains, the difference and its permutation p-value): the
+        context probe against each control of :data:`COMPARED`."""
+        return {f"context vs {name}": compare_probes(self.probes["context"], self.probes[name]) for name in COMPARED}
+
     def summary(self) -> dict[str, Any]:
         held = {name: r.held_out_accuracy for name, r in self.probes.items()}
         labels = self.steps.labels
+        context = self.probes["context"]
         return {
             "n_steps": {"removable": int(labels.sum()), "important": int((labels == 0).sum())},
+            "n_chains": len({c for c, _, _ in self.steps.items}),
+            "n_test_steps": context.n_test_steps, "n_test_chains": context.n_test_groups,
+            "probe_interval": {name: list(self.probes[name].interval()) for name in (*CONTROLS, *EXTRA_CONTROLS)},
+            "comparisons": self.comparisons(),
             "probe_accuracy": {name: held[name] for name in (*CONTROLS, *EXTRA_CONTROLS)},
             "probe_accuracy_best_epoch": {name: r.best_epoch_accuracy for name, r in self.probes.items()},
             "probe_accuracy_std": {name: r.held_out_std for name, r in self.probes.items()},
@@ -125,44 +161,67 @@ class ProbeSuite:
 class StepImportanceResult:
     """Everything the study measured; :meth:`summary` is ``results.json``.
 
-    ``labels`` (and ``random_labels``, the random-ranking baseline) come from the removability pipeline;
-    ``suites["removability"]`` probes them and ``suites["generator"]`` probes the generator's ground truth
-    (redundant steps removable, proof steps important) on the same chains. A suite is missing where its labels
-    have too few steps of a class (``skipped`` says why)."""
+    ``labels`` (and ``random_labels``, the random-ranking baseline) label the study's chains (the model's greedy
+    chains by default); ``validation_labels`` label the gold chains with redundant steps, whose ground truth they
+    are checked against, and ``paper_labels`` label those with the paper code's exact configuration (for its filter
+    counts). ``suites["removability"]`` probes ``labels``; ``suites["generator"]`` probes the generator's ground
+    truth (redundant steps removable, proof steps important) on the validation chains. A suite is missing where
+    its labels have too few steps of a class (``skipped`` says why)."""
 
     model: str
     second_model: str | None
     config: StepImportanceConfig
     labels: StepLabels
     random_labels: StepLabels
+    validation_labels: StepLabels
+    paper_labels: StepLabels
     suites: dict[str, ProbeSuite]
     skipped: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
+    def core_size(self) -> dict[str, Any] | None:
+        """``|T*| / |prefix|`` of the activation-based and random-ranking searches on the chains both labelled,
+        and their paired difference (bootstrap interval over chains, sign-flip p-value)."""
+        from reasonlens.stats import paired_difference
+
+        random = {c.index: len(c.core) / c.prefix_len for c in self.random_labels.chains}
+        pairs = [(len(c.core) / c.prefix_len, random[c.index]) for c in self.labels.chains if c.index in random]
+        if not pairs:
+            return None
+        a, b = torch.tensor(pairs, dtype=torch.float64).T
+        return {"activation": float(a.mean()), "random": float(b.mean()), "n_chains": len(pairs),
+                **paired_difference(a[None], b[None])}
+
     def summary(self) -> dict[str, Any]:
         """``results.json``: the removability labels' probe results at the top level (``probe_accuracy``,
-        ``cross_model``, ...), the generator labels' under ``generator_labels``, then ``labels_vs_ground_truth``
-        and ``core_size``."""
+        ``comparisons``, ``cross_model``, ...), the generator labels' under ``generator_labels``, then
+        ``validation`` (the labels against the generator's ground truth), ``core_size`` and the score
+        distributions."""
         main = self.suites["removability"].summary() if "removability" in self.suites else \
             {"probe_accuracy": dict.fromkeys((*CONTROLS, *EXTRA_CONTROLS)),
              "cross_model": dict.fromkeys(("accuracy", "agreement", "random_init_agreement"))}
+        validation = self.validation_labels
         return {
             "model": self.model, "second_model": self.second_model, "config": self.config.to_dict(),
             "filter_counts": self.labels.filter_counts, **main,
             "generator_labels": self.suites["generator"].summary() if "generator" in self.suites else None,
             "skipped": self.skipped,
-            "labels_vs_ground_truth": self.labels.agreement_with_ground_truth() if self.labels.chains else None,
-            "core_size": {"activation": self.labels.core_size(), "random": self.random_labels.core_size()}
-            if self.labels.chains else None,
+            "labels_vs_ground_truth": validation.agreement_with_ground_truth() if validation.chains else None,
+            "validation": {"filter_counts": validation.filter_counts,
+                           "paper_config_filter_counts": self.paper_labels.filter_counts,
+                           "scores": validation.score_summary()},
+            "core_size": self.core_size(),
+            "scores": self.labels.score_summary(),
             "seconds": self.timings,
         }
 
     def save(self, out: str | Path) -> Path:
-        """Write ``results.json`` (:func:`~reasonlens.results.write_results`), the labels (``labels/``,
-        ``random_labels/``) and every probe (``probes/<label source>/<name>.json``)."""
+        """Write ``results.json`` (:func:`~reasonlens.results.write_results`), every labelling (``labels/``,
+        ``random_labels/``, ``validation_labels/``, ``paper_labels/``) and every probe
+        (``probes/<label source>/<name>.json``)."""
         out = write_results(self, out)
-        self.labels.save(out / "labels")
-        self.random_labels.save(out / "random_labels")
+        for name in LABELLINGS:
+            getattr(self, name).save(out / name)
         for source, suite in self.suites.items():
             for name, probe in suite.probes.items():
                 probe.save(out / "probes" / source / f"{name}.json")
@@ -178,7 +237,6 @@ class StepImportanceResult:
         data = read_results(out, what, ("config", "model", "second_model", "generator_labels", "skipped", "seconds"))
         out = Path(out)
         config = StepImportanceConfig.from_dict(data["config"])
-        labels = StepLabels.load(result_part(out, "labels", what))
         suites = {}
         for source in LABEL_SOURCES:
             summary = data if source == "removability" else data["generator_labels"]
@@ -193,9 +251,12 @@ class StepImportanceResult:
                         for name in summary["probe_accuracy_best_epoch"]},
                 per_layer=summary["per_layer"], surface_correlation=summary["surface_correlation"],
                 cross_model=summary["cross_model"], removable_probability=stored["removable_probability"])
-        return cls(model=data["model"], second_model=data["second_model"], config=config, labels=labels,
-                   random_labels=StepLabels.load(result_part(out, "random_labels", what)), suites=suites,
-                   skipped=data["skipped"], timings=data["seconds"])
+        labellings = {name: StepLabels.load(result_part(out, name, what)) for name in LABELLINGS}
+        return cls(model=data["model"], second_model=data["second_model"], config=config, suites=suites,
+                   skipped=data["skipped"], timings=data["seconds"], **labellings)
+
+
+LABELLINGS: tuple[str, ...] = ("labels", "random_labels", "validation_labels", "paper_labels")
 
 
 def step_set(labels: StepLabels) -> StepSet:
@@ -216,9 +277,9 @@ def probe_suite(model: TransformerBridge, steps: StepSet, config: ProbeConfig = 
                 second_model: TransformerBridge | None = None, names: tuple[str, str] = ("model", "second"),
                 seed: int = 0, batch_size: int = 16, progress: bool = False) -> ProbeSuite:
     """Every probe and control of the study on one labelled step set (see :class:`ProbeSuite`)."""
-    from reasonlens.importance.controls import SURFACE_PROBE_CONFIG, random_init_model
+    from reasonlens.importance.controls import SURFACE_PROBE_CONFIG, TEXT_PROBE_CONFIG, chain_groups, random_init_model
 
-    y = steps.labels
+    y, groups = steps.labels, chain_groups(steps)
 
     def activations(m: TransformerBridge, step_set: StepSet = steps, **kw: Any) -> torch.Tensor:
         return step_activations(m, step_set, batch_size=batch_size, progress=progress, **kw)
@@ -236,7 +297,7 @@ def probe_suite(model: TransformerBridge, steps: StepSet, config: ProbeConfig = 
     probes: dict[str, ProbeResult] = {}
     if second_model is not None:  # trains the context and random-init probes on the way
         transfer = cross_model(model, second_model, steps, config, features_a=features, batch_size=batch_size,
-                               random_init_seed=seed, progress=progress)
+                               random_init_seed=seed, groups=groups, progress=progress)
         results = transfer["results"]
         probes["context"] = results["a"]
         test = torch.tensor(results["a"].runs[0].test_index)
@@ -246,30 +307,39 @@ def probe_suite(model: TransformerBridge, steps: StepSet, config: ProbeConfig = 
         transfer["matrix"] = {"names": list(preds), "matrix": [[agreement(preds[a], preds[b]) for b in preds]
                                                                 for a in preds]}
     else:
-        probes["context"] = train_probe(features, y, config)
+        probes["context"] = train_probe(features, y, config, groups=groups)
     for arch in ARCHITECTURES:
         probes[f"arch {arch}"] = probes["context"] if arch == config.arch else \
-            train_probe(features, y, replace(config, arch=arch))
-    probes["no_context"] = train_probe(alone, y, config)
-    probes["tfidf"] = train_text_probe(steps.texts, y)
+            train_probe(features, y, replace(config, arch=arch), groups=groups)
+    probes["no_context"] = train_probe(alone, y, config, groups=groups)
+    probes["tfidf"] = train_text_probe(steps.texts, y, replace(TEXT_PROBE_CONFIG, seeds=config.seeds), groups=groups)
     surface, surface_names = surface_features(steps)
     surface_config = replace(SURFACE_PROBE_CONFIG, seeds=config.seeds)
-    probes["surface"] = train_probe(surface, y, surface_config)
+    probes["surface"] = train_probe(surface, y, surface_config, groups=groups)
     no_role = [i for i, name in enumerate(surface_names) if not name.startswith("role_")]
-    probes["surface_no_role"] = train_probe(surface[:, no_role], y, surface_config)
+    probes["surface_no_role"] = train_probe(surface[:, no_role], y, surface_config, groups=groups)
     probes["random_init"] = transfer["results"]["random_init"] if transfer else \
-        train_probe(activations(random_init_model(model, seed)), y, config)
+        train_probe(activations(random_init_model(model, seed)), y, config, groups=groups)
     for pooling in POOLINGS:
         probes[f"position {pooling}"] = probes["context"] if pooling == "mean" else \
-            train_probe(activations(model, pooling=pooling), y, config)
+            train_probe(activations(model, pooling=pooling), y, config, groups=groups)
     held_out = LAYER_METRICS.index("held_out_accuracy")
-    per_layer = {"context": probe_by_layer(features, y, linear(config)).values[held_out].mean(0).tolist(),
-                 "no_context": probe_by_layer(alone, y, linear(config)).values[held_out].mean(0).tolist()}
+    per_layer = {name: probe_by_layer(f, y, linear(config), groups=groups).values[held_out].mean(0).tolist()
+                 for name, f in (("context", features), ("no_context", alone))}
     correlation = dict(surface_correlations(surface, surface_names, probes["context"].predictions.float()))
     flat = torch.sigmoid(probes["context"].probe.logits(all_features)).tolist()
     probability = [flat[row_of[(c, 0)]:row_of[(c, 0)] + len(chain)] for c, chain in enumerate(steps.chains)]
     return ProbeSuite(steps=steps, probes=probes, per_layer=per_layer, surface_correlation=correlation,
                       cross_model=transfer, removable_probability=probability)
+
+
+def _questions(c: StepImportanceConfig, per_cell: int, seed_base: int, redundant_step_p: float) -> list:
+    from reasonlens.ontology import generate
+
+    cells = [(kind, hops) for kind in c.kinds for hops in c.hops]
+    return [e for i, (kind, hops) in enumerate(cells)
+            for e in generate(per_cell, kind=kind, hops=hops, seed=seed_base + 100 * c.seed + i,
+                              redundant_step_p=redundant_step_p)]
 
 
 def run_step_importance_study(model: TransformerBridge, config: StepImportanceConfig | None = None, *,
@@ -282,25 +352,25 @@ def run_step_importance_study(model: TransformerBridge, config: StepImportanceCo
     (:mod:`reasonlens.resume`)."""
     from reasonlens.importance.chains import chains_from_examples
     from reasonlens.importance.probes import MIN_PER_CLASS
-    from reasonlens.ontology import generate
 
     c = config or StepImportanceConfig()
     timings: dict[str, float] = {}
     saved = StudyCheckpoints(checkpoint_dir, study="step-importance", config=c, models=(model, second_model),
                              log=print if progress else None)
     start = time.time()
-    cells = [(kind, hops) for kind in c.kinds for hops in c.hops]
-    examples = [e for i, (kind, hops) in enumerate(cells)
-                for e in generate(c.n_per_cell, kind=kind, hops=hops, seed=7000 + 100 * c.seed + i,
-                                  redundant_step_p=c.redundant_step_p)]
+    examples = _questions(c, c.n_per_cell, 7000, c.redundant_step_p if c.source == "gold" else 0.0)
     chains = saved.run("chains", lambda: chains_from_examples(model, examples, source=c.source,
                                                               batch_size=c.batch_size, progress=progress))
+    gold = saved.run("validation-chains", lambda: chains_from_examples(
+        model, _questions(c, c.validation_per_cell, 9000, c.redundant_step_p), progress=progress))
     labels = saved.run("labels", lambda: label_steps(model, chains, c.labels, progress=progress))
     random_labels = saved.run("random-labels", lambda: label_steps(model, chains, replace(c.labels, ranking="random"),
                                                                    progress=progress))
+    validation = saved.run("validation-labels", lambda: label_steps(model, gold, c.labels, progress=progress))
+    paper = saved.run("paper-labels", lambda: label_steps(model, gold, LabelConfig(), progress=progress))
     timings["labels"] = time.time() - start
 
-    sets = {"removability": step_set(labels) if labels.chains else None, "generator": generator_step_set(chains)}
+    sets = {"removability": step_set(labels) if labels.chains else None, "generator": generator_step_set(gold)}
     suites, skipped = {}, {}
     for source, steps in sets.items():
         start = time.time()
@@ -317,4 +387,5 @@ def run_step_importance_study(model: TransformerBridge, config: StepImportanceCo
             seed=c.seed, batch_size=c.batch_size, progress=progress))
         timings[f"probes ({source} labels)"] = time.time() - start
     return StepImportanceResult(model=model_name, second_model=second_model_name, config=c, labels=labels,
-                                random_labels=random_labels, suites=suites, skipped=skipped, timings=timings)
+                                random_labels=random_labels, validation_labels=validation, paper_labels=paper,
+                                suites=suites, skipped=skipped, timings=timings)
