@@ -21,11 +21,13 @@ timed in this one process as the best of ``--repeats`` runs:
    leave-one-out subset of each chain, the searches of :func:`~reasonlens.importance.labels.label_steps`:
 
    - ``reasonlens``: :func:`~reasonlens.importance.scoring.answer_probabilities` (the prompt run once; all
-     subsets of a chain as right-padded continuations after its cached keys and values); also, as context, a fresh
-     :class:`~reasonlens.importance.scoring.SubsetScorer` ``.scores`` (sufficiency and attainability, so also
-     the teacher-forced NLL of every subset and the two references), its sufficiency compared too;
-   - ``loop``: one unpadded forward per subset, ``model(torch.tensor([chain.token_ids(keep)]))``, softmax of
-     the two label logits at the last position, probability of the gold label.
+     subsets of a chain, each followed by the answer-now suffix and the gold answer, as right-padded continuations
+     after its cached keys and values); also, as context, a fresh
+     :class:`~reasonlens.importance.scoring.SubsetScorer` ``.scores`` in ``"expected"`` mode at temperature 1
+     without a nucleus (sufficiency and attainability, so also every subset's whole-string perplexity), its
+     sufficiency compared too;
+   - ``loop``: one unpadded forward per subset, ``model(torch.tensor([chain.token_ids(keep, suffix)]))``,
+     softmax over the full vocabulary at the last position, the probability of the gold label's token.
 
 3. **Step activations** on ``--activation-chains`` chains, every step labelled (1 = the generator's
    ``redundant`` role), mean pooling, all layers:
@@ -92,15 +94,13 @@ def subsets(chain) -> list[list[int]]:
     return [list(range(p)) for p in range(n + 1)] + [[i for i in range(n) if i != j] for j in range(n)]
 
 
-def loop_answer_probabilities(model, chain, keeps) -> torch.Tensor:
-    """One unpadded forward per subset; restricted softmax over the two label tokens at the last position."""
-    answer = torch.tensor(chain.answer_ids, device=model.cfg.device)
-    gold = 0 if chain.label else 1
+def loop_answer_probabilities(model, chain, keeps, suffix_ids) -> torch.Tensor:
+    """One unpadded forward per subset after the suffix; full-vocabulary softmax at the last position, P(gold)."""
     out = []
     with torch.no_grad():
         for keep in keeps:
-            logits = model(torch.tensor([chain.token_ids(keep)], device=model.cfg.device))
-            out.append(float(logits[0, -1, answer].float().softmax(-1)[gold]))
+            logits = model(torch.tensor([chain.token_ids(keep, suffix_ids)], device=model.cfg.device))
+            out.append(float(logits[0, -1].double().softmax(-1)[chain.gold_answer_id]))
     return torch.tensor(out)
 
 
@@ -123,7 +123,7 @@ def main() -> None:
     from reasonlens.importance.chains import chains_from_examples
     from reasonlens.importance.influence import influence_matrix
     from reasonlens.importance.labels import label_steps
-    from reasonlens.importance.scoring import SubsetScorer, answer_probabilities
+    from reasonlens.importance.scoring import ScoringConfig, SubsetScorer, answer_probabilities, encode_suffix
     from reasonlens.model import load_model
     from reasonlens.ontology import generate
 
@@ -173,9 +173,11 @@ def main() -> None:
     keeps = [subsets(c) for c in chains]
     n_subsets = sum(map(len, keeps))
     ours, t_lib = timed(lambda: [answer_probabilities(model, c, k) for c, k in zip(chains, keeps)], args.repeats)
-    scored, t_scorer = timed(lambda: [SubsetScorer(model, c).scores(k)[0] for c, k in zip(chains, keeps)],
+    plain = ScoringConfig(mode="expected", temperature=1.0, top_p=1.0)
+    scored, t_scorer = timed(lambda: [SubsetScorer(model, c, plain).scores(k)[0] for c, k in zip(chains, keeps)],
                              args.repeats)
-    theirs, t_loop = timed(lambda: [loop_answer_probabilities(model, c, k) for c, k in zip(chains, keeps)],
+    suffix = encode_suffix(model, plain.suffix)
+    theirs, t_loop = timed(lambda: [loop_answer_probabilities(model, c, k, suffix) for c, k in zip(chains, keeps)],
                            args.repeats)
     s_diff = max(float((a - b).abs().max()) for a, b in zip(ours, theirs))
     scorer_diff = max(float((a - b).abs().max()) for a, b in zip(scored, theirs))

@@ -14,7 +14,7 @@ import shlex
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, fields, replace
 from functools import partial
 from importlib import import_module
 from pathlib import Path
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from reasonlens.errors import ReasonlensError
 from reasonlens.ontology.generator import MAX_CONCEPTS, SIZE_OPTIONS, V1_SIZES, GeneratorConfig
+from reasonlens.ontology.prompt import ANSWER_NOW
 from reasonlens.output import atomic_output, check_run_folder
 
 if TYPE_CHECKING:  # the study configs' modules load torch: imported when a command needs them
@@ -357,9 +358,11 @@ def _second_seed_model(name: str) -> str | None:
 def _step_importance_config(args: argparse.Namespace) -> StepImportanceConfig:
     from reasonlens.importance.study import StepImportanceConfig
 
+    defaults = StepImportanceConfig().labels
+    labels = replace(defaults, scoring=replace(defaults.scoring, suffix=args.suffix))
     return StepImportanceConfig(kinds=_tuple(args.kind), hops=_tuple(args.hops), n_per_cell=args.n,
                                 validation_per_cell=args.validation_n, redundant_step_p=args.redundant_step_p,
-                                source=args.source, seed=args.seed,
+                                source=args.source, labels=labels, seed=args.seed,
                                 batch_size=args.batch_size)
 
 
@@ -517,6 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument("--redundant-step-p", type=_probability, default=_STEP_IMPORTANCE("redundant_step_p"))
     si.add_argument("--source", choices=["gold", "greedy"], default=_STEP_IMPORTANCE("source"),
                     help="label the model's greedy chains (the paper's setting) or the generator's gold chains")
+    si.add_argument("--suffix", default=ANSWER_NOW,
+                    help="the answer-eliciting text sufficiency is read after (the reference models answer after "
+                         f"{ANSWER_NOW!r}; use the phrase your model answers after)")
     si.add_argument("--seed", type=int, default=_STEP_IMPORTANCE("seed"))
     si.add_argument("--batch-size", type=_count(1), default=_STEP_IMPORTANCE("batch_size"))
     si.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)

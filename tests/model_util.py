@@ -83,6 +83,20 @@ def write_subword_gpt2(folder: Path, tok, *, n_positions: int = 256, n_embd: int
     return folder
 
 
+def write_subword_qwen2(folder: Path, tok, *, n_positions: int = 512, hidden: int = 32, n_layer: int = 2) -> Path:
+    """A randomly initialised tiny Qwen2 with grouped-query attention (4 query heads, 2 key/value heads; seed 0) over
+    the subword tokenizer ``tok``, saved with it in ``folder``."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden,
+                                 num_hidden_layers=n_layer, num_attention_heads=4, num_key_value_heads=2,
+                                 max_position_embeddings=n_positions, tie_word_embeddings=False,
+                                 bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
 def random_pair(batch: int, length: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Random clean token ids (5..149) and a corrupted copy differing at position 5, drawn from ``generator``."""
     clean = torch.randint(5, 150, (batch, length), generator=generator)

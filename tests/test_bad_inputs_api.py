@@ -630,9 +630,11 @@ def test_sampled_sufficiency_with_a_tiny_temperature_is_finite():
 
     scorer = SubsetScorer.__new__(SubsetScorer)
     scorer.chain = type("C", (), {"label": True, "prompt_ids": [1], "step_ids": [[2]]})()
-    scorer.config = ScoringConfig(mode="sampled", temperature=1e-320, k_samples=20)
-    pair = torch.tensor([[2.0, 1.0], [1.0, 2.0]])
-    assert scorer._sufficiency(pair, [(0,), ()]) == [1.0, 0.0]  # was NaN probabilities: 0 for both
+    scorer.gold = frozenset({0})
+    logits = torch.tensor([[2.0, 1.0, 0.0], [1.0, 2.0, 0.0]])
+    for mode in ("sampled", "expected"):
+        scorer.config = ScoringConfig(mode=mode, temperature=1e-320, k_samples=20)
+        assert scorer._sufficiency(logits, [(0,), ()]) == [1.0, 0.0]  # was NaN probabilities: 0 for both
 
 
 # ------------------------------------------------------------------------------------------------- saved results

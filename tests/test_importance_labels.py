@@ -304,6 +304,10 @@ def test_scripted_search_labels(scripted):
     assert c.scores["core_sufficiency"] >= 0.8 and c.scores["core_attainability"] >= 0.8
     assert [r["step"] for r in result.records()] == [1, 2, 4, 5]
     assert result.core_size() == pytest.approx(3 / 5)
+    decisions = result.score_summary()
+    assert decisions["rejected_by_attainability_only"] >= 1 and decisions["vacuous"] == []  # e.g. prefix 1-4
+    assert decisions["subsets_decided"] >= decisions["rejected_by_sufficiency"] + 1
+    assert decisions["quantiles"]["core_sufficiency"]["n"] == 1
 
 
 def test_scripted_search_variants(scripted):

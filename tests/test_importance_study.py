@@ -2,7 +2,7 @@
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -10,6 +10,7 @@ from reasonlens.cli import main
 from reasonlens.errors import ReasonlensError
 from reasonlens.importance import study
 from reasonlens.importance.chains import chains_from_examples
+from reasonlens.importance.labels import label_steps
 from reasonlens.importance.probes import ProbeConfig
 from reasonlens.importance.study import (
     CONTROLS,
@@ -165,3 +166,38 @@ def test_resumed_study_equals_an_uninterrupted_one(result, main_model, tmp_path,
     monkeypatch.setattr(study, "label_steps", recomputed)
     monkeypatch.setattr("reasonlens.importance.chains.chains_from_examples", recomputed)
     assert findings(run()) == findings(result)
+
+
+def test_study_runs_on_a_subword_qwen2(tmp_path):
+    """Any HF causal LM with a tokenizer: a random Qwen2 (grouped-query attention) over a byte-level BPE whose
+    concept names split into several tokens. Sentence steps are cut at token boundaries; the labelling runs every
+    stage (at a threshold a random model can pass), then every probe and control on the generator's labels."""
+    from model_util import write_subword_qwen2
+    from tokenizers_util import byte_level_bpe, prontoqa_texts, subword_tokenizers
+
+    from reasonlens.importance.study import TRUE_FALSE_LABELS
+
+    # Labels are one token each in real tokenizers; where one is not, the error says what to do.
+    small = load_model(str(write_subword_qwen2(tmp_path / "small", subword_tokenizers()["byte-level"])))
+    with pytest.raises(ReasonlensError, match="'False' is 2 tokens.*single token"):
+        chains_from_examples(small, generate(1, hops=2, seed=1))
+    model = load_model(str(write_subword_qwen2(tmp_path / "qwen2", byte_level_bpe(prontoqa_texts(), vocab_size=400))))
+    chain = chains_from_examples(model, generate(1, hops=2, seed=1))[0]
+    assert any(len(block) > 2 for block in chain.step_ids)  # steps of several subword tokens
+    assert model.tokenizer.decode(chain.token_ids()[chain.prompt_len:]).strip() == " ".join(chain.steps)
+    permissive = replace(TRUE_FALSE_LABELS, require_stage2_removal=False,
+                         scoring=replace(TRUE_FALSE_LABELS.scoring, mode="expected", tau=1e-9))
+    config = StepImportanceConfig(kinds=("fictional",), hops=(2, 3), n_per_cell=6, validation_per_cell=16,
+                                  source="gold", labels=permissive, probe=FAST_PROBE)
+    result = run_step_importance_study(model, config, model_name="random-qwen2")
+    s = result.summary()
+    assert s["filter_counts"]["labelled"] > 0
+    for c in result.labels.chains:
+        assert c.influence.shape == (c.prefix_len + 1, c.prefix_len + 1)
+    # A random model's shortest passing prefixes are a step or two, so nothing is removable: too few to probe.
+    assert "removable" in result.skipped["removability"]
+    assert set(s["generator_labels"]["comparisons"]) == {f"context vs {name}" for name in study.COMPARED}
+    json.dumps(s)
+    # At the paper's threshold a random model's chains are not sufficient.
+    strict = label_steps(model, [c.chain for c in result.labels.chains][:4], TRUE_FALSE_LABELS)
+    assert strict.filter_counts["sufficient"] == 0 and not strict.chains

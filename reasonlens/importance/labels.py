@@ -193,19 +193,21 @@ class StepLabels:
                 "recall_ci95": wilson_interval(both, redundant).tolist(),
                 "n_removable": removable, "n_redundant": redundant, "n_both": both}
 
-    def score_summary(self) -> dict[str, dict[str, Any]]:
-        """Over the labelled chains, each recorded score (``full_sufficiency``, ``empty_sufficiency``,
-        ``prefix_attainability``, ``core_sufficiency``, ...): its quantiles and ``vacuous`` (true when every chain's
-        value reaches ``tau``, so the score never decided anything)."""
+    def score_summary(self) -> dict[str, Any]:
+        """Over the labelled chains: the quantiles of each recorded score (``full_sufficiency``,
+        ``empty_sufficiency``, ``prefix_attainability``, ``core_sufficiency``, ...) under ``quantiles``; how many
+        subsets the search decided on (prefixes, stage-1 masks, stage-2 removals), how many of them were
+        ``rejected_by_sufficiency`` and how many ``rejected_by_attainability_only`` (sufficient, not attainable);
+        and ``vacuous``, the checks that rejected nothing (they decided no label)."""
         from reasonlens.stats import quantiles
 
-        tau = self.config.scoring.tau
-        names = sorted({k for c in self.chains for k in c.scores})
-        out = {}
-        for name in names:
-            values = [c.scores[name] for c in self.chains if name in c.scores]
-            out[name] = {**quantiles(values), "vacuous": bool(values) and min(values) >= tau}
-        return out
+        counts = ("subsets_decided", "rejected_by_sufficiency", "rejected_by_attainability_only")
+        names = sorted({k for c in self.chains for k in c.scores} - set(counts))
+        totals = {k: int(sum(c.scores.get(k, 0) for c in self.chains)) for k in counts}
+        vacuous = [check for check, key in (("sufficiency", "rejected_by_sufficiency"),
+                                            ("attainability", "rejected_by_attainability_only")) if totals[key] == 0]
+        return {"quantiles": {name: quantiles([c.scores[name] for c in self.chains if name in c.scores])
+                              for name in names}, **totals, "vacuous": vacuous}
 
     def save(self, folder: str | Path) -> Path:
         """Write ``folder/labels.json`` (config, counts, chains, labels, scores) and ``folder/influence.pt``."""
@@ -299,10 +301,13 @@ class _Search:
         self.model, self.chain, self.config = model, chain, config
         self.scorer = SubsetScorer(model, chain, config.scoring)
         self.scores: dict[str, float] = {}
+        self.decided: dict[tuple[int, ...], tuple[bool, bool]] = {}  # subset -> (sufficient, attainable)
 
     def passes(self, keeps: Sequence[Sequence[int]]) -> list[bool]:
         tau = self.config.scoring.tau
         suff, attn = self.scorer.scores(keeps)
+        for keep, a, b in zip(keeps, suff.tolist(), attn.tolist()):
+            self.decided[tuple(sorted(keep))] = (a >= tau, b >= tau)
         return [s >= tau and (not self.config.use_attainability or a >= tau)
                 for s, a in zip(suff.tolist(), attn.tolist())]
 
@@ -394,6 +399,9 @@ class _Search:
         self.record("t_inf", t_inf)
         core = self.stage2(t_inf, self.ranking(t_inf, prefix, infl))
         self.record("core", core)
+        self.scores.update(subsets_decided=len(self.decided),
+                           rejected_by_sufficiency=sum(not s for s, _ in self.decided.values()),
+                           rejected_by_attainability_only=sum(s and not a for s, a in self.decided.values()))
         if cfg.require_stage2_removal and len(core) == len(t_inf):
             return "labelled"
         labels: list[int | None] = [None] * len(self.chain)

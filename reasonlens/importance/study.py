@@ -361,6 +361,10 @@ def run_step_importance_study(model: TransformerBridge, config: StepImportanceCo
     examples = _questions(c, c.n_per_cell, 7000, c.redundant_step_p if c.source == "gold" else 0.0)
     chains = saved.run("chains", lambda: chains_from_examples(model, examples, source=c.source,
                                                               batch_size=c.batch_size, progress=progress))
+    if not chains:
+        raise ReasonlensError(f"the model wrote no complete sentence in any of its {len(examples)} greedy chains, so "
+                              "there is no step to label; check that it writes a chain of thought after the prompt, "
+                              "or pass source='gold' (the generator's chains)")
     gold = saved.run("validation-chains", lambda: chains_from_examples(
         model, _questions(c, c.validation_per_cell, 9000, c.redundant_step_p), progress=progress))
     labels = saved.run("labels", lambda: label_steps(model, chains, c.labels, progress=progress))
