@@ -321,6 +321,14 @@ def test_scripted_search_variants(scripted):
     assert runs[0].labels == runs[1].labels
     (c,) = label_steps(model, [chain], LabelConfig(shortcut_alone=False)).chains
     assert c.shortcut_steps == [7] and c.prefix == [0, 1, 2, 3, 4, 5]
+    chain.roles[2] = chain.roles[3] = "redundant"  # the oracle drops both in stage 1; stage 2 has nothing to remove
+    oracle = label_steps(model, [chain], LabelConfig(ranking="oracle", require_stage2_removal=False)).chains[0]
+    assert (oracle.t_inf, oracle.core, oracle.labels[1:6]) == ([1, 4, 5], [1, 4, 5], [0, 1, 1, 0, 0])
+    assert label_steps(model, [chain], LabelConfig(ranking="oracle")).dropped == [
+        (0, labels_module._DROP_REASONS["labelled"])]
+    chain.roles[2] = chain.roles[3] = None
+    with pytest.raises(ReasonlensError, match="oracle ranking reads the generator's role tags"):
+        label_steps(model, [chain], LabelConfig(ranking="oracle"))
     short = label_steps(model, [chain], LabelConfig(prefix_steps=(6, 200)))
     assert short.dropped == [(0, labels_module._DROP_REASONS["prefix_length"])]
     assert short.filter_counts["prefix"] == 1 and short.filter_counts["prefix_length"] == 0

@@ -57,6 +57,13 @@ def test_results_hold_every_field_the_recipe_promises(result):
     assert s["validation"]["filter_counts"]["total"] == s["validation"]["paper_config_filter_counts"]["total"] == 32
     assert s["validation"]["paper_config_filter_counts"]["labelled"] <= s["validation"]["filter_counts"]["labelled"]
     assert {c.source for c in result.suites["generator"].steps.chains} == {"gold"}
+    truth = s["labels_vs_ground_truth"]
+    assert truth["redundant_fate"]["removable"] == truth["n_both"]
+    assert sum(truth["redundant_fate"].values()) == sum(r == "redundant" for c in result.validation_labels.chains
+                                                        for r in c.chain.roles)
+    assert set(s["validation"]["influence_by_role"]) >= {"redundant", "rule_copy", "derived_fact"}
+    assert s["validation"]["oracle_ranking"]["precision"] >= truth["precision"] - 1e-9
+    assert s["scores"]["subsets_decided"] >= s["scores"]["rejected_by_sufficiency"] > 0
     # Every comparison the docs make: two accuracies with intervals, a permutation p-value; probes split by chain.
     for labels in (s, s["generator_labels"]):
         assert set(labels["comparisons"]) == {f"context vs {name}" for name in study.COMPARED}

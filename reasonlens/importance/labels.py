@@ -27,7 +27,9 @@ Per chain (``o = s_1 .. s_n`` after the prompt ``x``; sufficiency, attainability
 
 "Passes" means sufficiency ``>= tau`` and, with ``use_attainability``, attainability ``>= tau``. The random
 variant (``ranking="random"``) skips stage 1 (``T_inf = T_p``, so nothing is labelled removable) and ranks
-stage 2 randomly: the core-size baseline.
+stage 2 randomly: the core-size baseline. The oracle (``ranking="oracle"``, gold chains only) reads the
+generator's tags: stage 1 drops every redundant prefix step when what is left passes, stage 2 tries redundant steps
+first; it shows what the scores allow when the ranking is perfect.
 
 >>> from reasonlens.model import load_model
 >>> from reasonlens.ontology import generate
@@ -65,7 +67,7 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 PRUNING_THRESHOLDS: tuple[float, ...] = (0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99)
-Ranking = Literal["influence", "random"]
+Ranking = Literal["influence", "random", "oracle"]
 LABELS_FILE, TENSORS_FILE = "labels.json", "influence.pt"
 
 
@@ -96,8 +98,8 @@ class LabelConfig(ConfigDict):
         if not isinstance(self.scoring, ScoringConfig):
             raise ReasonlensError(f"scoring must be a ScoringConfig, got {type(self.scoring).__name__}")
         check_influence_method(self.influence)
-        if not isinstance(self.ranking, str) or self.ranking not in ("influence", "random"):
-            raise ReasonlensError(f"unknown ranking {self.ranking!r}; choose 'influence' or 'random'")
+        if not isinstance(self.ranking, str) or self.ranking not in ("influence", "random", "oracle"):
+            raise ReasonlensError(f"unknown ranking {self.ranking!r}; choose 'influence', 'random' or 'oracle'")
         thresholds = check_float_list(self.thresholds, "thresholds", low=0, high=1, unique=True, example="(0.1, 0.2)")
         object.__setattr__(self, "thresholds", tuple(sorted(thresholds)))
         check_int(self.ig_steps, "ig_steps", low=1)
@@ -169,13 +171,15 @@ class StepLabels:
                  "position": i / len(c.chain), "n_tokens": len(c.chain.step_ids[i])}
                 for c in self.chains for i, label in enumerate(c.labels) if label is not None]
 
-    def agreement_with_ground_truth(self) -> dict[str, float]:
+    def agreement_with_ground_truth(self) -> dict[str, Any]:
         """Label 1 (removable) against the generator's ``"redundant"`` role.
 
         Over the prefix steps that are labelled or redundant (so unlabelled redundant steps count as missed,
         and steps outside the prefixes are left out): ``precision`` = redundant among the removable,
         ``recall`` = removable among the redundant (NaN when there are none), each with its 95% Wilson interval
-        (``precision_ci95``, ``recall_ci95``), ``n_removable``, ``n_redundant`` and ``n_both``.
+        (``precision_ci95``, ``recall_ci95``), ``n_removable``, ``n_redundant`` and ``n_both``; and where every
+        redundant step of the labelled chains ended (``redundant_fate``: a ``shortcut``, ``after_prefix``,
+        ``removable`` in stage 1, ``stage2_removed`` or in the ``core``).
         """
         self._require_chains()
         both = removable = redundant = 0
@@ -187,11 +191,35 @@ class StepLabels:
                 both += is_removable and is_redundant
         from reasonlens.stats import wilson_interval
 
-        return {"precision": both / removable if removable else math.nan,
+        fate = dict.fromkeys(("shortcut", "after_prefix", "removable", "stage2_removed", "core"), 0)
+        for c in self.chains:
+            for i, role in enumerate(c.chain.roles):
+                if role == "redundant":
+                    fate["shortcut" if i in c.shortcut_steps else "after_prefix" if i not in c.prefix else
+                         "removable" if i not in c.t_inf else "stage2_removed" if i not in c.core else "core"] += 1
+        return {"redundant_fate": fate, "precision": both / removable if removable else math.nan,
                 "precision_ci95": wilson_interval(both, removable).tolist(),
                 "recall": both / redundant if redundant else math.nan,
                 "recall_ci95": wilson_interval(both, redundant).tolist(),
                 "n_removable": removable, "n_redundant": redundant, "n_both": both}
+
+    def influence_by_role(self) -> dict[str, dict[str, float]]:
+        """Per generator role (prefix steps of chains with an influence matrix): ``mean_influence``, the mean over
+        steps of their mean nonzero influence on later steps (stage 2's ranking key), ``answer_share``, their mean
+        share of the answer step's influence (what stage 1 starts from), and ``n`` steps."""
+        rows: dict[str, list[tuple[float, float]]] = {}
+        for c in self.chains:
+            if c.influence is None:
+                continue
+            n, infl = c.prefix_len, c.influence
+            answer_total = float(infl[n, :n].sum())
+            for p, s in enumerate(c.prefix):
+                column = infl[:, p]
+                mean = float(column.sum() / max(int(column.count_nonzero()), 1))
+                share = float(infl[n, p]) / answer_total if answer_total > 0 else math.nan
+                rows.setdefault(str(c.chain.roles[s]), []).append((mean, share))
+        return {role: {"mean_influence": sum(m for m, _ in v) / len(v), "answer_share": sum(a for _, a in v) / len(v),
+                       "n": len(v)} for role, v in sorted(rows.items())}
 
     def score_summary(self) -> dict[str, Any]:
         """Over the labelled chains: the quantiles of each recorded score (``full_sufficiency``,
@@ -379,6 +407,8 @@ class _Search:
         """The stage-2 queue: ``t_inf`` but the last prefix step, by ascending mean influence on later steps
         (random for the random ranking)."""
         candidates = [s for s in t_inf if s != prefix[-1]]
+        if self.config.ranking == "oracle":  # the generator's redundant steps first, each group in chain order
+            return sorted(candidates, key=lambda s: self.chain.roles[s] != "redundant")
         if infl is None:
             gen = torch.Generator().manual_seed(stable_seed("ranking", self.config.seed, self.chain.prompt_ids,
                                                             self.chain.step_ids))
@@ -396,6 +426,13 @@ class _Search:
         if cfg.ranking == "influence":
             infl = self.influence(prefix)
             t_inf, threshold = self.stage1(prefix, infl)
+        elif cfg.ranking == "oracle":
+            if not any(role is not None for role in self.chain.roles):
+                raise ReasonlensError("the oracle ranking reads the generator's role tags, and this chain has none; "
+                                      "use gold chains (chains_from_examples(..., source='gold'))")
+            proof = [s for s in prefix if self.chain.roles[s] != "redundant" or s == prefix[-1]]
+            if self.passes([proof])[0]:
+                t_inf = proof
         self.record("t_inf", t_inf)
         core = self.stage2(t_inf, self.ranking(t_inf, prefix, infl))
         self.record("core", core)

@@ -164,7 +164,8 @@ class StepImportanceResult:
     ``labels`` (and ``random_labels``, the random-ranking baseline) label the study's chains (the model's greedy
     chains by default); ``validation_labels`` label the gold chains with redundant steps, whose ground truth they
     are checked against, and ``paper_labels`` label those with the paper code's exact configuration (for its filter
-    counts). ``suites["removability"]`` probes ``labels``; ``suites["generator"]`` probes the generator's ground
+    counts), and ``oracle_labels`` with the oracle ranking (the generator's redundant steps first: what the scores
+    allow when the ranking is perfect). ``suites["removability"]`` probes ``labels``; ``suites["generator"]`` probes the generator's ground
     truth (redundant steps removable, proof steps important) on the validation chains. A suite is missing where
     its labels have too few steps of a class (``skipped`` says why)."""
 
@@ -175,6 +176,7 @@ class StepImportanceResult:
     random_labels: StepLabels
     validation_labels: StepLabels
     paper_labels: StepLabels
+    oracle_labels: StepLabels
     suites: dict[str, ProbeSuite]
     skipped: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -209,7 +211,11 @@ class StepImportanceResult:
             "labels_vs_ground_truth": validation.agreement_with_ground_truth() if validation.chains else None,
             "validation": {"filter_counts": validation.filter_counts,
                            "paper_config_filter_counts": self.paper_labels.filter_counts,
-                           "scores": validation.score_summary()},
+                           "scores": validation.score_summary(),
+                           "influence_by_role": validation.influence_by_role(),
+                           "oracle_ranking": self.oracle_labels.agreement_with_ground_truth()
+                           if self.oracle_labels.chains else None,
+                           "oracle_filter_counts": self.oracle_labels.filter_counts},
             "core_size": self.core_size(),
             "scores": self.labels.score_summary(),
             "seconds": self.timings,
@@ -256,7 +262,7 @@ class StepImportanceResult:
                    skipped=data["skipped"], timings=data["seconds"], **labellings)
 
 
-LABELLINGS: tuple[str, ...] = ("labels", "random_labels", "validation_labels", "paper_labels")
+LABELLINGS: tuple[str, ...] = ("labels", "random_labels", "validation_labels", "paper_labels", "oracle_labels")
 
 
 def step_set(labels: StepLabels) -> StepSet:
@@ -372,6 +378,8 @@ def run_step_importance_study(model: TransformerBridge, config: StepImportanceCo
                                                                    progress=progress))
     validation = saved.run("validation-labels", lambda: label_steps(model, gold, c.labels, progress=progress))
     paper = saved.run("paper-labels", lambda: label_steps(model, gold, LabelConfig(), progress=progress))
+    oracle = saved.run("oracle-labels", lambda: label_steps(
+        model, gold, replace(c.labels, ranking="oracle", require_stage2_removal=False), progress=progress))
     timings["labels"] = time.time() - start
 
     sets = {"removability": step_set(labels) if labels.chains else None, "generator": generator_step_set(gold)}
@@ -392,4 +400,5 @@ def run_step_importance_study(model: TransformerBridge, config: StepImportanceCo
         timings[f"probes ({source} labels)"] = time.time() - start
     return StepImportanceResult(model=model_name, second_model=second_model_name, config=c, labels=labels,
                                 random_labels=random_labels, validation_labels=validation, paper_labels=paper,
+                                oracle_labels=oracle,
                                 suites=suites, skipped=skipped, timings=timings)

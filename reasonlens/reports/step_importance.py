@@ -44,7 +44,13 @@ def step_importance_report(result: StepImportanceResult):
             f"Validation against the generator's redundant steps: precision {gt['precision']:.3f} "
             f"[{gt['precision_ci95'][0]:.3f}, {gt['precision_ci95'][1]:.3f}], recall {gt['recall']:.3f} "
             f"[{gt['recall_ci95'][0]:.3f}, {gt['recall_ci95'][1]:.3f}] ({gt['n_removable']} removable, "
-            f"{gt['n_redundant']} redundant in the prefixes).")
+            f"{gt['n_redundant']} redundant in the prefixes). Where the redundant steps ended: "
+            + ", ".join(f"{k.replace('_', ' ')} {n}" for k, n in gt["redundant_fate"].items()) + ".")
+    oracle = v["oracle_ranking"]
+    if oracle is not None:
+        report.paragraph(
+            f"With a perfect ranking (the oracle: redundant steps dropped first) the same scores give precision "
+            f"{oracle['precision']:.3f}, recall {oracle['recall']:.3f}: the ceiling the scores set.")
     if s["core_size"] is not None:
         cs = s["core_size"]
         report.paragraph(
