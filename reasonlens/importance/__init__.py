@@ -22,15 +22,16 @@ from reasonlens.lazy import lazy_exports
 
 _EXPORTS = lazy_exports(__name__, {
     "chains": ("Chain", "make_chain", "chains_from_examples"),
-    "scoring": ("ScoringConfig", "SubsetScorer", "sufficiency", "attainability"),
+    "scoring": ("ScoringConfig", "SubsetScorer", "sufficiency", "attainability", "answer_probabilities"),
     "influence": ("influence_matrix",),
     "labels": ("LabelConfig", "ChainLabels", "StepLabels", "label_steps"),
     "activations": ("StepSet", "step_activations"),
-    "probes": ("ProbeConfig", "ProbeResult", "train_probe", "probe_by_layer", "agreement"),
+    "probes": ("ProbeConfig", "ProbeResult", "train_probe", "probe_by_layer", "agreement", "compare_probes",
+               "compare_agreement"),
     "controls": ("SURFACE_PROBE_CONFIG", "TEXT_PROBE_CONFIG", "train_text_probe", "surface_features",
-                 "surface_correlations", "random_init_model", "cross_model"),
+                 "surface_correlations", "random_init_model", "cross_model", "chain_groups"),
     "study": ("StepImportanceConfig", "StepImportanceResult", "ProbeSuite", "run_step_importance_study", "step_set",
-              "generator_step_set", "probe_suite"),
+              "generator_step_set", "probe_suite", "TRUE_FALSE_LABELS"),
 })
 __all__ = _EXPORTS.all
 
