@@ -38,8 +38,8 @@ timed in this one process as the best of ``--repeats`` runs:
      ``torch.no_grad()``), then the mean of ``blocks.{l}.hook_resid_post`` over each step's span from
      ``chain.spans()``, for every layer.
 
-4. ``label_steps(model, chains)`` end to end on the ``--chains`` chains (default config), no comparison: seconds
-   per chain, as context for what the pieces above add up to.
+4. ``label_steps(model, chains, TRUE_FALSE_LABELS)`` end to end on the ``--chains`` chains (the study's labelling),
+   no comparison: seconds per chain, as context for what the pieces above add up to.
 
 The last line printed is one JSON object: ``{"influence_speedup", "influence_max_abs_diff", "scoring_speedup",
 "scoring_max_abs_diff", "activations_speedup", "activations_max_abs_diff", "label_seconds_per_chain", ...}``;
@@ -123,6 +123,7 @@ def main() -> None:
     from reasonlens.importance.chains import chains_from_examples
     from reasonlens.importance.influence import influence_matrix
     from reasonlens.importance.labels import label_steps
+    from reasonlens.importance.study import TRUE_FALSE_LABELS
     from reasonlens.importance.scoring import ScoringConfig, SubsetScorer, answer_probabilities, encode_suffix
     from reasonlens.model import load_model
     from reasonlens.ontology import generate
@@ -202,7 +203,7 @@ def main() -> None:
                    activations_seconds_reasonlens=round(t_act, 3))
 
     # 4. The labelling pipeline end to end, as context.
-    result, t_label = timed(lambda: label_steps(model, chains), args.repeats)
+    result, t_label = timed(lambda: label_steps(model, chains, TRUE_FALSE_LABELS), args.repeats)
     print(f"label_steps on {len(chains)} chains: {t_label:.2f} s ({t_label / len(chains):.3f} s per chain), "
           f"filter counts {result.filter_counts}")
     figures.update(label_seconds=round(t_label, 3), label_filter_counts=result.filter_counts)
