@@ -123,8 +123,8 @@ def main() -> None:
     from reasonlens.importance.chains import chains_from_examples
     from reasonlens.importance.influence import influence_matrix
     from reasonlens.importance.labels import label_steps
-    from reasonlens.importance.study import TRUE_FALSE_LABELS
     from reasonlens.importance.scoring import ScoringConfig, SubsetScorer, answer_probabilities, encode_suffix
+    from reasonlens.importance.study import TRUE_FALSE_LABELS
     from reasonlens.model import load_model
     from reasonlens.ontology import generate
 
