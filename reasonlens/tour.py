@@ -361,11 +361,12 @@ def tour_report(result: TourResult, main_model: TransformerBridge | None = None)
     importance = result.importance
     suite = next(iter(importance.suites.values()), None)
     report.paragraph(
-        "A step is removable when the chain without it still reaches the answer (sufficiency, after the paper's "
-        "filters); a probe on the model's activations at each step predicts it. Below, chains shaded by the "
-        f"probe's P(removable) and underlined by their label ({c.importance_per_cell} gold chains per cell of "
-        "fictional / false ontologies with 2 and 3 hops; the recipe: 60 per cell, hops 2-4, three probe seeds, "
-        "controls and a second model).")
+        "A step is removable when the chain without it still reaches the answer (sufficiency after the answer-now "
+        "suffix, with the study's True/False labelling); a probe on the model's activations at each step predicts "
+        f"it. Below, chains shaded by the probe's P(removable) and underlined by their label ("
+        f"{c.importance_per_cell} gold chains per cell of fictional / false ontologies with 2 and 3 hops; the "
+        "recipe: the model's own greedy chains, 100 per cell, 60 gold validation chains per cell, hops 2-4, three "
+        "probe seeds, controls with permutation tests and a second model).")
     if suite is None:
         report.paragraph(f"No probes were trained: {'; '.join(importance.skipped.values())}.")
     else:

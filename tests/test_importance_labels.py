@@ -495,6 +495,29 @@ def test_reference_labels_are_deterministic(reference, reference_chains, referen
     assert first.filter_counts == second.filter_counts
 
 
+def test_a_shared_scorer_cache_changes_no_label(reference, reference_chains, monkeypatch):
+    from reasonlens.importance import scoring
+
+    chains = reference_chains[:12]
+    variant = LabelConfig(scoring=ScoringConfig(necessity_max_correct=5), shortcut_alone=False)
+    configs = [variant, LabelConfig(scoring=variant.scoring, ranking="random", shortcut_alone=False), LabelConfig()]
+    fresh = [label_steps(reference, chains, config) for config in configs]
+    forwards = []
+    original = scoring._forward_rows
+    monkeypatch.setattr(scoring, "_forward_rows", lambda *a, **kw: forwards.append(len(a[3])) or original(*a, **kw))
+    cache: dict = {}
+    shared = [label_steps(reference, chains, config, scorer_cache=cache) for config in configs]
+    for a, b in zip(fresh, shared):
+        assert [c.labels for c in a.chains] == [c.labels for c in b.chains] and a.filter_counts == b.filter_counts
+        assert [c.scores for c in a.chains] == [c.scores for c in b.chains]
+    assert len(cache) == len(chains)  # necessity_max_correct alone does not split the cache
+    rows_shared = sum(forwards)
+    forwards.clear()
+    for config in configs:
+        label_steps(reference, chains, config)
+    assert rows_shared < sum(forwards)
+
+
 def test_save_load_round_trip(reference_labels, tmp_path):
     reference_labels.save(tmp_path / "labels")
     loaded = StepLabels.load(tmp_path / "labels")

@@ -84,6 +84,10 @@ def test_results_hold_every_field_the_recipe_promises(result):
     assert s["generator_labels"]["probe_accuracy"]["surface"] == 1.0
     assert len(s["generator_labels"]["per_layer"]["context"]) == 6
     assert s["generator_labels"]["cross_model"]["matrix"]["names"] == ["main", "seed1", "random init"]
+    for labels in (s, s["generator_labels"]):  # the figure's agreements: every seed's test steps, as the numbers
+        cm = labels["cross_model"]
+        assert cm["matrix"]["matrix"][0][1] == pytest.approx(cm["agreement"], abs=0.02)
+        assert cm["matrix"]["matrix"][0][2] == pytest.approx(cm["random_init_agreement"], abs=0.02)
     # The context probe's P(removable) covers every step of every chain, labelled or not.
     for suite in result.suites.values():
         assert [len(p) for p in suite.removable_probability] == [len(c) for c in suite.steps.chains]

@@ -48,7 +48,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, no_type_check
 
@@ -325,9 +325,10 @@ def with_answer_step(chain: Chain, suffix_ids: Sequence[int], suffix: str) -> Ch
 class _Search:
     """The filters and both stages for one chain, every subset scored through one memoising scorer."""
 
-    def __init__(self, model: TransformerBridge, chain: Chain, config: LabelConfig) -> None:
+    def __init__(self, model: TransformerBridge, chain: Chain, config: LabelConfig,
+                 scorer: SubsetScorer | None = None) -> None:
         self.model, self.chain, self.config = model, chain, config
-        self.scorer = SubsetScorer(model, chain, config.scoring)
+        self.scorer = scorer if scorer is not None else SubsetScorer(model, chain, config.scoring)
         self.scores: dict[str, float] = {}
         self.decided: dict[tuple[int, ...], tuple[bool, bool]] = {}  # subset -> (sufficient, attainable)
 
@@ -353,7 +354,8 @@ class _Search:
         self.scores.update(full_sufficiency=float(suff[0]), empty_sufficiency=float(suff[1]))
         if suff[0] < tau:
             return "sufficient", [], []
-        if not self.scorer.necessary():
+        scoring = self.config.scoring
+        if suff[1] * scoring.k_samples > scoring.necessity_max_correct + 1e-9:  # SubsetScorer.necessary
             return "necessary", [], []
         alone = self.config.shortcut_alone
         shortcuts = [i for i in range(n)
@@ -460,11 +462,13 @@ _DROP_REASONS = {"correct": "the model's own answer at the end of its chain is w
 
 
 def label_steps(model: TransformerBridge, chains: Sequence[Chain], config: LabelConfig = LabelConfig(), *,
-                progress: bool = False) -> StepLabels:
+                progress: bool = False, scorer_cache: dict[Any, SubsetScorer] | None = None) -> StepLabels:
     """Label the steps of ``chains`` by removability (see the module docstring for the pipeline).
 
-    Chains with one step cannot be pruned and are dropped (reason ``"one step"``); a :class:`ReasonlensError`
-    when ``chains`` is empty or every chain has one step.
+    ``scorer_cache``: a dict shared by several calls on the same chains (e.g. the influence and the random
+    ranking) keeps every subset's scores, so a subset scored once is not run again; calls whose scoring differs
+    only in ``necessity_max_correct`` share them too. Chains with one step cannot be pruned and are dropped
+    (reason ``"one step"``); a :class:`ReasonlensError` when ``chains`` is empty or every chain has one step.
     """
     from tqdm.auto import tqdm
 
@@ -486,7 +490,15 @@ def label_steps(model: TransformerBridge, chains: Sequence[Chain], config: Label
         if len(chain) < 2:
             dropped.append((index, "one step"))
             continue
-        result = _Search(model, chain, config).run(index)
+        scorer = None
+        if scorer_cache is not None:
+            key = (id(model), id(chain), replace(config.scoring, necessity_max_correct=0))
+            if key not in scorer_cache:
+                scorer_cache[key] = SubsetScorer(model, chain, config.scoring)
+            scorer = scorer_cache[key]
+        result = _Search(model, chain, config, scorer).run(index)
+        if scorer is not None:
+            scorer.release()  # keep the scores, not the prompt's keys and values
         passed = STAGES if isinstance(result, ChainLabels) else STAGES[:STAGES.index(result)]
         for stage in passed:
             counts[stage] += 1

@@ -28,9 +28,9 @@ answers after.
 >>> from reasonlens.importance.chains import chains_from_examples
 >>> model = load_model("reasonlens-main")
 >>> chain = chains_from_examples(model, generate(1, hops=2, seed=3))[0]
->>> suff, attn = SubsetScorer(model, chain).scores([[0, 1, 2, 3, 4], []])
->>> suff.tolist(), attn.tolist()
-([1.0, 0.4000000059604645], [1.0, 0.0])
+>>> suff, attn = SubsetScorer(model, chain).scores([[0, 1, 2, 3, 4], []])  # the full chain, no chain
+>>> suff[0].item(), attn.tolist(), round(suff[1].item() * 5)  # right draws of 5 without a chain: 0-5
+(1.0, [1.0, 0.0], 3)
 """
 
 from __future__ import annotations
@@ -145,15 +145,25 @@ def answer_token_sets(model: TransformerBridge) -> tuple[frozenset[int], frozens
 
 def _prompt_prefix(model: TransformerBridge, chain: Chain) -> KVPrefix | None:
     """The chain's prompt but its last token, run once (see :func:`_forward_rows`)."""
-    return KVPrefix.of(model, chain.prompt_ids[:-1])
+    return _prompt_run(model, chain.prompt_ids)[0]
 
 
-def _prompt_nll(model: TransformerBridge, prompt_ids: Sequence[int]) -> float:
-    """The summed teacher-forced NLL of the prompt's tokens after its first (the first is never predicted)."""
+def _prompt_run(model: TransformerBridge, prompt_ids: Sequence[int]) -> tuple[KVPrefix | None, float]:
+    """One forward of the prompt but its last token: its keys and values (``None`` where the model's cache cannot be
+    reused, or for a one-token prompt) and the summed teacher-forced NLL of the prompt's tokens after the first."""
+    from reasonlens.runtime import left_padded_positions
+
+    head = list(prompt_ids[:-1])
+    if not head:
+        return None, 0.0
+    device = model.cfg.device
+    mask = torch.ones(1, len(head), dtype=torch.long, device=device)
     with torch.no_grad():
-        logits = model(torch.tensor([list(prompt_ids)], device=model.cfg.device))[0, :-1].double()
-    target = torch.tensor(prompt_ids[1:], device=logits.device)
-    return float(-logits.log_softmax(-1).gather(-1, target[:, None]).sum())
+        logits, cache = model(torch.tensor([head], device=device), attention_mask=mask,
+                              position_ids=left_padded_positions(mask), use_cache=True, return_type="logits_and_cache")
+    target = torch.tensor(prompt_ids[1:], device=device)
+    nll = float(-logits[0].double().log_softmax(-1).gather(-1, target[:, None]).sum())
+    return KVPrefix.from_cache(cache, mask), nll
 
 
 def _forward_rows(model: TransformerBridge, prefix: KVPrefix | None, prompt_ids: Sequence[int],
@@ -257,8 +267,12 @@ class SubsetScorer:
         self.gold = answer_token_sets(model)[0 if chain.label else 1]
         self._seen: dict[tuple[int, ...], tuple[float, float]] = {}
         self._ppl: dict[tuple[int, ...], float] = {}
-        self._prefix = _prompt_prefix(model, chain)
-        self._prompt_nll = _prompt_nll(model, chain.prompt_ids)
+        self._prompt: tuple[KVPrefix | None, float] | None = None  # run when a subset first needs a forward
+
+    def release(self) -> None:
+        """Drop the prompt's cached keys and values (the scores stay memoised; a new subset runs the prompt
+        again)."""
+        self._prompt = None
 
     def _sufficiency(self, logits: Float[Tensor, "row vocab"], kept: list[tuple[int, ...]]) -> list[float]:
         cfg = self.config
@@ -291,11 +305,14 @@ class SubsetScorer:
         todo = list(dict.fromkeys([*(k for k in kept if k not in self._seen),
                                    *(r for r in references if r not in self._seen)]))
         if todo:
+            if self._prompt is None:
+                self._prompt = _prompt_run(self.model, chain.prompt_ids)
+            prefix, prompt_nll = self._prompt
             rows = [chain.token_ids(k, self.suffix_ids)[chain.prompt_len:] + [chain.gold_answer_id] for k in todo]
-            logits, nll = _forward_rows(self.model, self._prefix, chain.prompt_ids, rows, self.config.batch_size)
+            logits, nll = _forward_rows(self.model, prefix, chain.prompt_ids, rows, self.config.batch_size)
             n_predicted = [chain.prompt_len - 1 + len(row) for row in rows]
             for k, total, n in zip(todo, nll.tolist(), n_predicted):
-                self._ppl[k] = math.exp((self._prompt_nll + total) / n)
+                self._ppl[k] = math.exp((prompt_nll + total) / n)
             for k, s in zip(todo, self._sufficiency(logits, todo)):
                 self._seen[k] = (s, math.nan)
         for k in kept:

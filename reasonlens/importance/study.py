@@ -306,8 +306,8 @@ def probe_suite(model: TransformerBridge, steps: StepSet, config: ProbeConfig = 
                                random_init_seed=seed, groups=groups, progress=progress)
         results = transfer["results"]
         probes["context"] = results["a"]
-        test = torch.tensor(results["a"].runs[0].test_index)
-        preds = {name: results[key].predictions[test]
+        # Each seed's held-out probes on that seed's test steps (the same rows for the three), all seeds together.
+        preds = {name: torch.tensor([p for run in results[key].runs for p in run.test_predictions])
                  for name, key in ((names[0], "a"), (names[1], "b"), ("random init", "random_init"))}
         transfer["accuracy"] = transfer["accuracy_b"]
         transfer["matrix"] = {"names": list(preds), "matrix": [[agreement(preds[a], preds[b]) for b in preds]
@@ -373,13 +373,16 @@ def run_step_importance_study(model: TransformerBridge, config: StepImportanceCo
                               "or pass source='gold' (the generator's chains)")
     gold = saved.run("validation-chains", lambda: chains_from_examples(
         model, _questions(c, c.validation_per_cell, 9000, c.redundant_step_p), progress=progress))
-    labels = saved.run("labels", lambda: label_steps(model, chains, c.labels, progress=progress))
-    random_labels = saved.run("random-labels", lambda: label_steps(model, chains, replace(c.labels, ranking="random"),
-                                                                   progress=progress))
-    validation = saved.run("validation-labels", lambda: label_steps(model, gold, c.labels, progress=progress))
-    paper = saved.run("paper-labels", lambda: label_steps(model, gold, LabelConfig(), progress=progress))
-    oracle = saved.run("oracle-labels", lambda: label_steps(
-        model, gold, replace(c.labels, ranking="oracle", require_stage2_removal=False), progress=progress))
+    scores: dict = {}  # every subset scored once across the labellings of the same chains
+
+    def labelled(name: str, some: list[Chain], config: LabelConfig) -> StepLabels:
+        return saved.run(name, lambda: label_steps(model, some, config, progress=progress, scorer_cache=scores))
+
+    labels = labelled("labels", chains, c.labels)
+    random_labels = labelled("random-labels", chains, replace(c.labels, ranking="random"))
+    validation = labelled("validation-labels", gold, c.labels)
+    paper = labelled("paper-labels", gold, LabelConfig())
+    oracle = labelled("oracle-labels", gold, replace(c.labels, ranking="oracle", require_stage2_removal=False))
     timings["labels"] = time.time() - start
 
     sets = {"removability": step_set(labels) if labels.chains else None, "generator": generator_step_set(gold)}
