@@ -498,7 +498,7 @@ def test_reference_labels_are_deterministic(reference, reference_chains, referen
 def test_a_shared_scorer_cache_changes_no_label(reference, reference_chains, monkeypatch):
     from reasonlens.importance import scoring
 
-    chains = reference_chains[:12]
+    chains = reference_chains[:6]
     variant = LabelConfig(scoring=ScoringConfig(necessity_max_correct=5), shortcut_alone=False)
     configs = [variant, LabelConfig(scoring=variant.scoring, ranking="random", shortcut_alone=False), LabelConfig()]
     fresh = [label_steps(reference, chains, config) for config in configs]

@@ -158,7 +158,7 @@ def test_cli_recipe_writes_results_and_report(tmp_path, monkeypatch, offline, br
     assert main(["run", "step-importance", "--model", "no-such-model", "--out", str(tmp_path)]) == 2
 
 
-@pytest.mark.slow  # a second full run of the study (75 s); the checkpoint mechanism is shared with the other studies
+@pytest.mark.slow  # a second full run of the study; the checkpoints themselves: tests/test_resume.py
 def test_resumed_study_equals_an_uninterrupted_one(result, main_model, tmp_path, monkeypatch):
     def findings(r):
         return json.dumps({k: v for k, v in r.summary().items() if k != "seconds"}, sort_keys=True, default=str)

@@ -137,6 +137,7 @@ def test_cli_recipe_writes_results_and_report(tmp_path, monkeypatch, capsys, bro
     assert "layers" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a second full run of the study (45 s); the checkpoints themselves: tests/test_resume.py
 def test_resumed_study_equals_an_uninterrupted_one(result, tmp_path, monkeypatch):
     def findings(r):
         return json.dumps({k: v for k, v in r.summary().items() if k != "seconds"}, sort_keys=True)

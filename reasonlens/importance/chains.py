@@ -160,8 +160,10 @@ def _blocks(model: TransformerBridge, prompt: str, steps: Sequence[str]) -> tupl
                               "prompt/chain boundary); end the prompt where this tokenizer splits")
     for a, b in zip(spans, spans[1:]):
         if b.start < a.end:
-            raise ReasonlensError(f"steps {a.text!r} and {b.text!r} share a token; steps must align with token "
-                                  "boundaries")
+            raise ReasonlensError(
+                f"steps {a.text!r} and {b.text!r} share a token: this tokenizer merges the text across the boundary "
+                "between them, so neither step can be removed alone; join the two into one step, or use a tokenizer "
+                "that splits at spaces (the byte-level BPEs of GPT-2, Llama 3 and Qwen2 do)")
     bounds = [prompt_len] + [s.end for s in spans]
     return ids[:prompt_len], [ids[a:b] for a, b in zip(bounds, bounds[1:])]
 
