@@ -209,6 +209,28 @@ def test_study_runs_on_a_subword_qwen2(tmp_path):
     assert "removable" in result.skipped["removability"]
     assert set(s["generator_labels"]["comparisons"]) == {f"context vs {name}" for name in study.COMPARED}
     json.dumps(s)
+    # Its own chains: a random model writes no sentence, and the study says so instead of labelling nothing.
+    with pytest.raises(ReasonlensError, match="wrote no complete sentence in any of its 4 greedy chains"):
+        run_step_importance_study(model, replace(config, source="greedy", n_per_cell=2))
     # At the paper's threshold a random model's chains are not sufficient.
     strict = label_steps(model, [c.chain for c in result.labels.chains][:4], TRUE_FALSE_LABELS)
     assert strict.filter_counts["sufficient"] == 0 and not strict.chains
+
+
+def test_a_tokenizer_that_merges_across_step_boundaries_gets_a_clear_error(tmp_path):
+    """A BPE trained without splitting at spaces merges "a " with what follows, so a step cannot be cut out alone."""
+    from model_util import write_subword_gpt2
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers_util import prontoqa_texts
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer = pre_tokenizers.Split(pattern="\n", behavior="isolated")  # lines, not words
+    tk.decoder = decoders.Fuse()
+    tk.train_from_iterator(prontoqa_texts(), trainers.BpeTrainer(vocab_size=800, special_tokens=["<|endoftext|>"],
+                                                                 show_progress=False))
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                  unk_token="<|endoftext|>")
+    model = load_model(str(write_subword_gpt2(tmp_path, tok)))
+    with pytest.raises(ReasonlensError, match="merges text across the space.*Join it with its neighbour"):
+        chains_from_examples(model, generate(2, hops=2, seed=1))

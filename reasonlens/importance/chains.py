@@ -152,7 +152,14 @@ def _blocks(model: TransformerBridge, prompt: str, steps: Sequence[str]) -> tupl
     if offset < 0 or ids[offset:] != plain:
         raise ReasonlensError("the model's to_tokens and its tokenizer disagree on this text beyond a prepended BOS; "
                               "step spans cannot be placed")
-    spans = [s.shift(offset) for s in char_to_token_spans(tok, text, char_spans, add_special_tokens=True)]
+    try:
+        spans = [s.shift(offset) for s in char_to_token_spans(tok, text, char_spans, add_special_tokens=True)]
+    except ReasonlensError as e:
+        raise ReasonlensError(
+            f"a step does not start and end on token boundaries in this tokenizer, which merges text across the "
+            f"space before or after it ({e}); so it cannot be removed alone. Join it with its neighbour into one "
+            "step, or use a tokenizer that splits at spaces (the byte-level BPEs of GPT-2, Llama 3 and Qwen2 do)"
+        ) from None
     prompt_plain = tok(prompt, add_special_tokens=True)["input_ids"]
     prompt_len = len(prompt_plain) + offset
     if plain[:len(prompt_plain)] != prompt_plain or spans[0].start < prompt_len:
