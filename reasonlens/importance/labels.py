@@ -59,7 +59,7 @@ from torch import Tensor
 from reasonlens.errors import ReasonlensError
 from reasonlens.importance.chains import Chain
 from reasonlens.importance.influence import InfluenceMethod, check_influence_method, influence_matrix
-from reasonlens.importance.scoring import ScoringConfig, SubsetScorer, stable_seed
+from reasonlens.importance.scoring import ScoringConfig, SubsetScorer, needs_chain, stable_seed
 from reasonlens.results import ConfigDict
 from reasonlens.validation import check_bool, check_float_list, check_int, check_int_list, load_saved
 
@@ -354,8 +354,7 @@ class _Search:
         self.scores.update(full_sufficiency=float(suff[0]), empty_sufficiency=float(suff[1]))
         if suff[0] < tau:
             return "sufficient", [], []
-        scoring = self.config.scoring
-        if suff[1] * scoring.k_samples > scoring.necessity_max_correct + 1e-9:  # SubsetScorer.necessary
+        if not needs_chain(float(suff[1]), self.config.scoring):  # this config's rule (the scorer may be shared)
             return "necessary", [], []
         alone = self.config.shortcut_alone
         shortcuts = [i for i in range(n)

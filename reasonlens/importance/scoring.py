@@ -324,8 +324,7 @@ class SubsetScorer:
     def necessary(self) -> bool:
         """Whether the chain is needed: at most ``necessity_max_correct`` of ``k_samples`` answers without it are
         right (in ``"expected"`` mode: the expected number right)."""
-        suff = float(self.scores([[]])[0][0])
-        return suff * self.config.k_samples <= self.config.necessity_max_correct + 1e-9
+        return needs_chain(float(self.scores([[]])[0][0]), self.config)
 
     def ppl(self, keep: Sequence[int]) -> float:
         """The whole-string perplexity of ``x ∘ T ∘ σ ∘ a*`` (scored by :meth:`scores` first)."""
@@ -333,6 +332,11 @@ class SubsetScorer:
         if k not in self._ppl:
             self.scores([k])
         return self._ppl[k]
+
+
+def needs_chain(empty_sufficiency: float, config: ScoringConfig) -> bool:
+    """Necessity from the empty chain's sufficiency: at most ``necessity_max_correct`` of ``k_samples`` right."""
+    return empty_sufficiency * config.k_samples <= config.necessity_max_correct + 1e-9
 
 
 def sufficiency(model: TransformerBridge, chain: Chain, keeps: Sequence[Sequence[int]],
